@@ -1,0 +1,59 @@
+"""bayes_cmma: Bayesian causal meta-mediation analysis.
+
+Which online metric should guide algorithm work, because raising it raises the KPI most? Fit a
+hierarchical measurement-error model to the trial-level ATEs of many A/B tests and read off the
+posterior dose-response function, elasticities and the ranking of candidate metrics.
+
+Typical use::
+
+    import bayes_cmma as bc
+    trials = bc.read_trials("trials.csv", "cov.csv")
+    result = bc.fit(trials, kpi="gmv", metrics=["ndcg", "mrr", "map"], model="cubic", seed=1)
+    result.ranking(at={"ndcg": 0.0021, "mrr": 0.0016, "map": 0.0019}, baseline=60.0)
+"""
+
+from bayes_cmma.data import TrialData, metric_design, read_trials
+from bayes_cmma.datasets import Example, load_example
+from bayes_cmma.derived import drf, elasticity, interval_table, rank_metrics
+from bayes_cmma.diagnostics import diagnostics_table, summary_table
+from bayes_cmma.errors import (
+    AssumptionWarning,
+    BayesCMMAError,
+    ConvergenceWarning,
+    DataError,
+    SpecError,
+)
+from bayes_cmma.fit import CMMAResult, MetricFit, fit, fit_metric
+from bayes_cmma.ols import OLSResult, cmma_ols
+from bayes_cmma.spec import ModelSpec, load_spec
+from bayes_cmma.summarize import summarize_units
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AssumptionWarning",
+    "BayesCMMAError",
+    "CMMAResult",
+    "ConvergenceWarning",
+    "DataError",
+    "Example",
+    "MetricFit",
+    "ModelSpec",
+    "OLSResult",
+    "SpecError",
+    "TrialData",
+    "cmma_ols",
+    "diagnostics_table",
+    "drf",
+    "elasticity",
+    "fit",
+    "fit_metric",
+    "interval_table",
+    "load_example",
+    "load_spec",
+    "metric_design",
+    "rank_metrics",
+    "read_trials",
+    "summarize_units",
+    "summary_table",
+]

@@ -1,0 +1,385 @@
+"""Fit the Bayesian CMMA model: one posterior per (KPI, metric), on the user's original scale.
+
+``fit`` is the notebook entry point::
+
+    import bayes_cmma as bc
+    trials = bc.read_trials("trials.csv", "cov.csv")
+    result = bc.fit(trials, kpi="gmv", metrics=["ndcg", "mrr"], model="cubic", seed=1)
+    result["ndcg"].posterior          # xarray.DataTree, original scale, named dims
+    result.elasticity(at={"ndcg": 0.0021, "mrr": 0.0015})
+    result.ranking(at={...})
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from bayes_cmma import derived, dims
+from bayes_cmma.data import MetricDesign, TrialData, metric_design
+from bayes_cmma.diagnostics import warn_on_problems
+from bayes_cmma.errors import AssumptionWarning, BayesCMMAError
+from bayes_cmma.model import (
+    Standardised,
+    beta_from_std,
+    compiled_model,
+    standardise,
+    trial_loglik_numpy,
+    unpack_chol,
+)
+from bayes_cmma.provenance import provenance
+from bayes_cmma.spec import ModelSpec, load_spec, replace_spec, spec_for_degree
+
+Progress = Callable[[str], None]
+
+
+def resolve_spec(model: str | Path | ModelSpec | int | None = None, degree: int | None = None) -> ModelSpec:
+    """A ModelSpec from a bundled name, a TOML path, a degree, or a spec (default: cubic)."""
+    if isinstance(model, ModelSpec):
+        spec = model
+    elif isinstance(model, int) and not isinstance(model, bool):
+        spec = spec_for_degree(model)
+    elif model is None:
+        spec = spec_for_degree(degree if degree is not None else 3)
+        degree = None
+    else:
+        spec = load_spec(model)
+    if degree is not None and degree != spec.degree:
+        spec = replace_spec(spec, degree=degree)
+    return spec
+
+
+@dataclass
+class MetricFit:
+    """The posterior of one (KPI, metric) model with what made it.
+
+    Attributes
+    ----------
+    posterior : xarray.DataTree
+        Groups ``posterior`` (original scale: ``beta`` (power), ``alpha`` (team, power), ``pi``
+        (team), ``kpi_mean`` (team; beta' alpha + pi), ``pi_mean``, ``pi_sd``, ``metric_sd``
+        (power), ``metric_corr`` (power, power_other), ``residual_sd``), ``sample_stats``,
+        ``log_likelihood`` (``trial_ate``: trial), ``observed_data``, ``constant_data``; provenance in ``attrs``.
+    spec : ModelSpec
+    design : MetricDesign
+    timings : dict
+        Seconds spent compiling (0 when a cached model was reused) and sampling.
+    """
+
+    posterior: xr.DataTree
+    spec: ModelSpec
+    design: MetricDesign
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def metric(self) -> str:
+        return self.design.metric
+
+    @property
+    def beta(self) -> xr.DataArray:
+        """Posterior draws of the DRF coefficients, dims (chain, draw, power), original scale."""
+        return self.posterior["posterior"]["beta"]
+
+    def drf(self, grid: Iterable[float] | xr.DataArray) -> xr.DataArray:
+        """Posterior draws of mu(m) on a grid of metric values, dims (chain, draw, grid)."""
+        return derived.drf(self.beta, grid)
+
+    def elasticity(
+        self, at: float | Iterable[float], lift: float = 0.1, baseline: float | None = None
+    ) -> xr.DataArray:
+        """Posterior draws of the elasticity at metric value(s) ``at``; see :func:`derived.elasticity`."""
+        return derived.elasticity(self.beta, at, lift=lift, baseline=baseline)
+
+
+def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised) -> xr.Dataset:
+    """Map standardised draws back: beta = s0 L^-T b, alpha = L a, Omega = L Omega_std L'."""
+    s0, L = std.kpi_scale, std.L
+    P = design.degree
+    Linv = np.linalg.inv(L)
+    chol_std = unpack_chol(raw["metric_chol"].values, P)
+    beta = s0 * beta_from_std(raw["beta_std"].values, chol_std) @ Linv  # beta_j = s0 sum_i b_i Linv[i, j]
+    kpi_mean = raw["kpi_mean"].values * s0
+    alpha = raw["alpha"].values @ L.T
+    beta_std_scale = beta_from_std(raw["beta_std"].values, chol_std)
+    pi = (raw["kpi_mean"].values - np.einsum("...tp,...p->...t", raw["alpha"].values, beta_std_scale)) * s0
+    chol = L @ chol_std
+    cov = chol @ np.swapaxes(chol, -1, -2)
+    sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
+    corr = cov / (sd[..., :, None] * sd[..., None, :])
+    sdims = list(dims.SAMPLE_DIMS)
+    coords = {
+        dims.CHAIN: raw[dims.CHAIN].values,
+        dims.DRAW: raw[dims.DRAW].values,
+        dims.POWER: np.arange(1, P + 1),
+        dims.POWER_OTHER: np.arange(1, P + 1),
+        dims.TEAM: design.teams,
+    }
+    return xr.Dataset(
+        {
+            "beta": ((*sdims, dims.POWER), beta),
+            "alpha": ((*sdims, dims.TEAM, dims.POWER), alpha),
+            "pi": ((*sdims, dims.TEAM), pi),
+            "kpi_mean": ((*sdims, dims.TEAM), kpi_mean),
+            "pi_mean": (sdims, raw["pi_mean"].values * s0),
+            "pi_sd": (sdims, raw["pi_sd"].values * s0),
+            "metric_sd": ((*sdims, dims.POWER), sd),
+            "metric_corr": ((*sdims, dims.POWER, dims.POWER_OTHER), corr),
+            "residual_sd": (sdims, raw["residual_sd"].values * s0),
+        },
+        coords=coords,
+    )
+
+
+def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised) -> np.ndarray:
+    """Per-trial log-density of the observed ATEs in original units (standardised minus log-Jacobian)."""
+    chol = unpack_chol(raw["metric_chol"].values, design.degree)
+    beta = beta_from_std(raw["beta_std"].values, chol)
+    pi = raw["kpi_mean"].values - np.einsum("...tp,...p->...t", raw["alpha"].values, beta)
+    ll = trial_loglik_numpy(
+        std.z,
+        std.S,
+        design.team_idx,
+        beta,
+        raw["alpha"].values,
+        pi,
+        chol,
+        raw["residual_sd"].values,
+    )
+    return ll + std.log_abs_det_B
+
+
+def _assemble(
+    trace: xr.DataTree, design: MetricDesign, std: Standardised, spec: ModelSpec, attrs: dict
+) -> xr.DataTree:
+    raw = trace["posterior"].to_dataset()
+    posterior = _to_original_scale(raw, design, std)
+    sdims = list(dims.SAMPLE_DIMS)
+    loglik = xr.Dataset(
+        {"trial_ate": ((*sdims, dims.TRIAL), _log_likelihood(raw, design, std))},
+        coords={dims.CHAIN: posterior[dims.CHAIN], dims.DRAW: posterior[dims.DRAW], dims.TRIAL: design.trials},
+    )
+    q = design.quantities
+    observed = xr.Dataset(
+        {
+            "trial_ate": ((dims.TRIAL, dims.QUANTITY), design.z),
+            "measurement_cov": ((dims.TRIAL, dims.QUANTITY, dims.QUANTITY_OTHER), design.S),
+        },
+        coords={dims.TRIAL: design.trials, dims.QUANTITY: q, dims.QUANTITY_OTHER: q},
+    )
+    constant = xr.Dataset(
+        {
+            "team": ((dims.TRIAL,), np.asarray(design.teams, dtype=object)[design.team_idx]),
+            "kpi_scale": ((), std.kpi_scale),
+            "metric_factor": ((dims.POWER, dims.POWER_OTHER), std.L),
+        },
+        coords={dims.TRIAL: design.trials, dims.POWER: np.arange(1, design.degree + 1),
+                dims.POWER_OTHER: np.arange(1, design.degree + 1)},
+    )
+    stats = trace["sample_stats"].to_dataset()
+    keep = [v for v in stats.data_vars if stats[v].dtype != object]
+    groups = {
+        "posterior": posterior,
+        "sample_stats": stats[keep],
+        "log_likelihood": loglik,
+        "observed_data": observed,
+        "constant_data": constant,
+    }
+    tree = xr.DataTree.from_dict(groups)
+    tree.attrs.update(attrs)
+    return tree
+
+
+def fit_metric(
+    data: TrialData,
+    kpi: str,
+    metric: str,
+    model: str | Path | ModelSpec | int | None = None,
+    *,
+    seed: int | None = None,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    cores: int | None = None,
+    progress_bar: bool = False,
+    progress: Progress | None = None,
+) -> MetricFit:
+    """Fit the model for one KPI and one metric.
+
+    Parameters
+    ----------
+    data : TrialData
+        From :func:`bayes_cmma.read_trials`.
+    kpi, metric : str
+        Quantity names; the metric's powers ``metric^2`` ... up to the degree must be in the table.
+    model : str, path, ModelSpec or int, optional
+        Bundled spec name, TOML file, spec, or degree. Default: ``"cubic"``.
+    seed : int, optional
+        Seed of the sampler; the same seed and data give identical draws.
+    draws, tune, chains : int, optional
+        Override the spec's ``[sampler]`` settings.
+    cores : int, optional
+        Chains run in parallel; default ``min(chains, os.cpu_count())``.
+    progress_bar : bool
+        Show nutpie's progress bar.
+    progress : callable, optional
+        Receives short status lines ("compiling ...", "sampling ...").
+
+    Returns
+    -------
+    MetricFit
+    """
+    spec = resolve_spec(model)
+    design = metric_design(data, kpi, metric, spec.degree, spec.within_trial_correlation,
+                           warn_filled=not spec.within_trial_correlation_given)
+    return fit_design(design, spec, seed=seed, draws=draws, tune=tune, chains=chains, cores=cores,
+                      progress_bar=progress_bar, progress=progress, data_hash=data.data_hash())
+
+
+def fit_design(
+    design: MetricDesign,
+    spec: ModelSpec,
+    *,
+    seed: int | None = None,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    cores: int | None = None,
+    progress_bar: bool = False,
+    progress: Progress | None = None,
+    data_hash: str | None = None,
+) -> MetricFit:
+    """Fit the model to an already-cut :class:`MetricDesign` (simulation studies reuse this)."""
+    import nutpie
+
+    std = standardise(design)
+    t0 = time.perf_counter()
+    if progress:
+        progress(f"preparing the degree-{spec.degree} model for {design.metric!r} "
+                 "(the first fit of a shape compiles it: ~20 s)")
+    compiled, fresh = compiled_model(spec, design, std)
+    t_compile = time.perf_counter() - t0 if fresh else 0.0
+    settings = dict(spec.sampler)
+    n_chains = int(chains or settings["chains"])
+    n_cores = int(cores or min(n_chains, os.cpu_count() or 1))
+    if progress:
+        progress(f"sampling {design.metric!r}: {n_chains} chains x {int(draws or settings['draws'])} draws")
+    t1 = time.perf_counter()
+    trace = nutpie.sample(
+        compiled,
+        draws=int(draws or settings["draws"]),
+        tune=int(tune or settings["tune"]),
+        chains=n_chains,
+        cores=n_cores,
+        seed=seed,
+        save_warmup=False,
+        progress_bar=progress_bar,
+        target_accept=float(settings["target_accept"]),
+        adaptation=settings["adaptation"],
+    )
+    t_sample = time.perf_counter() - t1
+    attrs = provenance(spec, seed=seed, data_hash=data_hash)
+    attrs.update({"kpi": design.kpi, "metric": design.metric, "degree": spec.degree})
+    tree = _assemble(trace, design, std, spec, attrs)
+    fit = MetricFit(posterior=tree, spec=spec, design=design,
+                    timings={"compile_s": t_compile, "sample_s": t_sample})
+    warn_on_problems(fit.posterior, label=design.metric)
+    return fit
+
+
+@dataclass
+class CMMAResult:
+    """Posteriors of several candidate metrics for one KPI (one model per metric)."""
+
+    fits: dict[str, MetricFit]
+    kpi: str
+
+    def __getitem__(self, metric: str) -> MetricFit:
+        try:
+            return self.fits[metric]
+        except KeyError:
+            raise BayesCMMAError(
+                f"metric {metric!r} was not fitted; fitted metrics: {', '.join(self.fits)}."
+            ) from None
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.fits)
+
+    def _check_at(self, at: Mapping[str, float | Iterable[float]]) -> None:
+        for m in at:
+            if m not in self.fits:
+                raise BayesCMMAError(
+                    f"--at/at names metric {m!r}, which was not fitted; fitted: {', '.join(self.fits)}."
+                )
+
+    def elasticity(
+        self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None
+    ) -> xr.DataArray:
+        """Elasticity draws of each metric at its current value, dims (metric, chain, draw)."""
+        self._check_at(at)
+        missing = [m for m in self.fits if m not in at]
+        if missing:
+            raise BayesCMMAError(
+                f"no current value for metric(s) {', '.join(missing)}: give at={{'{missing[0]}': "
+                "VALUE}} (CLI: --at METRIC=VALUE), the metric's current per-unit level."
+            )
+        parts = [
+            self.fits[m].elasticity(float(at[m]), lift=lift, baseline=baseline)
+            for m in self.fits
+        ]
+        return derived.stack_metrics(parts, list(self.fits))
+
+    def ranking(
+        self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None
+    ) -> xr.Dataset:
+        """Posterior ranking of the metrics by elasticity; see :func:`derived.rank_metrics`."""
+        return derived.rank_metrics(self.elasticity(at, lift=lift, baseline=baseline))
+
+
+def fit(
+    data: TrialData,
+    kpi: str,
+    metrics: str | Iterable[str],
+    model: str | Path | ModelSpec | int | None = None,
+    *,
+    seed: int | None = None,
+    draws: int | None = None,
+    tune: int | None = None,
+    chains: int | None = None,
+    cores: int | None = None,
+    progress_bar: bool = False,
+    progress: Progress | None = None,
+) -> CMMAResult:
+    """Fit one model per candidate metric, reusing one compiled model for all of them.
+
+    Every metric's design is validated before anything is sampled, so a bad input fails fast.
+    Each metric gets its own seed derived from ``seed`` (the i-th metric: ``seed + i``).
+    See :func:`fit_metric` for the parameters.
+    """
+    metric_list = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metric_list:
+        raise BayesCMMAError("no metric given; name at least one (CLI: --metric NAME).")
+    if len(set(metric_list)) != len(metric_list):
+        raise BayesCMMAError(f"metric names repeat: {metric_list}; name each once.")
+    spec = resolve_spec(model)
+    designs = {}
+    for i, m in enumerate(metric_list):
+        with warnings.catch_warnings():
+            if i > 0:  # the filled-covariance warning is said once, for the first metric
+                warnings.simplefilter("ignore", category=AssumptionWarning)
+            designs[m] = metric_design(data, kpi, m, spec.degree, spec.within_trial_correlation,
+                                       warn_filled=not spec.within_trial_correlation_given)
+    fits = {}
+    h = data.data_hash()
+    for i, (m, design) in enumerate(designs.items()):
+        fits[m] = fit_design(design, spec, seed=None if seed is None else seed + i, draws=draws,
+                             tune=tune, chains=chains, cores=cores, progress_bar=progress_bar,
+                             progress=progress, data_hash=h)
+    return CMMAResult(fits=fits, kpi=kpi)

@@ -1,0 +1,276 @@
+"""The marginalised measurement-error CMMA model (DESIGN §2) in PyMC, compiled once per shape.
+
+Per trial k of team g, on the internal scale (see :func:`standardise`)::
+
+    z_k ~ MvNormal( (eta_g, alpha_g),  A Omega A' + S_k + diag(sigma_u^2, 0, ..., 0) )
+    A = [beta'; I_P],   Omega = C C' (C lower triangular),   beta = C'^-1 gamma
+    eta_g = beta' alpha_g + pi_g,   pi_g ~ Normal(pi_mean, pi_sd)
+
+Sampled: gamma (``beta_std``, prior ``beta_std``: a g-prior on beta), alpha, eta (``kpi_mean``,
+centred), pi_mean, pi_sd, C (LKJ Cholesky, ``metric_chol``), sigma_u (``residual_sd``).
+The latent true effects (y_k, m_k) and the residual u_k are integrated out exactly, so NUTS only
+sees global parameters. The likelihood is written in closed form over the trial axis
+(:mod:`bayes_cmma.linalg`). Data enter through ``pm.Data`` so one compiled model serves every
+metric and every refit with the same (degree, number of teams, priors): see :func:`compiled_model`.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pymc as pm
+import pytensor.tensor as pt
+
+from bayes_cmma.data import MetricDesign
+from bayes_cmma.linalg import mvnormal_logpdf, mvnormal_logpdf_entries
+from bayes_cmma.spec import ModelSpec, Prior
+
+#: Names of the sampled (standardised-scale) variables.
+SAMPLED_VARS = ("beta_std", "alpha", "pi_mean", "pi_sd", "kpi_mean", "metric_chol", "residual_sd")
+
+
+@dataclass(frozen=True)
+class Standardised:
+    """Trial data on the internal scale.
+
+    ``z = x B'`` and ``S = B S_orig B'`` with ``B = blockdiag(1 / kpi_scale, inv(L))``, where
+    ``L`` is the lower Cholesky factor of the pooled within-team covariance of the metric-power
+    ATEs. The KPI is divided by its across-trial sd; the metric powers are whitened (the QR-style
+    reparameterisation of a regression: ATE(M), ATE(M^2), ATE(M^3) are often >99% correlated
+    across trials, which makes NUTS crawl on the raw scale). The map is linear and exact, so the
+    model is the same; :meth:`to_original` maps parameters back.
+    """
+
+    z: np.ndarray
+    S: np.ndarray
+    kpi_scale: float
+    L: np.ndarray  # (P, P) lower triangular; metric block m = L m_std
+
+    @property
+    def log_abs_det_B(self) -> float:
+        """log |det B|, the Jacobian of the data transform (for densities in original units)."""
+        return float(-np.log(self.kpi_scale) - np.log(np.diag(self.L)).sum())
+
+
+def _metric_factor(design: MetricDesign) -> np.ndarray:
+    """Lower Cholesky factor of the pooled within-team covariance of the metric-power ATEs.
+
+    Within-team, because the team means alpha_g absorb between-team differences: Omega is a
+    within-team covariance, and whitening with the total covariance leaves alpha_g's components
+    strongly correlated (seen: -0.92, tree depth 8-10 for a cubic). Falls back to the total
+    covariance, then to per-column scales, when a factor cannot be formed.
+    """
+    m = design.z[:, 1:]
+    K, P = m.shape
+    n_teams = len(design.teams)
+    candidates = []
+    if K - n_teams > P:
+        means = np.zeros((n_teams, P))
+        np.add.at(means, design.team_idx, m)
+        means /= np.bincount(design.team_idx, minlength=n_teams)[:, None]
+        dev = m - means[design.team_idx]
+        candidates.append(dev.T @ dev / (K - n_teams))
+    if K > P:
+        candidates.append(np.atleast_2d(np.cov(m, rowvar=False, ddof=0)))
+    for cov in candidates:
+        scale = np.sqrt(np.diag(cov))
+        if np.all(scale > 0):
+            corr = cov / np.outer(scale, scale)
+            try:
+                # a tiny ridge keeps the factor well-conditioned when powers are (nearly) collinear
+                return scale[:, None] * np.linalg.cholesky(corr + 1e-9 * np.eye(P))
+            except np.linalg.LinAlgError:
+                continue
+    fallback = m.std(axis=0)
+    se = np.sqrt(np.mean(np.diagonal(design.S, axis1=1, axis2=2), axis=0))[1:]
+    return np.diag(np.where(fallback > 0, fallback, se))
+
+
+def standardise(design: MetricDesign) -> Standardised:
+    """Put a design on the internal scale (see :class:`Standardised`)."""
+    y = design.z[:, 0]
+    kpi_scale = float(y.std())
+    if not kpi_scale > 0:
+        kpi_scale = float(np.sqrt(np.mean(design.S[:, 0, 0])))
+    L = _metric_factor(design)
+    P = L.shape[0]
+    B = np.zeros((P + 1, P + 1))
+    B[0, 0] = 1.0 / kpi_scale
+    B[1:, 1:] = np.linalg.inv(L)
+    z = design.z @ B.T
+    S = B @ design.S @ B.T
+    S = 0.5 * (S + np.swapaxes(S, -1, -2))
+    return Standardised(z=np.ascontiguousarray(z), S=np.ascontiguousarray(S), kpi_scale=kpi_scale, L=L)
+
+
+def _location(name: str, prior: Prior, **kw: Any) -> pt.TensorVariable:
+    p = prior.params
+    if prior.dist == "normal":
+        return pm.Normal(name, mu=p["mu"], sigma=p["sigma"], **kw)
+    return pm.StudentT(name, nu=p["nu"], mu=p["mu"], sigma=p["sigma"], **kw)
+
+
+def _scale_dist(prior: Prior, **kw: Any) -> Any:
+    p = prior.params
+    if prior.dist == "halfnormal":
+        return pm.HalfNormal.dist(sigma=p["sigma"], **kw)
+    if prior.dist == "halfstudentt":
+        return pm.HalfStudentT.dist(nu=p["nu"], sigma=p["sigma"], **kw)
+    return pm.Exponential.dist(lam=p["lam"], **kw)
+
+
+def _scale(name: str, prior: Prior, **kw: Any) -> pt.TensorVariable:
+    p = prior.params
+    if prior.dist == "halfnormal":
+        return pm.HalfNormal(name, sigma=p["sigma"], **kw)
+    if prior.dist == "halfstudentt":
+        return pm.HalfStudentT(name, nu=p["nu"], sigma=p["sigma"], **kw)
+    return pm.Exponential(name, lam=p["lam"], **kw)
+
+
+def trial_logp_graph(
+    z: Any, S: Any, team_idx: Any, beta_std: Any, alpha: Any, kpi_mean: Any, chol: Any, residual_sd: Any,
+    degree: int,
+) -> Any:
+    """Per-trial marginal log-density as a PyTensor graph (standardised scale).
+
+    ``beta_std`` is gamma = chol' beta, so A chol = [gamma'; chol] and
+    A Omega A' = [gamma'; chol][gamma'; chol]' needs no solve. ``kpi_mean`` (team) is
+    eta_g = beta' alpha_g + pi_g, the team's mean latent KPI effect.
+    """
+    d = degree + 1
+    AL = pt.concatenate([beta_std[None, :], chol], axis=0)  # (d, P)
+    G = AL @ AL.T  # (d, d) between-trial covariance of the latent (y, m)
+    mean_by_team = pt.concatenate([kpi_mean[:, None], alpha], axis=1)  # (team, d)
+    mu = mean_by_team[team_idx]
+    resid = [z[:, i] - mu[:, i] for i in range(d)]
+    cov = [[G[i, j] + S[:, i, j] for j in range(d)] for i in range(d)]
+    cov[0][0] = cov[0][0] + residual_sd**2
+    return mvnormal_logpdf_entries(resid, cov, pt.sqrt, pt.log)
+
+
+def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.ndarray) -> pm.Model:
+    """The PyMC model on the standardised scale (global parameters only).
+
+    Parameters
+    ----------
+    spec : ModelSpec
+    n_teams : int
+        Size of the ``team`` dim (fixed at compile time).
+    data : Standardised
+        Initial data; swapped later through ``pm.Data`` names ``z``, ``S``, ``team_idx``.
+    team_idx : ndarray of int
+
+    Returns
+    -------
+    pymc.Model
+    """
+    P = spec.degree
+    coords = {"power": list(range(1, P + 1)), "team": list(range(n_teams))}
+    pri = spec.priors
+    with pm.Model(coords=coords) as model:
+        z = pm.Data("z", data.z)
+        S = pm.Data("S", data.S)
+        tidx = pm.Data("team_idx", np.asarray(team_idx, dtype=np.int64))
+        beta_std = _location("beta_std", pri["beta_std"], dims="power")
+        alpha = _location("alpha", pri["alpha"], dims=("team", "power"))
+        pi_mean = _location("pi_mean", pri["pi_mean"])
+        pi_sd = _scale("pi_sd", pri["pi_sd"])
+        if P == 1:
+            sd = _scale("metric_chol", pri["metric_sd"], shape=(1,))
+            chol = sd[:, None]
+        else:
+            chol = pm.LKJCholeskyCov(
+                "metric_chol",
+                n=P,
+                eta=spec.metric_corr_eta,
+                sd_dist=_scale_dist(pri["metric_sd"], shape=(P,)),
+                compute_corr=False,
+            )
+            chol = pm.expand_packed_triangular(P, chol, lower=True)
+        residual_sd = _scale("residual_sd", pri["residual_sd"])
+        # Centred in the team KPI mean eta_g = beta' alpha_g + pi_g: the data pin eta_g directly, so
+        # sampling it (rather than pi_g) keeps alpha_g's components uncorrelated. pi_g = eta_g -
+        # beta' alpha_g is a unit-Jacobian shift, so pi_g ~ Normal(pi_mean, pi_sd) exactly as in §2.
+        beta = pt.linalg.solve_triangular(chol.T, beta_std, lower=False)
+        kpi_mean = pm.Normal("kpi_mean", mu=pi_mean + alpha @ beta, sigma=pi_sd, dims="team")
+        logp = trial_logp_graph(z, S, tidx, beta_std, alpha, kpi_mean, chol, residual_sd, P)
+        pm.Potential("trial_loglik", logp.sum())
+    return model
+
+
+_CACHE: dict[tuple[int, int, str], Any] = {}
+_LOCK = threading.Lock()
+
+
+def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) -> tuple[Any, bool]:
+    """Compiled nutpie model for this shape, with this design's data swapped in.
+
+    The compiled model is cached per (degree, number of teams, priors); the number of trials may
+    change between calls. Returns the model and whether it was compiled now.
+    """
+    import nutpie
+
+    key = (spec.degree, len(design.teams), spec.structure_key())
+    fresh = False
+    with _LOCK:
+        if key not in _CACHE:
+            model = build_model(spec, len(design.teams), data, design.team_idx)
+            _CACHE[key] = nutpie.compile_pymc_model(model, var_names=list(SAMPLED_VARS))
+            fresh = True
+        base = _CACHE[key]
+    return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx), fresh
+
+
+def clear_compiled_cache() -> None:
+    """Forget every compiled model (frees memory; the next fit compiles again)."""
+    with _LOCK:
+        _CACHE.clear()
+
+
+def unpack_chol(packed: np.ndarray, degree: int) -> np.ndarray:
+    """Packed lower-triangular (..., P(P+1)/2) or sd (..., 1) -> Cholesky factor (..., P, P)."""
+    P = degree
+    out = np.zeros((*packed.shape[:-1], P, P))
+    rows, cols = np.tril_indices(P)
+    out[..., rows, cols] = packed
+    return out
+
+
+def beta_from_std(beta_std: np.ndarray, chol: np.ndarray) -> np.ndarray:
+    """beta = chol'^-1 gamma per draw: ``beta_std`` (..., P), ``chol`` (..., P, P) -> (..., P)."""
+    return np.linalg.solve(np.swapaxes(chol, -1, -2), beta_std[..., None])[..., 0]
+
+
+def trial_loglik_numpy(
+    z: np.ndarray,
+    S: np.ndarray,
+    team_idx: np.ndarray,
+    beta: np.ndarray,
+    alpha: np.ndarray,
+    pi: np.ndarray,
+    chol: np.ndarray,
+    residual_sd: np.ndarray,
+) -> np.ndarray:
+    """Per-draw, per-trial marginal log-density (same scale as the inputs), written with beta.
+
+    Shapes: ``z`` (K, d), ``S`` (K, d, d), ``team_idx`` (K,), and per draw (leading dims ``...``):
+    ``beta`` (..., P), ``alpha`` (..., team, P), ``pi`` (..., team), ``chol`` (..., P, P),
+    ``residual_sd`` (...). Returns (..., K).
+    """
+    P = beta.shape[-1]
+    eye = np.broadcast_to(np.eye(P), (*beta.shape[:-1], P, P))
+    A = np.concatenate([beta[..., None, :], eye], axis=-2)  # (..., d, P)
+    AL = A @ chol
+    G = AL @ np.swapaxes(AL, -1, -2)
+    G[..., 0, 0] += residual_sd**2
+    mean_by_team = np.concatenate(
+        [(np.einsum("...tp,...p->...t", alpha, beta) + pi)[..., None], alpha], axis=-1
+    )  # (..., team, d)
+    mu = mean_by_team[..., team_idx, :]  # (..., K, d)
+    resid = z - mu
+    cov = G[..., None, :, :] + S
+    return mvnormal_logpdf(resid, cov)
