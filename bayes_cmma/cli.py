@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bayes_cmma.errors import BayesCMMAError
+from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning
 
 PROB = 0.94
 
@@ -218,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # PyTensor's C backend looks for BLAS at import; bayes_cmma compiles with numba (nutpie), so
         # this one message is noise for the user.
         warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS", category=UserWarning)
+        # the toolkit's own warnings are messages for the user: always print them, never raise
+        for category in (ConvergenceWarning, AssumptionWarning):
+            warnings.simplefilter("always", category)
         try:
             return _dispatch(args)
         except BayesCMMAError as exc:

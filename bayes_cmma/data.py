@@ -128,6 +128,13 @@ def _require_columns(df: pd.DataFrame, required: tuple[str, ...], what: str) -> 
         )
 
 
+def _show(value: object) -> str:
+    """A cell value for an error message: quoted text, or 'a missing (NA) value'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return "a missing (NA) value"
+    return repr(str(value))
+
+
 def _numeric(df: pd.DataFrame, column: str, what: str, label_cols: tuple[str, ...]) -> np.ndarray:
     values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(values)
@@ -136,7 +143,7 @@ def _numeric(df: pd.DataFrame, column: str, what: str, label_cols: tuple[str, ..
         where = ", ".join(f"{c} {df[c].iloc[i]!r}" for c in label_cols)
         raise DataError(
             f"{what}: column {column!r} has a non-numeric or non-finite value "
-            f"{df[column].iloc[i]!r} at {where} ({int(bad.sum())} such row(s)); "
+            f"{_show(df[column].iloc[i])} at {where} ({int(bad.sum())} such row(s)); "
             "give a finite number or drop the row."
         )
     return values
@@ -203,7 +210,7 @@ def read_trials(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{what}: std_error must be a positive finite number, got {df['std_error'].iloc[i]!r} "
+            f"{what}: std_error must be a positive finite number, got {_show(df['std_error'].iloc[i])} "
             f"for trial {df['trial'].iloc[i]!r}, quantity {df['quantity'].iloc[i]!r} "
             f"({int(bad.sum())} such row(s)). Fix or drop those rows."
         )
@@ -410,6 +417,14 @@ def metric_design(
             f"quantity {names[cols[0]]!r} is missing for {len(trials)} trial(s): {shown}; every "
             f"trial needs {', '.join(map(repr, names))}. Add those rows or drop those trials."
         )
+    team_labels = data.dataset["team"].values.astype(str)
+    teams = sorted(set(team_labels))
+    need = min_trials(degree, len(teams))
+    if len(z) < need:
+        raise DataError(
+            f"{len(z)} trial(s) for {kpi!r}/{metric!r} but a degree-{degree} model with "
+            f"{len(teams)} team(s) needs at least {need}; add trials, merge teams or lower the degree."
+        )
     S = ds["covariance"].values.copy()
     se = ds["std_error"].values
     unknown = ~np.isfinite(S)
@@ -437,14 +452,6 @@ def metric_design(
             f"the within-trial covariance matrix of ({', '.join(names)}) is not positive definite "
             f"for trial(s) {shown}; check the covariances against the standard errors "
             "(|correlation| must be below 1 and the matrix consistent)."
-        )
-    team_labels = data.dataset["team"].values.astype(str)
-    teams = sorted(set(team_labels))
-    need = min_trials(degree, len(teams))
-    if len(z) < need:
-        raise DataError(
-            f"{len(z)} trial(s) for {kpi!r}/{metric!r} but a degree-{degree} model with "
-            f"{len(teams)} team(s) needs at least {need}; add trials, merge teams or lower the degree."
         )
     team_idx = np.searchsorted(teams, team_labels)
     return MetricDesign(

@@ -64,7 +64,7 @@ class MetricFit:
     ----------
     posterior : xarray.DataTree
         Groups ``posterior`` (original scale: ``beta`` (power), ``alpha`` (team, power), ``pi``
-        (team), ``kpi_mean`` (team; beta' alpha + pi), ``pi_mean``, ``pi_sd``, ``metric_sd``
+        (team), ``kpi_mean`` (team; beta' alpha + pi), ``pi_mean``, ``pi_sd`` (with >= 4 teams), ``metric_sd``
         (power), ``metric_corr`` (power, power_other), ``residual_sd``), ``sample_stats``,
         ``log_likelihood`` (``trial_ate``: trial), ``observed_data``, ``constant_data``; provenance in ``attrs``.
     spec : ModelSpec
@@ -105,10 +105,11 @@ def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised)
     Linv = np.linalg.inv(L)
     chol_std = unpack_chol(raw["metric_chol"].values, P)
     beta = s0 * beta_from_std(raw["beta_std"].values, chol_std) @ Linv  # beta_j = s0 sum_i b_i Linv[i, j]
-    kpi_mean = raw["kpi_mean"].values * s0
     alpha = raw["alpha"].values @ L.T
     beta_std_scale = beta_from_std(raw["beta_std"].values, chol_std)
-    pi = (raw["kpi_mean"].values - np.einsum("...tp,...p->...t", raw["alpha"].values, beta_std_scale)) * s0
+    eta = raw["kpi_mean"].values
+    pi = (eta - np.einsum("...tp,...p->...t", raw["alpha"].values, beta_std_scale)) * s0
+    kpi_mean = eta * s0
     chol = L @ chol_std
     cov = chol @ np.swapaxes(chol, -1, -2)
     sd = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1))
@@ -121,20 +122,22 @@ def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised)
         dims.POWER_OTHER: np.arange(1, P + 1),
         dims.TEAM: design.teams,
     }
-    return xr.Dataset(
+    out = xr.Dataset(
         {
             "beta": ((*sdims, dims.POWER), beta),
             "alpha": ((*sdims, dims.TEAM, dims.POWER), alpha),
             "pi": ((*sdims, dims.TEAM), pi),
             "kpi_mean": ((*sdims, dims.TEAM), kpi_mean),
-            "pi_mean": (sdims, raw["pi_mean"].values * s0),
-            "pi_sd": (sdims, raw["pi_sd"].values * s0),
             "metric_sd": ((*sdims, dims.POWER), sd),
             "metric_corr": ((*sdims, dims.POWER, dims.POWER_OTHER), corr),
             "residual_sd": (sdims, raw["residual_sd"].values * s0),
         },
         coords=coords,
     )
+    if "pi_mean" in raw:  # partial pooling (>= 4 teams)
+        out["pi_mean"] = (sdims, raw["pi_mean"].values * s0)
+        out["pi_sd"] = (sdims, raw["pi_sd"].values * s0)
+    return out
 
 
 def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised) -> np.ndarray:

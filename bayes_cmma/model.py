@@ -4,10 +4,10 @@ Per trial k of team g, on the internal scale (see :func:`standardise`)::
 
     z_k ~ MvNormal( (eta_g, alpha_g),  A Omega A' + S_k + diag(sigma_u^2, 0, ..., 0) )
     A = [beta'; I_P],   Omega = C C' (C lower triangular),   beta = C'^-1 gamma
-    eta_g = beta' alpha_g + pi_g,   pi_g ~ Normal(pi_mean, pi_sd)
+    eta_g = beta' alpha_g + pi_g,   pi_g ~ Normal(pi_mean, pi_sd)   (>= 4 teams; else independent)
 
 Sampled: gamma (``beta_std``, prior ``beta_std``: a g-prior on beta), alpha, eta (``kpi_mean``,
-centred), pi_mean, pi_sd, C (LKJ Cholesky, ``metric_chol``), sigma_u (``residual_sd``).
+centred), pi_mean and pi_sd (only with >= 4 teams; fewer teams get independent effects), C (LKJ Cholesky, ``metric_chol``), sigma_u (``residual_sd``).
 The latent true effects (y_k, m_k) and the residual u_k are integrated out exactly, so NUTS only
 sees global parameters. The likelihood is written in closed form over the trial axis
 (:mod:`bayes_cmma.linalg`). Data enter through ``pm.Data`` so one compiled model serves every
@@ -28,8 +28,22 @@ from bayes_cmma.data import MetricDesign
 from bayes_cmma.linalg import mvnormal_logpdf, mvnormal_logpdf_entries
 from bayes_cmma.spec import ModelSpec, Prior
 
-#: Names of the sampled (standardised-scale) variables.
-SAMPLED_VARS = ("beta_std", "alpha", "pi_mean", "pi_sd", "kpi_mean", "metric_chol", "residual_sd")
+#: Fewest teams for partial pooling of the team effects pi_g. With fewer, the pooling scale pi_sd
+#: is unidentified and every parameterisation has a funnel (seen with 2 teams: divergences and
+#: R-hat up to 1.39 whether centred or not), so the team effects are independent, like the OLS's
+#: team dummies: pi_g ~ the ``pi_mean`` prior, and there is no pi_mean / pi_sd.
+MIN_TEAMS_FOR_POOLING = 4
+
+
+def pooled(n_teams: int) -> bool:
+    """Whether team effects are partially pooled for this many teams."""
+    return n_teams >= MIN_TEAMS_FOR_POOLING
+
+
+def sampled_vars(n_teams: int) -> list[str]:
+    """Names of the sampled (standardised-scale) variables for a number of teams."""
+    hyper = ["pi_mean", "pi_sd"] if pooled(n_teams) else []
+    return ["beta_std", "alpha", *hyper, "kpi_mean", "metric_chol", "residual_sd"]
 
 
 @dataclass(frozen=True)
@@ -106,11 +120,11 @@ def standardise(design: MetricDesign) -> Standardised:
     return Standardised(z=np.ascontiguousarray(z), S=np.ascontiguousarray(S), kpi_scale=kpi_scale, L=L)
 
 
-def _location(name: str, prior: Prior, **kw: Any) -> pt.TensorVariable:
+def _location(name: str, prior: Prior, shift: Any = 0.0, **kw: Any) -> pt.TensorVariable:
     p = prior.params
     if prior.dist == "normal":
-        return pm.Normal(name, mu=p["mu"], sigma=p["sigma"], **kw)
-    return pm.StudentT(name, nu=p["nu"], mu=p["mu"], sigma=p["sigma"], **kw)
+        return pm.Normal(name, mu=p["mu"] + shift, sigma=p["sigma"], **kw)
+    return pm.StudentT(name, nu=p["nu"], mu=p["mu"] + shift, sigma=p["sigma"], **kw)
 
 
 def _scale_dist(prior: Prior, **kw: Any) -> Any:
@@ -177,8 +191,6 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         tidx = pm.Data("team_idx", np.asarray(team_idx, dtype=np.int64))
         beta_std = _location("beta_std", pri["beta_std"], dims="power")
         alpha = _location("alpha", pri["alpha"], dims=("team", "power"))
-        pi_mean = _location("pi_mean", pri["pi_mean"])
-        pi_sd = _scale("pi_sd", pri["pi_sd"])
         if P == 1:
             sd = _scale("metric_chol", pri["metric_sd"], shape=(1,))
             chol = sd[:, None]
@@ -190,13 +202,19 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
                 sd_dist=_scale_dist(pri["metric_sd"], shape=(P,)),
                 compute_corr=False,
             )
-            chol = pm.expand_packed_triangular(P, chol, lower=True)
+            chol = pm.math.expand_packed_triangular(P, chol, lower=True)
         residual_sd = _scale("residual_sd", pri["residual_sd"])
         # Centred in the team KPI mean eta_g = beta' alpha_g + pi_g: the data pin eta_g directly, so
         # sampling it (rather than pi_g) keeps alpha_g's components uncorrelated. pi_g = eta_g -
         # beta' alpha_g is a unit-Jacobian shift, so pi_g ~ Normal(pi_mean, pi_sd) exactly as in §2.
         beta = pt.linalg.solve_triangular(chol.T, beta_std, lower=False)
-        kpi_mean = pm.Normal("kpi_mean", mu=pi_mean + alpha @ beta, sigma=pi_sd, dims="team")
+        if pooled(n_teams):
+            pi_mean = _location("pi_mean", pri["pi_mean"])
+            pi_sd = _scale("pi_sd", pri["pi_sd"])
+            kpi_mean = pm.Normal("kpi_mean", mu=pi_mean + alpha @ beta, sigma=pi_sd, dims="team")
+        else:
+            # independent team effects: pi_g = eta_g - beta' alpha_g ~ the pi_mean prior
+            kpi_mean = _location("kpi_mean", pri["pi_mean"], shift=alpha @ beta, dims="team")
         logp = trial_logp_graph(z, S, tidx, beta_std, alpha, kpi_mean, chol, residual_sd, P)
         pm.Potential("trial_loglik", logp.sum())
     return model
@@ -219,7 +237,7 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
     with _LOCK:
         if key not in _CACHE:
             model = build_model(spec, len(design.teams), data, design.team_idx)
-            _CACHE[key] = nutpie.compile_pymc_model(model, var_names=list(SAMPLED_VARS))
+            _CACHE[key] = nutpie.compile_pymc_model(model, var_names=sampled_vars(len(design.teams)))
             fresh = True
         base = _CACHE[key]
     return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx), fresh

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from bayes_cmma.data import MetricDesign, TrialData, metric_design
+from bayes_cmma.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -120,11 +121,21 @@ def cmma_ols_design(design: MetricDesign) -> OLSResult:
     """Algorithm 1 on an already-cut :class:`MetricDesign`."""
     X, names, y = ols_arrays(design.z[:, 0], design.z[:, 1:], design.team_idx, design.teams, design.metric)
     n, k = X.shape
-    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    # equilibrate columns (metric powers can be 1e-10 next to an intercept of 1), then QR
+    norms = np.linalg.norm(X, axis=0)
+    norms[norms == 0] = 1.0
+    Q, R = np.linalg.qr(X / norms)
+    if np.min(np.abs(np.diag(R))) < 1e-12 * np.max(np.abs(np.diag(R))):
+        raise DataError(
+            f"the OLS design for {design.kpi!r} on {design.metric!r} powers 1..{design.degree} and team "
+            "dummies is rank-deficient (collinear columns); lower the degree or check the table."
+        )
+    coef = np.linalg.solve(R, Q.T @ y) / norms
     resid = y - X @ coef
     df_resid = n - k
     sigma2 = float(resid @ resid / df_resid)
-    XtX_inv = np.linalg.pinv(X.T @ X)
+    R_inv = np.linalg.solve(R, np.eye(k))
+    XtX_inv = (R_inv @ R_inv.T) / np.outer(norms, norms)
     return OLSResult(
         params=pd.Series(coef, index=names),
         cov=pd.DataFrame(sigma2 * XtX_inv, index=names, columns=names),

@@ -1,0 +1,130 @@
+"""The command line on bad input: one 'error:' line naming the culprit, exit 2, nothing written."""
+
+import re
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_cmma.cli import main
+
+
+@pytest.fixture
+def files(tmp_path, example):
+    ds = example.trials.dataset
+    rows = []
+    for t, team in zip(ds["trial"].values, ds["team"].values, strict=True):
+        for q in ds["quantity"].values:
+            rows.append({"trial": t, "team": team, "quantity": q,
+                         "estimate": float(ds["estimate"].sel(trial=t, quantity=q)),
+                         "std_error": float(ds["std_error"].sel(trial=t, quantity=q))})
+    trials = pd.DataFrame(rows)
+    cov = pd.read_csv(resources.files("bayes_cmma.datasets") / "example_cov.csv")
+    return tmp_path, trials, cov
+
+
+def _write(tmp_path, trials, cov=None):
+    t = tmp_path / "trials.csv"
+    trials.to_csv(t, index=False)
+    args = [str(t)]
+    if cov is not None:
+        c = tmp_path / "cov.csv"
+        cov.to_csv(c, index=False)
+        args += ["--cov", str(c)]
+    return args
+
+
+def _run_bad(capsys, tmp_path, argv, message):
+    out = tmp_path / "out"
+    code = main([*argv, "--out", str(out)] if argv[0] == "fit" else argv)
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert re.search(message, lines[0]), lines[0]
+    assert not out.exists()
+
+
+def _metric_args():
+    return ["--kpi", "gmv", "--metric", "ndcg", "--metric", "mrr", "--degree", "2"]
+
+
+CASES = {
+    "missing column": (lambda t, c: (t.drop(columns="estimate"), c), [], "missing column.*'estimate'"),
+    "non-numeric estimate": (lambda t, c: (t.assign(estimate=t["estimate"].astype(str).where(t.index != 7, "abc")), c),
+                             [], "non-numeric or non-finite value 'abc' at trial 'T001'"),
+    "non-finite estimate": (lambda t, c: (t.assign(estimate=t["estimate"].where(t.index != 7, np.inf)), c), [],
+                            "non-finite"),
+    "zero std_error": (lambda t, c: (t.assign(std_error=t["std_error"].where(t.index != 12, 0.0)), c), [],
+                       "std_error must be a positive finite number.*trial 'T002'"),
+    "missing std_error": (lambda t, c: (t.assign(std_error=t["std_error"].where(t.index != 12, np.nan)), c), [],
+                          "std_error must be a positive finite number"),
+    "duplicate": (lambda t, c: (pd.concat([t, t.iloc[[0]]]), c), [], "trial 'T001' has 2 rows for quantity 'gmv'"),
+    "power missing for some trials": (lambda t, c: (t[~((t["trial"] == "T005") & (t["quantity"] == "mrr^2"))],
+                                                    c[~((c["trial"] == "T005") & ((c["quantity_1"] == "mrr^2")
+                                                                                 | (c["quantity_2"] == "mrr^2")))]),
+                                      [], "'mrr\\^2' is missing for 1 trial\\(s\\): 'T005'"),
+    "kpi not in table": (lambda t, c: (t, c), ["--kpi", "revenue"], "KPI 'revenue' is not a quantity"),
+    "metric not in table": (lambda t, c: (t, c), ["--metric", "ctr"], "metric 'ctr' is not a quantity"),
+    "fewer trials than parameters": (lambda t, c: (t[t["trial"].isin(["T001", "T002", "T003", "T004", "T005"])],
+                                                   c[c["trial"].isin(["T001", "T002", "T003", "T004", "T005"])]),
+                                     [], "needs at least"),
+    "covariance for unknown trial": (lambda t, c: (t, pd.concat([c, pd.DataFrame([{
+        "trial": "T999", "quantity_1": "gmv", "quantity_2": "ndcg", "covariance": 0.0}])])), [],
+        "trial 'T999' is not in the trial table"),
+    "covariance for unknown quantity": (lambda t, c: (t, pd.concat([c, pd.DataFrame([{
+        "trial": "T001", "quantity_1": "gmv", "quantity_2": "ctr", "covariance": 0.0}])])), [],
+        "trial 'T001' has no estimate of quantity 'ctr'"),
+    "covariance not positive definite": (lambda t, c: (t, c.assign(covariance=c["covariance"].where(
+        ~((c["trial"] == "T010") & (c["quantity_1"] == "gmv") & (c["quantity_2"] == "ndcg")), 1.0))), [],
+        "not positive definite for trial\\(s\\) 'T010'"),
+    "at for a metric not fitted": (lambda t, c: (t, c), ["--at", "map=0.002"], "--at names metric 'map'"),
+    "at not metric=value": (lambda t, c: (t, c), ["--at", "ndcg"], "not METRIC=VALUE"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fit_bad_input(case, files, capsys):
+    tmp_path, trials, cov = files
+    change, extra, message = CASES[case]
+    t, c = change(trials, cov)
+    argv = ["fit", *_write(tmp_path, t, c), *_metric_args(), *extra]
+    _run_bad(capsys, tmp_path, argv, message)
+
+
+def test_empty_file(tmp_path, capsys):
+    (tmp_path / "trials.csv").write_text("")
+    _run_bad(capsys, tmp_path, ["fit", str(tmp_path / "trials.csv"), "--kpi", "gmv", "--metric", "ndcg"],
+             "is empty")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ('degree = 2\n[priors]\nbeta_sd = { dist = "normal", sigma = 1.0 }\n', "unknown key 'beta_sd'.*'beta_std'"),
+        ('degree = 2\n[priors]\npi_sd = { dist = "normal", sigma = 1.0 }\n', "pi_sd: dist 'normal' is not allowed"),
+        ('degree = 2\n[priors]\nalpha = { dist = "normal", sigma = 0 }\n', "alpha.sigma must be > 0"),
+    ],
+)
+def test_bad_spec_file(spec, message, files, capsys):
+    tmp_path, trials, cov = files
+    (tmp_path / "spec.toml").write_text(spec)
+    argv = ["fit", *_write(tmp_path, trials, cov), "--kpi", "gmv", "--metric", "ndcg", "--model",
+            str(tmp_path / "spec.toml")]
+    _run_bad(capsys, tmp_path, argv, message)
+
+
+def test_ols_command_prints_table_and_wald_tests(files, capsys):
+    tmp_path, trials, cov = files
+    code = main(["ols", *_write(tmp_path, trials, cov), "--kpi", "gmv", "--metric", "ndcg", "--degree", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "ndcg^3" in out and "ndcg^2 = ndcg^3 = 0" in out and "ndcg = ndcg^2 = ndcg^3 = 0" in out
+
+
+def test_ols_command_bad_input(files, capsys, tmp_path):
+    _, trials, cov = files
+    _run_bad(capsys, tmp_path, ["ols", *_write(tmp_path, trials.drop(columns="quantity"), cov), "--kpi", "gmv",
+                                "--metric", "ndcg"], "missing column.*'quantity'")

@@ -1,0 +1,144 @@
+"""Real NUTS fits (few draws, fixed seeds): recovery, reuse of the compiled model, reproducibility,
+agreement with a latent-variable version, and the command line end to end."""
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+import pytensor.tensor as pt
+import pytest
+import xarray as xr
+
+import bayes_cmma as bc
+from bayes_cmma.cli import main
+from bayes_cmma.data import metric_design
+from bayes_cmma.fit import fit_design
+from bayes_cmma.model import standardise
+from bayes_cmma.spec import spec_for_degree
+from bayes_cmma.synthetic import simulate_summaries
+
+pytestmark = pytest.mark.mcmc
+FAST = {"draws": 500, "tune": 500, "chains": 4}
+
+
+@pytest.fixture(scope="module")
+def recovery_fit():
+    """Large-ish, model-consistent data: 300 trials, noisy ATEs (reliability ~0.7)."""
+    data, truth = simulate_summaries(
+        np.random.default_rng(5), n_trials=300, n_teams=4, beta=(2.0, -1.0), se_range=(0.3, 0.7)
+    )
+    return bc.fit_metric(data, "y", "m", 2, seed=3, **FAST), data, truth
+
+
+def test_recovers_beta_where_ols_is_attenuated(recovery_fit):
+    fit, data, truth = recovery_fit
+    beta = fit.beta
+    mean, sd = beta.mean(("chain", "draw")).values, beta.std(("chain", "draw")).values
+    assert np.all(np.abs(mean - truth["beta"]) < 3 * sd), (mean, sd)
+    assert np.all(np.abs(mean - truth["beta"]) < 0.25)
+    ols = bc.cmma_ols(data, "y", "m", 2).beta.to_numpy()
+    # measurement error pulls OLS toward zero; the Bayesian model corrects it
+    assert np.all(np.abs(ols - truth["beta"]) > np.abs(mean - truth["beta"]))
+    assert bc.diagnostics_table(fit.posterior).attrs["divergences"] == 0
+
+
+def test_posterior_has_named_dims_loglik_and_provenance(recovery_fit):
+    fit, data, _ = recovery_fit
+    post = fit.posterior
+    assert post["posterior"]["beta"].dims == ("chain", "draw", "power")
+    assert post["posterior"]["pi"].dims == ("chain", "draw", "team")
+    assert list(post["posterior"]["team"].values) == data.teams
+    assert post["log_likelihood"]["trial_ate"].dims == ("chain", "draw", "trial")
+    assert post["observed_data"]["trial_ate"].sizes == {"trial": 300, "quantity": 3}
+    assert post.attrs["data_sha256"] == data.data_hash() and post.attrs["seed"] == "3"
+    loo = __import__("arviz_stats").loo(post)
+    assert np.isfinite(loo.elpd) and loo.n_data_points == 300
+
+
+def test_same_seed_same_draws_and_compiled_model_is_reused(recovery_fit):
+    fit, data, _ = recovery_fit
+    again = bc.fit_metric(data, "y", "m", 2, seed=3, **FAST)
+    assert again.timings["compile_s"] == 0.0  # the cached compiled model was reused
+    np.testing.assert_array_equal(again.beta.values, fit.beta.values)
+    other = bc.fit_metric(data, "y", "m", 2, seed=4, **FAST)
+    assert not np.array_equal(other.beta.values, fit.beta.values)
+
+
+def _latent_model(std, design):
+    """DESIGN §2 written with explicit latent (y_k, m_k), same priors, degree 1, standardised scale."""
+    K = design.n_trials
+    with pm.Model(coords={"team": design.teams, "trial": design.trials}) as model:
+        beta_std = pm.Normal("beta_std", 0, 2)
+        sd = pm.HalfNormal("metric_sd", 1)
+        beta = beta_std / sd
+        alpha = pm.Normal("alpha", 0, 5, dims="team")
+        kpi_mean = pm.Normal("kpi_mean", alpha * beta, 5, dims="team")  # < 4 teams: independent effects
+        residual_sd = pm.HalfNormal("residual_sd", 1)
+        g = design.team_idx
+        m = pm.Normal("m", alpha[g], sd, dims="trial")
+        y = pm.Normal("y", kpi_mean[g] + beta * (m - alpha[g]), residual_sd, dims="trial")
+        latent = pt.stack([y, m], axis=1)
+        pm.MvNormal("z", mu=latent, cov=std.S, observed=std.z, shape=(K, 2))
+        pm.Deterministic("beta", beta)
+    return model
+
+
+def test_marginal_model_agrees_with_latent_version():
+    import nutpie
+
+    data, _ = simulate_summaries(np.random.default_rng(8), n_trials=40, n_teams=2, beta=(1.5,))
+    design = metric_design(data, "y", "m", 1)
+    std = standardise(design)
+    marginal = fit_design(design, spec_for_degree(1), seed=1, draws=1000, tune=1000, chains=4)
+    compiled = nutpie.compile_pymc_model(_latent_model(std, design))
+    trace = nutpie.sample(compiled, draws=1000, tune=1000, chains=4, cores=2, seed=1, progress_bar=False,
+                          target_accept=0.9)
+    latent_beta = trace["posterior"]["beta"].values * std.kpi_scale / std.L[0, 0]
+    m_beta = marginal.beta.values[..., 0]
+    sd = m_beta.std()
+    assert abs(m_beta.mean() - latent_beta.mean()) < 0.15 * sd
+    assert abs(latent_beta.std() / sd - 1) < 0.15
+    for name in ("kpi_mean", "residual_sd"):
+        a = marginal.posterior["posterior"][name].values
+        b = trace["posterior"][name].values * std.kpi_scale
+        assert np.all(np.abs(np.median(a, axis=(0, 1)) - np.median(b, axis=(0, 1))) < 0.2 * a.std(axis=(0, 1))), name
+
+
+def test_fit_cli_end_to_end(tmp_path, example, capsys):
+    at = {m: example.at[m] for m in ("ndcg", "mrr")}
+    trials_csv = tmp_path / "trials.csv"
+    ds = example.trials.dataset
+    pd.DataFrame([
+        {"trial": t, "team": team, "quantity": q, "estimate": float(ds["estimate"].sel(trial=t, quantity=q)),
+         "std_error": float(ds["std_error"].sel(trial=t, quantity=q))}
+        for t, team in zip(ds["trial"].values, ds["team"].values, strict=True) for q in ds["quantity"].values
+    ]).to_csv(trials_csv, index=False)
+    from importlib import resources
+
+    cov = resources.files("bayes_cmma.datasets") / "example_cov.csv"
+    out = tmp_path / "out"
+    code = main(["fit", str(trials_csv), "--cov", str(cov), "--kpi", "gmv", "--metric", "ndcg", "--metric", "mrr",
+                 "--degree", "2", "--at", f"ndcg={at['ndcg']}", "--at", f"mrr={at['mrr']}", "--kpi-baseline", "59",
+                 "--seed", "2", "--draws", "800", "--tune", "600", "--out", str(out)])
+    captured = capsys.readouterr()
+    stdout = captured.out
+    assert code == 0
+    assert "warning: ndcg: R-hat" not in captured.err
+    assert "Recommended north-star metric" in stdout
+    for name in ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "ndcg.nc", "mrr.nc"):
+        assert (out / name).is_file(), name
+    assert not list(tmp_path.glob(".out.tmp-*"))
+    # the saved posterior reloads and gives the same elasticity as the CSV, by hand
+    tree = xr.open_datatree(out / "ndcg.nc", engine="h5netcdf")
+    beta = tree["posterior"]["beta"].values
+    m = at["ndcg"]
+    mu = lambda x: beta[..., 0] * x + beta[..., 1] * x**2  # noqa: E731
+    hand = ((mu(1.1 * m) - mu(m)) / 59.0).mean()
+    el = pd.read_csv(out / "elasticity.csv").set_index("metric")
+    assert el.loc["ndcg", "mean"] == pytest.approx(hand, rel=1e-9)
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert ranking["p_best"].sum() == pytest.approx(1.0)
+    summary = pd.read_csv(out / "summary.csv")
+    assert {"metric", "parameter", "mean", "sd", "eti94_lb", "eti94_ub", "r_hat", "ess_bulk", "ess_tail"} <= set(
+        summary.columns
+    )
+    assert set(summary["metric"]) == {"ndcg", "mrr"}
