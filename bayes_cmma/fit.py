@@ -30,6 +30,7 @@ from bayes_cmma.model import (
     Standardised,
     beta_from_std,
     compiled_model,
+    is_compiled,
     standardise,
     trial_loglik_numpy,
     unpack_chol,
@@ -263,9 +264,8 @@ def fit_design(
 
     std = standardise(design)
     t0 = time.perf_counter()
-    if progress:
-        progress(f"preparing the degree-{spec.degree} model for {design.metric!r} "
-                 "(the first fit of a shape compiles it: ~20 s)")
+    if progress and not is_compiled(spec, len(design.teams)):
+        progress(f"compiling the degree-{spec.degree} model (once per shape; ~20 s)")
     compiled, fresh = compiled_model(spec, design, std)
     t_compile = time.perf_counter() - t0 if fresh else 0.0
     settings = dict(spec.sampler)

@@ -4,10 +4,12 @@ Per trial k of team g, on the internal scale (see :func:`standardise`)::
 
     z_k ~ MvNormal( (eta_g, alpha_g),  A Omega A' + S_k + diag(sigma_u^2, 0, ..., 0) )
     A = [beta'; I_P],   Omega = C C' (C lower triangular),   beta = C'^-1 gamma
-    eta_g = beta' alpha_g + pi_g,   pi_g ~ Normal(pi_mean, pi_sd)   (>= 4 teams; else independent)
+    eta_g = beta' alpha_g + pi_g,
+    pi_g ~ Normal(pi_mean, pi_sd)   (>= 4 teams; else independent)
 
 Sampled: gamma (``beta_std``, prior ``beta_std``: a g-prior on beta), alpha, eta (``kpi_mean``,
-centred), pi_mean and pi_sd (only with >= 4 teams; fewer teams get independent effects), C (LKJ Cholesky, ``metric_chol``), sigma_u (``residual_sd``).
+centred), pi_mean and pi_sd (only with >= 4 teams; fewer teams get independent effects),
+C (LKJ Cholesky, ``metric_chol``), sigma_u (``residual_sd``).
 The latent true effects (y_k, m_k) and the residual u_k are integrated out exactly, so NUTS only
 sees global parameters. The likelihood is written in closed form over the trial axis
 (:mod:`bayes_cmma.linalg`). Data enter through ``pm.Data`` so one compiled model serves every
@@ -241,6 +243,12 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
             fresh = True
         base = _CACHE[key]
     return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx), fresh
+
+
+def is_compiled(spec: ModelSpec, n_teams: int) -> bool:
+    """Whether a compiled model for this shape is already cached."""
+    with _LOCK:
+        return (spec.degree, n_teams, spec.structure_key()) in _CACHE
 
 
 def clear_compiled_cache() -> None:

@@ -68,7 +68,8 @@ def test_unknown_covariances_are_filled_with_a_warning_that_says_how():
 
 BAD_TABLES = {
     "missing column": (lambda df: df.drop(columns="std_error"), "missing column.*'std_error'"),
-    "non-numeric estimate": (lambda df: df.assign(estimate=df["estimate"].astype(object).where(df.index != 4, "abc")),
+    "non-numeric estimate": (lambda df: df.assign(estimate=df["estimate"].astype(object).where(df.index != 4,
+                                                                                               "abc")),
                              "non-numeric or non-finite.*'abc'.*trial 't1'"),
     "infinite estimate": (lambda df: df.assign(estimate=df["estimate"].where(df.index != 0, np.inf)),
                           "non-finite value 'inf' at trial 't0'"),
@@ -82,7 +83,8 @@ BAD_TABLES = {
                           "std_error must be a positive"),
     "duplicate row": (lambda df: pd.concat([df, df.iloc[[3]]]), "trial 't1' has 2 rows for quantity 'gmv'"),
     "empty trial label": (lambda df: df.assign(trial=df["trial"].where(df.index != 2, " ")), "column 'trial' is empty"),
-    "two teams for a trial": (lambda df: df.assign(team=df["team"].where(df.index != 0, "z")), "trial 't0'.*several teams"),
+    "two teams for a trial": (lambda df: df.assign(team=df["team"].where(df.index != 0, "z")),
+                              "trial 't0'.*several teams"),
 }
 
 

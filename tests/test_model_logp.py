@@ -26,7 +26,7 @@ def _random_point(model, rng):
 
 
 def test_logp_equals_priors_plus_scipy_likelihood(built):
-    design, std, spec, model = built
+    design, std, _spec, model = built
     rng = np.random.default_rng(1)
     point = _random_point(model, rng)
     logp = model.compile_logp()(point)

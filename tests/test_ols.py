@@ -13,7 +13,7 @@ from bayes_cmma.ols import ols_arrays
 def test_ols_matches_statsmodels(example, degree):
     res = bc.cmma_ols(example.trials, "gmv", "ndcg", degree)
     design = metric_design(example.trials, "gmv", "ndcg", degree, warn_filled=False)
-    X, names, y = ols_arrays(design.z[:, 0], design.z[:, 1:], design.team_idx, design.teams, "ndcg")
+    X, _names, y = ols_arrays(design.z[:, 0], design.z[:, 1:], design.team_idx, design.teams, "ndcg")
     ref = sm.OLS(y, X).fit()
     np.testing.assert_allclose(res.params.to_numpy(), ref.params, rtol=1e-8)
     np.testing.assert_allclose(res.std_errors.to_numpy(), ref.bse, rtol=1e-8)
