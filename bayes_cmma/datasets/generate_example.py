@@ -37,8 +37,15 @@ N_TRIALS = 190
 TRUE_BETA = (8000.0, -4.0e5, 0.0)
 
 
-def simulate_units(seed: int = SEED, n_trials: int = N_TRIALS) -> pd.DataFrame:
-    """Unit-level table: trial, team, treated, gmv, ndcg, mrr, map."""
+def simulate_units(seed: int = SEED, n_trials: int = N_TRIALS, multiplicative: bool = False) -> pd.DataFrame:
+    """Unit-level table: trial, team, treated, gmv, ndcg, mrr, map.
+
+    ``multiplicative=True`` gives the variant used to probe misspecification
+    (``benchmarks/misspecification.py``): trial baselines and treatment effects multiply the metric
+    (log-normal, ``ndcg_i = 0.002 exp(phi_k + 0.35 z1_i + tau_k T_i)``, phi_k ~ N(0, 0.5),
+    tau_k ~ N(0.02, 0.02) + N(0, 0.04)), so a trial's metric effects and their standard errors grow
+    together. The shipped example is additive.
+    """
     rng = np.random.default_rng(seed)
     team_p = np.array([0.2, 0.16, 0.14, 0.12, 0.11, 0.1, 0.09, 0.08])
     team = rng.choice(len(TEAMS), size=n_trials, p=team_p / team_p.sum())
@@ -53,9 +60,16 @@ def simulate_units(seed: int = SEED, n_trials: int = N_TRIALS) -> pd.DataFrame:
     k = np.repeat(np.arange(n_trials), sizes)
     treated = np.concatenate([np.repeat([0, 1], n) for n in n_arm])
     z1, z2, z3, e = rng.standard_normal((4, k.size))
-    ndcg = 0.0020 + phi[k] + 0.0004 * z1 + tau[k] * treated
-    mrr = 0.0015 + 0.75 * phi[k] + 0.0003 * (0.85 * z1 + 0.53 * z2) + tau_mrr[k] * treated
-    map_ = 0.0018 + 0.9 * phi[k] + 0.00035 * (0.70 * z1 + 0.71 * z3) + tau_map[k] * treated
+    if multiplicative:
+        phi_m = rng.normal(0.0, 0.5, n_trials)
+        tau_m = rng.normal(0.02, 0.02, len(TEAMS))[team] + rng.normal(0.0, 0.04, n_trials)
+        ndcg = 0.0020 * np.exp(phi_m[k] + 0.35 * z1 + tau_m[k] * treated)
+        mrr = 0.0015 * np.exp(phi_m[k] + 0.35 * (0.85 * z1 + 0.53 * z2) + 0.8 * tau_m[k] * treated)
+        map_ = 0.0018 * np.exp(phi_m[k] + 0.35 * (0.70 * z1 + 0.71 * z3) + 0.6 * tau_m[k] * treated)
+    else:
+        ndcg = 0.0020 + phi[k] + 0.0004 * z1 + tau[k] * treated
+        mrr = 0.0015 + 0.75 * phi[k] + 0.0003 * (0.85 * z1 + 0.53 * z2) + tau_mrr[k] * treated
+        map_ = 0.0018 + 0.9 * phi[k] + 0.00035 * (0.70 * z1 + 0.71 * z3) + tau_map[k] * treated
     mu = TRUE_BETA[0] * ndcg + TRUE_BETA[1] * ndcg**2 + TRUE_BETA[2] * ndcg**3
     gmv = 45.0 + theta[k] + mu + gamma[team[k]] * treated + 6.0 * (0.5 * z1 + 0.87 * e)
     return pd.DataFrame(
