@@ -12,10 +12,18 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning
+
+if TYPE_CHECKING:
+    from bayes_cmma.data import TrialData
+    from bayes_cmma.fit import CMMAResult
+    from bayes_cmma.ols import OLSResult
+    from bayes_cmma.spec import ModelSpec
 
 PROB = 0.94
 
@@ -109,7 +117,7 @@ def run_fit(
     draws: int | None = None,
     tune: int | None = None,
     chains: int | None = None,
-    trials_data=None,
+    trials_data: TrialData | None = None,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status."""
     from bayes_cmma import data as data_mod
@@ -170,9 +178,7 @@ def run_fit(
     return 0
 
 
-def _ols_frame(ols_results: dict) -> object:
-    import pandas as pd
-
+def _ols_frame(ols_results: dict[str, OLSResult]) -> pd.DataFrame:
     parts = []
     for m, r in ols_results.items():
         t = r.coefficient_table().reset_index()
@@ -181,7 +187,17 @@ def _ols_frame(ols_results: dict) -> object:
     return pd.concat(parts, ignore_index=True)
 
 
-def _print_report(result, spec, summary, elast, ranking, ols_results, at, lift, kpi_baseline) -> None:
+def _print_report(
+    result: CMMAResult,
+    spec: ModelSpec,
+    summary: pd.DataFrame,
+    elast: pd.DataFrame | None,
+    ranking: pd.DataFrame | None,
+    ols_results: dict[str, OLSResult],
+    at: dict[str, float],
+    lift: float,
+    kpi_baseline: float | None,
+) -> None:
     lo, hi = f"eti{100 * PROB:g}_lb", f"eti{100 * PROB:g}_ub"
     print(f"\nBayesian CMMA, KPI {result.kpi!r}, model {spec.name!r} (degree {spec.degree}); "
           f"{100 * PROB:g}% credible intervals; OLS = the paper's Algorithm 1 (95% CI).")
