@@ -159,9 +159,7 @@ def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised) ->
     return ll + std.log_abs_det_B
 
 
-def _assemble(
-    trace: xr.DataTree, design: MetricDesign, std: Standardised, spec: ModelSpec, attrs: dict
-) -> xr.DataTree:
+def _assemble(trace: xr.DataTree, design: MetricDesign, std: Standardised, attrs: dict) -> xr.DataTree:
     raw = trace["posterior"].to_dataset()
     posterior = _to_original_scale(raw, design, std)
     sdims = list(dims.SAMPLE_DIMS)
@@ -289,7 +287,7 @@ def fit_design(
     t_sample = time.perf_counter() - t1
     attrs = provenance(spec, seed=seed, data_hash=data_hash)
     attrs.update({"kpi": design.kpi, "metric": design.metric, "degree": spec.degree})
-    tree = _assemble(trace, design, std, spec, attrs)
+    tree = _assemble(trace, design, std, attrs)
     fit = MetricFit(posterior=tree, spec=spec, design=design,
                     timings={"compile_s": t_compile, "sample_s": t_sample})
     warn_on_problems(fit.posterior, label=design.metric)
