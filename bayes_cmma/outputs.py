@@ -25,8 +25,17 @@ from bayes_cmma.fit import CMMAResult
 Writer = Callable[[Path], None]
 
 
+#: Tables a fit may write; one a new run does not write is removed, so no stale table from an
+#: earlier run sits next to the new ones (e.g. a rerun without --at).
+TABLE_NAMES = ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv")
+
+
 def write_atomically(out_dir: str | Path, files: Mapping[str, Writer]) -> list[Path]:
-    """Write each ``name -> writer(path)`` into ``out_dir`` atomically; return the final paths."""
+    """Write each ``name -> writer(path)`` into ``out_dir`` atomically; return the final paths.
+
+    Tables of :data:`TABLE_NAMES` that this call does not write are removed from ``out_dir`` once
+    the new files are in place.
+    """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
@@ -38,6 +47,9 @@ def write_atomically(out_dir: str | Path, files: Mapping[str, Writer]) -> list[P
         for name in files:
             os.replace(tmp / name, out / name)
             final.append(out / name)
+        for name in TABLE_NAMES:
+            if name not in files:
+                (out / name).unlink(missing_ok=True)
         return final
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
