@@ -1,4 +1,4 @@
-"""Command line: ``bayes-cmma demo | fit | ols``.
+"""Command line: ``bayes-cmma demo | fit | ols | summarize | simulate``.
 
 A user mistake prints one ``error: ...`` line (no traceback) and exits with status 2; nothing is
 written. Warnings print as ``warning: ...`` lines on stderr.
@@ -95,6 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     ols = sub.add_parser("ols", help="the paper's OLS estimator (Algorithm 1) with nested Wald tests")
     _add_data_args(ols)
     ols.add_argument("--degree", type=int, default=1, help="degree of the polynomial DRF (default 1)")
+    summ = sub.add_parser("summarize", help="unit-level logs to trial summaries (trial table + covariance table)")
+    summ.add_argument("units", help="unit-level table (CSV or Parquet), one row per unit")
+    summ.add_argument("--trial", default="trial", help="trial id column (default trial)")
+    summ.add_argument("--team", default="team", help="team column (default team; --team '' for none)")
+    summ.add_argument("--treatment", default="treated", help="0/1 treatment column (default treated)")
+    summ.add_argument("--kpi", required=True, help="KPI column")
+    summ.add_argument("--metric", action="append", required=True, help="metric column (repeat for several)")
+    summ.add_argument("--degree", type=int, default=3, help="summarise powers 1..degree of each metric (default 3)")
+    summ.add_argument("--out", required=True, help="trial table to write (.csv or .parquet)")
+    summ.add_argument("--cov-out", required=True, help="covariance table to write (.csv or .parquet)")
+    sim = sub.add_parser("simulate", help="the paper's simulation study (Tables 1-3) with the Bayesian model added")
+    sim.add_argument("--study", required=True,
+                     help="table1, table2, table3, small_k, or a study TOML file (see README)")
+    sim.add_argument("--sims", type=int, help="replications per setting (default: the study's, 100)")
+    sim.add_argument("--n-per", type=int, nargs="+", help="units per trial (overrides the study's)")
+    sim.add_argument("--n-trials", type=int, nargs="+", help="trials per data set (overrides the study's)")
+    sim.add_argument("--estimators", nargs="+", help="subset of liml 2sls sobel_iv lsem cmma_ols bayes")
+    sim.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    sim.add_argument("--seed", type=int, help="base seed (default: the study's)")
+    sim.add_argument("--draws", type=int, help="posterior draws per chain of each Bayesian fit (default 1000)")
+    sim.add_argument("--tune", type=int, help="warm-up draws per chain (default 1000)")
+    sim.add_argument("--chains", type=int, help="chains per Bayesian fit (default 4)")
+    sim.add_argument("--out", required=True, help="results folder (rerun with the same arguments to resume)")
     return parser
 
 
@@ -243,7 +266,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
-            print("interrupted; no output was written or the previous output is unchanged.", file=sys.stderr)
+            if args.command == "simulate":
+                print(f"interrupted; every finished replication is kept in {args.out}/results.csv. Rerun the "
+                      "same command to continue.", file=sys.stderr)
+            else:
+                print("interrupted; no output was written or the previous output is unchanged.", file=sys.stderr)
             return 130
 
 
@@ -263,7 +290,96 @@ def _dispatch(args: argparse.Namespace) -> int:
                        draws=args.draws, tune=args.tune, chains=args.chains)
     if args.command == "ols":
         return run_ols(args.trials, args.cov, args.kpi, args.metric, args.degree)
+    if args.command == "summarize":
+        return run_summarize(args)
+    if args.command == "simulate":
+        return run_simulate(args)
     raise AssertionError(args.command)
+
+
+def _read_units(path: str) -> pd.DataFrame:
+    from bayes_cmma.data import _read_table
+
+    return _read_table(path, "unit table")
+
+
+def _writer(frame: pd.DataFrame, target: str):
+    if target.lower().endswith((".parquet", ".pq")):
+        return lambda p: frame.to_parquet(p, index=False)
+    return lambda p: frame.to_csv(p, index=False)
+
+
+def run_summarize(args: argparse.Namespace) -> int:
+    """``bayes-cmma summarize``: per-trial ATEs, standard errors and covariances from unit-level logs."""
+    from bayes_cmma.outputs import write_files_atomically
+    from bayes_cmma.summarize import summarize_units
+
+    if args.degree < 1:
+        raise BayesCMMAError(f"--degree must be at least 1, got {args.degree}.")
+    if Path(args.out).resolve() == Path(args.cov_out).resolve():
+        raise BayesCMMAError("--out and --cov-out name the same file; give two different files.")
+    units = _read_units(args.units)
+    trials, cov = summarize_units(units, kpi=args.kpi, metrics=args.metric, degree=args.degree, trial=args.trial,
+                                  team=args.team or None, treatment=args.treatment)
+    written = write_files_atomically({args.out: _writer(trials, args.out), args.cov_out: _writer(cov, args.cov_out)})
+    n_trials = trials["trial"].nunique()
+    print(f"{n_trials} trials, {len(units)} units: wrote {written[0]} ({len(trials)} rows) and "
+          f"{written[1]} ({len(cov)} rows).")
+    print(f"Next: bayes-cmma fit {written[0]} --cov {written[1]} --kpi {args.kpi} "
+          + " ".join(f"--metric {m}" for m in args.metric) + f" --degree {args.degree}")
+    return 0
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    """``bayes-cmma simulate``: run (or resume) a simulation study and print its tables."""
+    import dataclasses
+    import shlex
+
+    from bayes_cmma.runner import run_study
+    from bayes_cmma.study import builtin_study, load_study
+
+    for name in ("sims", "draws", "tune", "chains", "workers"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise BayesCMMAError(f"--{name} must be a positive integer, got {value}.")
+    for name in ("n_per", "n_trials"):
+        for value in getattr(args, name) or []:
+            if value < (4 if name == "n_per" else 2):
+                raise BayesCMMAError(f"--{name.replace('_', '-')} values must be at least "
+                                     f"{4 if name == 'n_per' else 2}, got {value}.")
+    if args.study.endswith(".toml") or Path(args.study).is_file():
+        study = load_study(args.study)
+        if args.n_per or args.n_trials:
+            settings = tuple(
+                dataclasses.replace(s, sim=s.sim.replace(**({"n_per": args.n_per[0]} if args.n_per else {}),
+                                                           **({"n_trials": args.n_trials[0]} if args.n_trials else {})))
+                for s in study.settings
+            )
+            study = dataclasses.replace(study, settings=settings)
+    else:
+        study = builtin_study(args.study, n_per=args.n_per, n_trials=args.n_trials)
+    changes: dict = {}
+    if args.sims is not None:
+        changes["sims"] = args.sims
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.estimators:
+        changes["estimators"] = tuple(args.estimators)
+    bayes = {k: getattr(args, k) for k in ("draws", "tune", "chains") if getattr(args, k) is not None}
+    if bayes:
+        changes["bayes"] = {**study.bayes, **bayes}
+    study = dataclasses.replace(study, **changes)
+    command = "bayes-cmma " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    n_set = len(study.settings)
+    _status(f"study {study.name!r}: {n_set} setting(s) x {study.sims} replications; estimators "
+            f"{', '.join(study.estimators)}; {args.workers} worker(s); results in {args.out}")
+    run = run_study(study, args.out, workers=args.workers, progress=True, command=command)
+    print(run.tables)
+    per_rep = run.wall_s * args.workers / run.n_new if run.n_new else float("nan")
+    print(f"{run.n_new} new replication(s) in {run.wall_s:.1f} s ({per_rep:.2f} s per replication per worker); "
+          f"{run.n_skipped} were already done. Tables: {run.out_dir / 'summary.md'}, {run.out_dir / 'summary.csv'}; "
+          f"rows: {run.out_dir / 'results.csv'}.")
+    return 0
 
 
 def run_ols(trials_path: str, cov_path: str | None, kpi: str, metrics: list[str], degree: int) -> int:

@@ -55,6 +55,29 @@ def write_atomically(out_dir: str | Path, files: Mapping[str, Writer]) -> list[P
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def write_files_atomically(files: Mapping[str | Path, Writer]) -> list[Path]:
+    """Write each ``path -> writer(path)`` to a temporary file beside it, then move all into place.
+
+    Nothing is moved until every writer has finished, so a failure leaves no partial file and no
+    new file at all.
+    """
+    temps: dict[Path, Path] = {}
+    try:
+        for target, writer in files.items():
+            target = Path(target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+            os.close(fd)
+            temps[target] = Path(name)
+            writer(temps[target])
+        for target, tmp in temps.items():
+            os.replace(tmp, target)
+        return list(temps)
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+
+
 def summary_frame(result: CMMAResult, prob: float = CI_PROB) -> pd.DataFrame:
     """Parameters of every metric's model (original scale), one row each, with diagnostics."""
     parts = []
