@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--draws", type=int, help="posterior draws per chain of each Bayesian fit (default 1000)")
     sim.add_argument("--tune", type=int, help="warm-up draws per chain (default 1000)")
     sim.add_argument("--chains", type=int, help="chains per Bayesian fit (default 4)")
+    sim.add_argument("--target-accept", type=float, help="NUTS target acceptance of each Bayesian fit (default 0.9)")
     sim.add_argument("--out", required=True, help="results folder (rerun with the same arguments to resume)")
     return parser
 
@@ -365,7 +366,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         changes["seed"] = args.seed
     if args.estimators:
         changes["estimators"] = tuple(args.estimators)
-    bayes = {k: getattr(args, k) for k in ("draws", "tune", "chains") if getattr(args, k) is not None}
+    bayes = {k: getattr(args, k) for k in ("draws", "tune", "chains", "target_accept") if getattr(args, k) is not None}
     if bayes:
         changes["bayes"] = {**study.bayes, **bayes}
     study = dataclasses.replace(study, **changes)

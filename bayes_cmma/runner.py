@@ -248,6 +248,8 @@ def run_study(
         f"{results.groupby('setting').rep.nunique().min()} replications per setting; "
         f"this run: {n_new} new replication(s) in {wall:.0f} s with {workers} worker(s)"
         f" ({n_skipped} already in {RESULTS}).\n"
+        + f"Estimators: {', '.join(study.estimators)}; degrees fitted: {', '.join(map(str, study.degrees))}; "
+        f"Bayesian sampler: {', '.join(f'{k}={v}' for k, v in study.bayes.items())} (nutpie, low-rank mass matrix).\n"
         + (f"\nCommand: `{command}`\n" if command else "")
         + "\n"
     )

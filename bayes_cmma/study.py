@@ -41,7 +41,9 @@ UNIT_ESTIMATORS = ("liml", "2sls", "sobel_iv", "lsem")
 SUMMARY_ESTIMATORS = ("cmma_ols", "bayes")
 ALL_ESTIMATORS = (*UNIT_ESTIMATORS, *SUMMARY_ESTIMATORS)
 CI_PROB = 0.95
-DEFAULT_BAYES = {"draws": 1000, "tune": 1000, "chains": 4}
+DEFAULT_BAYES: dict[str, float] = {"draws": 1000, "tune": 1000, "chains": 4}
+#: Sampler settings a study may set; ``target_accept`` defaults to the bundled spec's (0.9).
+BAYES_KEYS = ("draws", "tune", "chains", "target_accept")
 
 #: Columns of a results row, in order.
 RESULT_COLUMNS = (
@@ -81,7 +83,8 @@ class Study:
     seed : int
         Base seed of every replication's :class:`numpy.random.SeedSequence`.
     bayes : dict
-        Sampler settings of the Bayesian fits (``draws``, ``tune``, ``chains``).
+        Sampler settings of the Bayesian fits (``draws``, ``tune``, ``chains``, optionally
+        ``target_accept``).
     """
 
     name: str
@@ -90,7 +93,7 @@ class Study:
     degrees: tuple[int, ...] = (1,)
     sims: int = 100
     seed: int = 2020
-    bayes: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_BAYES))
+    bayes: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_BAYES))
 
     def __post_init__(self) -> None:
         bad = [e for e in self.estimators if e not in ALL_ESTIMATORS]
@@ -110,10 +113,11 @@ class Study:
         if self.sims < 1:
             raise BayesCMMAError(f"study {self.name!r}: sims must be at least 1, got {self.sims}.")
         for k, v in self.bayes.items():
-            if k not in DEFAULT_BAYES or not isinstance(v, int) or v < 1:
+            ok = (0 < v < 1) if k == "target_accept" else (isinstance(v, int) and v >= 1)
+            if k not in BAYES_KEYS or isinstance(v, bool) or not isinstance(v, int | float) or not ok:
                 raise BayesCMMAError(
-                    f"study {self.name!r}: bayes setting {k}={v!r}; allowed keys {', '.join(DEFAULT_BAYES)} "
-                    "with positive integers."
+                    f"study {self.name!r}: bayes setting {k}={v!r}; allowed keys {', '.join(BAYES_KEYS)}: "
+                    "draws, tune, chains positive integers, target_accept between 0 and 1."
                 )
         if any(e in UNIT_ESTIMATORS for e in self.estimators):
             for s in self.settings:
@@ -276,7 +280,7 @@ def _row(study: Study, setting: Setting, rep: int, seed: int, estimator: str, de
     return row
 
 
-def _bayes_fit(design: Any, degree: int, bayes: dict[str, int], seed: int) -> tuple[np.ndarray, dict[str, float]]:
+def _bayes_fit(design: Any, degree: int, bayes: dict[str, float], seed: int) -> tuple[np.ndarray, dict[str, float]]:
     """Posterior draws of beta (n_draws, P) and diagnostics; reuses the process's compiled model."""
     import arviz_stats as azs
 

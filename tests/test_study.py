@@ -190,6 +190,8 @@ def test_load_study_file(tmp_path):
         ("[[settings]]\nlabel = 'a'\nviolaton = 'A2'\n", "Did you mean 'violation'"),
         ("estimators = ['ols']\n", "unknown estimator 'ols'"),
         ("[bayes]\ndraws = 0\n", "bayes setting draws=0"),
+        ("[bayes]\ntarget_accept = 1.5\n", "bayes setting target_accept=1.5"),
+        ("[bayes]\nadapt = 1\n", "bayes setting adapt=1"),
         ("name = \n", "not valid TOML"),
     ],
 )
