@@ -422,6 +422,20 @@ def selection_table(results: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
+def _by_setting(
+    summary: pd.DataFrame, settings: list[str], title: str, cell: Any
+) -> list[str]:
+    """Markdown table: one row per estimator, one column per setting, ``cell(summary row)`` in each."""
+    lines = [f"{title}\n", "| estimator | " + " | ".join(settings) + " |", "|---|" + "---|" * len(settings)]
+    for est in pd.unique(summary["estimator"]):
+        cells = []
+        for s in settings:
+            r = summary[(summary["estimator"] == est) & (summary["setting"] == s)]
+            cells.append("" if r.empty else cell(r.iloc[0]))
+        lines.append(f"| {est} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def paper_tables(results: pd.DataFrame) -> str:
     """Markdown in the layout of the paper's tables: 'bias / coverage' per estimator and setting.
 
@@ -433,28 +447,13 @@ def paper_tables(results: pd.DataFrame) -> str:
     lines = []
     linear = summary[(summary["degree"] == 1) & (summary["power"] == 1)]
     if not linear.empty and results["degree"].max() == 1:
-        lines.append("Bias / 95% interval coverage of beta (MC standard error of the bias in brackets):\n")
-        lines.append("| estimator | " + " | ".join(settings) + " |")
-        lines.append("|---|" + "---|" * len(settings))
-        for est in pd.unique(linear["estimator"]):
-            cells = []
-            for s in settings:
-                r = linear[(linear["estimator"] == est) & (linear["setting"] == s)]
-                cells.append(
-                    "" if r.empty else
-                    f"{r['bias'].iloc[0]:.3f} ({r['bias_mcse'].iloc[0]:.3f}) / {100 * r['coverage'].iloc[0]:.0f}%"
-                )
-            lines.append(f"| {est} | " + " | ".join(cells) + " |")
+        lines += _by_setting(
+            linear, settings, "Bias / 95% interval coverage of beta (MC standard error of the bias in brackets):",
+            lambda r: f"{r['bias']:.3f} ({r['bias_mcse']:.3f}) / {100 * r['coverage']:.0f}%",
+        )
         lines.append("")
-        lines.append("RMSE / mean interval width:\n")
-        lines.append("| estimator | " + " | ".join(settings) + " |")
-        lines.append("|---|" + "---|" * len(settings))
-        for est in pd.unique(linear["estimator"]):
-            cells = []
-            for s in settings:
-                r = linear[(linear["estimator"] == est) & (linear["setting"] == s)]
-                cells.append("" if r.empty else f"{r['rmse'].iloc[0]:.3f} / {r['mean_width'].iloc[0]:.3f}")
-            lines.append(f"| {est} | " + " | ".join(cells) + " |")
+        lines += _by_setting(linear, settings, "RMSE / mean interval width:",
+                             lambda r: f"{r['rmse']:.3f} / {r['mean_width']:.3f}")
     sel = selection_table(results)
     if results["degree"].nunique() > 1:
         lines.append("")

@@ -48,15 +48,17 @@ def _hc0_iv(y, X, Z, b):
     return bread @ meat @ bread
 
 
+def _check_2sls(u, y, X, Z, name):
+    b = _kclass(y, X, Z, 1.0)
+    got = unit_estimate(u, name)
+    assert got.estimate == pytest.approx(b[0], rel=1e-9)
+    assert got.std_error == pytest.approx(np.sqrt(_hc0_iv(y, X, Z, b)[0, 0]), rel=1e-7)
+
+
 def test_2sls_matches_textbook_formula(small):
     u, y, m, D, TK, TG, _, first = small
     excluded = np.delete(TK, first, axis=1)
-    X = np.column_stack([m, D, TG])
-    Z = np.column_stack([excluded, D, TG])
-    b = _kclass(y, X, Z, 1.0)
-    got = unit_estimate(u, "2sls")
-    assert got.estimate == pytest.approx(b[0], rel=1e-9)
-    assert got.std_error == pytest.approx(np.sqrt(_hc0_iv(y, X, Z, b)[0, 0]), rel=1e-7)
+    _check_2sls(u, y, np.column_stack([m, D, TG]), np.column_stack([excluded, D, TG]), "2sls")
 
 
 def test_liml_matches_textbook_formula(small):
@@ -80,13 +82,7 @@ def test_liml_matches_textbook_formula(small):
 
 def test_sobel_iv_has_one_common_direct_effect(small):
     u, y, m, D, TK, _, T, _ = small
-    excluded = TK[:, 1:]
-    X = np.column_stack([m, D, T])
-    Z = np.column_stack([excluded, D, T])
-    b = _kclass(y, X, Z, 1.0)
-    got = unit_estimate(u, "sobel_iv")
-    assert got.estimate == pytest.approx(b[0], rel=1e-9)
-    assert got.std_error == pytest.approx(np.sqrt(_hc0_iv(y, X, Z, b)[0, 0]), rel=1e-7)
+    _check_2sls(u, y, np.column_stack([m, D, T]), np.column_stack([TK[:, 1:], D, T]), "sobel_iv")
 
 
 def test_lsem_is_ols_with_trial_clustered_errors(small):
