@@ -252,7 +252,9 @@ def _print_report(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bayes-cmma``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         # PyTensor's C backend looks for BLAS at import; bayes_cmma compiles with numba (nutpie), so
@@ -350,6 +352,10 @@ def run_simulate(args: argparse.Namespace) -> int:
                                      f"{4 if name == 'n_per' else 2}, got {value}.")
     if args.study.endswith(".toml") or Path(args.study).is_file():
         study = load_study(args.study)
+        for flag, values in (("--n-per", args.n_per), ("--n-trials", args.n_trials)):
+            if values and len(values) != 1:
+                raise BayesCMMAError(f"a study file takes one value of {flag} (it replaces that setting in every "
+                                     f"[[settings]] entry), got {len(values)}: {values}.")
         if args.n_per or args.n_trials:
             settings = tuple(
                 dataclasses.replace(s, sim=s.sim.replace(**({"n_per": args.n_per[0]} if args.n_per else {}),
@@ -370,7 +376,7 @@ def run_simulate(args: argparse.Namespace) -> int:
     if bayes:
         changes["bayes"] = {**study.bayes, **bayes}
     study = dataclasses.replace(study, **changes)
-    command = "bayes-cmma " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else None
+    command = "bayes-cmma " + " ".join(shlex.quote(a) for a in args.argv)
     n_set = len(study.settings)
     _status(f"study {study.name!r}: {n_set} setting(s) x {study.sims} replications; estimators "
             f"{', '.join(study.estimators)}; {args.workers} worker(s); results in {args.out}")

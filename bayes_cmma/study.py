@@ -158,6 +158,10 @@ def builtin_study(name: str, n_per: list[int] | None = None, n_trials: list[int]
             for n in sizes
         )
         return Study("table1", settings)
+    if name in ("table2", "table3"):
+        for flag, values in (("--n-per", n_per), ("--n-trials", n_trials)):
+            if values and len(values) != 1:
+                raise BayesCMMAError(f"study {name!r} takes one value of {flag}, got {len(values)}: {values}.")
     if name == "table2":
         (n,) = n_per or [200]
         (k,) = n_trials or [50]

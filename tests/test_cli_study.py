@@ -79,6 +79,7 @@ def test_simulate_prints_the_table_and_resumes(tmp_path, capsys):
     assert "| cmma_ols |" in text and "| liml |" in text and "K=10,N_per=200" in text
     assert main(argv) == 0
     assert "0 new replication(s)" in capsys.readouterr().out
+    assert "Command: `bayes-cmma simulate --study small_k --sims 2" in (out / "summary.md").read_text()
     assert len(pd.read_csv(out / "results.csv")) == 2 * 2 * 2
 
 
@@ -91,6 +92,8 @@ def test_simulate_prints_the_table_and_resumes(tmp_path, capsys):
         (["--study", "table1", "--n-per", "2"], "--n-per values must be at least 4"),
         (["--study", "table1", "--estimators", "ols"], "unknown estimator 'ols'"),
         (["--study", "table3", "--estimators", "liml"], "linear DRF only"),
+        (["--study", "table2", "--n-per", "200", "500"], "'table2' takes one value of --n-per"),
+        (["--study", "table1", "--target-accept", "1.2"], "target_accept=1.2"),
     ],
 )
 def test_simulate_bad_input(extra, message, tmp_path, capsys):
@@ -103,3 +106,6 @@ def test_simulate_bad_study_file(tmp_path, capsys):
     f = tmp_path / "s.toml"
     f.write_text("[base]\nn_trails = 10\n")
     _bad(capsys, ["simulate", "--study", str(f), "--out", str(tmp_path / "o")], "Did you mean 'n_trials'")
+    f.write_text("sims = 2\n")
+    _bad(capsys, ["simulate", "--study", str(f), "--n-per", "100", "200", "--out", str(tmp_path / "o")],
+         "a study file takes one value of --n-per")
