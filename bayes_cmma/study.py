@@ -420,6 +420,7 @@ def selection_table(results: pd.DataFrame) -> pd.DataFrame:
         sel.groupby(["setting", "estimator"], sort=False)["selected_degree"]
         .value_counts(normalize=True)
         .unstack(fill_value=0.0)
+        .sort_index(axis=1)
     )
     table.columns = [f"P(degree={int(c)})" for c in table.columns]
     table.insert(0, "n", sel.groupby(["setting", "estimator"], sort=False).size())

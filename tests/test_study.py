@@ -78,7 +78,8 @@ def test_summary_statistics_against_closed_form():
     assert s["coverage"] == pytest.approx(0.5)  # 3.9 and 4.1 cover 4
     assert s["bias_mcse"] == pytest.approx(est.std(ddof=1) / 2)
     assert s["mean_width"] == pytest.approx(0.5)
-    sel = selection_table(df)
+    sel = selection_table(df.iloc[::-1])
+    assert list(sel.columns) == ["setting", "estimator", "n", "P(degree=1)", "P(degree=2)"]
     assert sel.loc[0, "P(degree=1)"] == pytest.approx(0.75) and sel.loc[0, "P(degree=2)"] == pytest.approx(0.25)
     text = paper_tables(df)
     assert "| cmma_ols | 0.200 (" in text and "/ 50% |" in text
