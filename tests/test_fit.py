@@ -1,6 +1,8 @@
 """Real NUTS fits (few draws, fixed seeds): recovery, reuse of the compiled model, reproducibility,
 agreement with a latent-variable version, and the command line end to end."""
 
+import warnings
+
 import arviz_stats
 import numpy as np
 import pandas as pd
@@ -63,7 +65,11 @@ def test_same_seed_same_draws_and_compiled_model_is_reused(recovery_fit):
     again = bc.fit_metric(data, "y", "m", 2, seed=3, **RECOVERY)
     assert again.timings["compile_s"] == 0.0  # the cached compiled model was reused
     np.testing.assert_array_equal(again.beta.values, fit.beta.values)
-    other = bc.fit_metric(data, "y", "m", 2, seed=4, **RECOVERY)
+    # Only "another seed gives other draws" is checked here; this short fit's convergence is not
+    # the point (it may show a divergent transition), so its ConvergenceWarning is not an error.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bc.ConvergenceWarning)
+        other = bc.fit_metric(data, "y", "m", 2, seed=4, draws=500, tune=500, chains=4)
     assert not np.array_equal(other.beta.values, fit.beta.values)
 
 
