@@ -256,8 +256,13 @@ def fit_design(
     progress_bar: bool = False,
     progress: Progress | None = None,
     data_hash: str | None = None,
+    check_convergence: bool = True,
 ) -> MetricFit:
-    """Fit the model to an already-cut :class:`MetricDesign` (simulation studies reuse this)."""
+    """Fit the model to an already-cut :class:`MetricDesign` (simulation studies reuse this).
+
+    ``check_convergence=False`` skips the :class:`ConvergenceWarning` check (a summary of every
+    parameter), for callers that record diagnostics themselves.
+    """
     import nutpie
 
     std = standardise(design)
@@ -290,7 +295,8 @@ def fit_design(
     tree = _assemble(trace, design, std, attrs)
     fit = MetricFit(posterior=tree, spec=spec, design=design,
                     timings={"compile_s": t_compile, "sample_s": t_sample})
-    warn_on_problems(fit.posterior, label=design.metric)
+    if check_convergence:
+        warn_on_problems(fit.posterior, label=design.metric)
     return fit
 
 

@@ -35,7 +35,8 @@ import numpy as np
 import pandas as pd
 
 from bayes_cmma.errors import BayesCMMAError
-from bayes_cmma.study import RESULT_COLUMNS, Study, paper_tables, replicate, summary_table
+from bayes_cmma.outputs import write_files_atomically
+from bayes_cmma.study import RESULT_COLUMNS, UNIT_ESTIMATORS, Study, paper_tables, replicate, summary_table
 
 RESULTS = "results.csv"
 META = "study.json"
@@ -58,13 +59,7 @@ class StudyRun:
 
 
 def _rows_per_replication(study: Study) -> int:
-    n = 0
-    for e in study.estimators:
-        if e in ("liml", "2sls", "sobel_iv", "lsem"):
-            n += 1
-        else:
-            n += sum(study.degrees)
-    return n
+    return sum(1 if e in UNIT_ESTIMATORS else sum(study.degrees) for e in study.estimators)
 
 
 def _check_meta(study: Study, out: Path) -> None:
@@ -81,10 +76,8 @@ def _check_meta(study: Study, out: Path) -> None:
                 "differ); choose another --out, or delete that folder to start over."
             )
         return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"identity": identity}, indent=2))
-    os.replace(tmp, meta_path)
+    text = json.dumps({"identity": identity}, indent=2)
+    write_files_atomically({meta_path: lambda p: p.write_text(text)})
 
 
 def _repair_results(study: Study, path: Path) -> pd.DataFrame:
@@ -253,8 +246,10 @@ def run_study(
         + (f"\nCommand: `{command}`\n" if command else "")
         + "\n"
     )
-    _write_text_atomically(out / "summary.csv", summary.to_csv(index=False))
-    _write_text_atomically(out / "summary.md", header + tables)
+    write_files_atomically({
+        out / "summary.csv": lambda p: summary.to_csv(p, index=False),
+        out / "summary.md": lambda p: p.write_text(header + tables),
+    })
     return StudyRun(results=results, summary=summary, tables=tables, n_new=n_new, n_skipped=n_skipped,
                     wall_s=wall, out_dir=out)
 
@@ -279,9 +274,3 @@ def _run_pool(
             fut.cancel()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

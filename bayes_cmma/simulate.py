@@ -133,14 +133,9 @@ class SimulationSettings:
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(changes) - names)
         if unknown:
-            import difflib
+            from bayes_cmma.spec import _unknown_key
 
-            hint = difflib.get_close_matches(unknown[0], sorted(names), n=1)
-            raise BayesCMMAError(
-                f"unknown simulation setting {unknown[0]!r}."
-                + (f" Did you mean {hint[0]!r}?" if hint else "")
-                + f" Allowed: {', '.join(sorted(names))}."
-            )
+            raise _unknown_key(unknown[0], sorted(names), "simulation settings")
         return dataclasses.replace(self, **changes)
 
 

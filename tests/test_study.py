@@ -146,7 +146,6 @@ def test_three_replications_end_to_end_with_the_bayesian_model(tmp_path):
     bayes = res[res["estimator"] == "bayes"]
     assert bayes["rhat_max"].notna().all() and (bayes["ess_bulk_min"] > 0).all()
     assert (bayes["std_error"] > 0).all() and (bayes["lower"] < bayes["estimate"]).all()
-    # the compiled model is reused: only the first replication pays the compile
     assert "| bayes |" in run.tables
 
 
