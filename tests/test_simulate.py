@@ -104,11 +104,21 @@ def test_same_seed_same_data():
         ({"beta": ()}, "beta needs 1 to 5"),
         ({"corr_my": 1.0}, "corr_my must be in"),
         ({"tau_team": (1.0, 2.0)}, "same, non-zero length"),
+        ({"n_trials": 1}, "n_trials must be at least 2"),
+        ({"treat_prob": 1.0}, "treat_prob must be in"),
+        ({"sd_m": -1.0}, "sd_m must be >= 0"),
     ],
 )
 def test_bad_settings(change, message):
     with pytest.raises(BayesCMMAError, match=message):
         SimulationSettings(**change)
+
+
+def test_impossible_correlations_are_refused_when_simulating():
+    # each pairwise correlation is valid but (M*, Y*, e) cannot have them all at once
+    s = SimulationSettings(corr_my=-0.9, corr_e=0.9)
+    with pytest.raises(BayesCMMAError, match="not a valid correlation matrix.*lower corr_e"):
+        simulate_units(s, np.random.default_rng(0))
 
 
 def test_replace_rejects_unknown_keys_with_a_hint():

@@ -200,3 +200,36 @@ def test_bad_study_files(tmp_path, text, message):
     f.write_text(text)
     with pytest.raises((SpecError, BayesCMMAError), match=message):
         load_study(f)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"settings": (Setting("a", SMALL), Setting("a", SMALL))}, "setting labels repeat"),
+        ({"settings": ()}, "no setting given"),
+        ({"degrees": (4,)}, "degrees must be among 1, 2, 3"),
+        ({"sims": 0}, "sims must be at least 1"),
+        ({"estimators": ()}, "no estimator given"),
+    ],
+)
+def test_bad_study_definitions(kwargs, message):
+    base = {"name": "x", "settings": (Setting("a", SMALL),), "estimators": ("cmma_ols",)}
+    with pytest.raises(BayesCMMAError, match=message):
+        Study(**{**base, **kwargs})
+
+
+def test_missing_study_file(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        load_study(tmp_path / "nope.toml")
+
+
+def test_damaged_output_folder_is_refused(tmp_path):
+    st = _study(sims=1)
+    (tmp_path / "study.json").write_text("{not json")
+    with pytest.raises(BayesCMMAError, match="study.json is not valid JSON"):
+        run_study(st, tmp_path, progress=False)
+    other = tmp_path / "other"
+    run_study(st, other, progress=False)
+    (other / "results.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(BayesCMMAError, match="does not have the columns of a results file"):
+        run_study(st, other, progress=False)
