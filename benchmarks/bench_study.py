@@ -5,6 +5,7 @@ process and a new results folder (so every run compiles the Bayesian model in ea
 prints the median wall time, the median seconds per replication per estimator and N_per (the
 ``time_s`` column of the results), and the wall time extrapolated to the full study
 (100 replications x 3 N_per). Target (issue 3): the full Table 1 study in under 15 minutes on 2 cores.
+First it times the simulator alone: one K = 100, N_per = 1000 data set (100k units), median of 5.
 
 Run: ``python benchmarks/bench_study.py [--sims 10] [--repeats 3] [--workers 2]``.
 """
@@ -28,6 +29,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    import numpy as np
+
+    from bayes_cmma.simulate import SimulationSettings, simulate_units
+
+    settings, times = SimulationSettings(n_trials=100, n_per=1000), []
+    for seed in range(5):
+        t0 = time.perf_counter()
+        simulate_units(settings, np.random.default_rng(seed))
+        times.append(time.perf_counter() - t0)
+    print(f"simulator, K = 100, N_per = 1000: median {statistics.median(times):.3f} s of 5\n")
     exe = Path(sys.executable).with_name("bayes-cmma")
     walls, per_rep = [], []
     for _ in range(args.repeats):
