@@ -26,7 +26,7 @@ from bayes_cmma.errors import (
 from bayes_cmma.fit import CMMAResult, MetricFit, fit, fit_metric
 from bayes_cmma.ols import OLSResult, cmma_ols
 from bayes_cmma.spec import ModelSpec, load_spec
-from bayes_cmma.summarize import summarize_units
+from bayes_cmma.summarizer import summarize, summarize_files, summarize_units
 
 __version__ = "0.1.0"
 
@@ -54,6 +54,8 @@ __all__ = [
     "metric_design",
     "rank_metrics",
     "read_trials",
+    "summarize",
+    "summarize_files",
     "summarize_units",
     "summary_table",
 ]

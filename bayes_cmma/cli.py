@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(ols)
     ols.add_argument("--degree", type=int, default=1, help="degree of the polynomial DRF (default 1)")
     summ = sub.add_parser("summarize", help="unit-level logs to trial summaries (trial table + covariance table)")
-    summ.add_argument("units", help="unit-level table (CSV or Parquet), one row per unit")
+    summ.add_argument("units", nargs="+",
+                      help="unit-level table(s) (CSV or Parquet files, or Parquet folders), one row per unit")
     summ.add_argument("--trial", default="trial", help="trial id column (default trial)")
     summ.add_argument("--team", default="team", help="team column (default team; --team '' for none)")
     summ.add_argument("--treatment", default="treated", help="0/1 treatment column (default treated)")
@@ -105,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--degree", type=int, default=3, help="summarise powers 1..degree of each metric (default 3)")
     summ.add_argument("--out", required=True, help="trial table to write (.csv or .parquet)")
     summ.add_argument("--cov-out", required=True, help="covariance table to write (.csv or .parquet)")
+    summ.add_argument("--engine", choices=["pandas", "dask"], default="pandas",
+                      help="pandas: one file at a time in this process (default); dask: partition by partition")
+    summ.add_argument("--scheduler",
+                      help="with --engine dask: a Dask scheduler address (tcp://HOST:8786) to run on an existing "
+                           "cluster; 'threads', 'processes' or 'synchronous' for Dask's local schedulers; default: "
+                           "a local cluster of one single-threaded worker process per core")
+    summ.add_argument("--workers", type=int, help="with --engine dask and no --scheduler: local worker processes "
+                      "(default: one per core)")
     sim = sub.add_parser("simulate", help="the paper's simulation study (Tables 1-3) with the Bayesian model added")
     sim.add_argument("--study", required=True,
                      help="table1, table2, table3, small_k, or a study TOML file (see README)")
@@ -300,12 +309,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-def _read_units(path: str) -> pd.DataFrame:
-    from bayes_cmma.data import _read_table
-
-    return _read_table(path, "unit table")
-
-
 def _writer(frame: pd.DataFrame, target: str):
     if target.lower().endswith((".parquet", ".pq")):
         return lambda p: frame.to_parquet(p, index=False)
@@ -315,18 +318,28 @@ def _writer(frame: pd.DataFrame, target: str):
 def run_summarize(args: argparse.Namespace) -> int:
     """``bayes-cmma summarize``: per-trial ATEs, standard errors and covariances from unit-level logs."""
     from bayes_cmma.outputs import write_files_atomically
-    from bayes_cmma.summarize import summarize_units
+    from bayes_cmma.summarizer import summarize_files
 
     if args.degree < 1:
         raise BayesCMMAError(f"--degree must be at least 1, got {args.degree}.")
     if Path(args.out).resolve() == Path(args.cov_out).resolve():
         raise BayesCMMAError("--out and --cov-out name the same file; give two different files.")
-    units = _read_units(args.units)
-    trials, cov = summarize_units(units, kpi=args.kpi, metrics=args.metric, degree=args.degree, trial=args.trial,
-                                  team=args.team or None, treatment=args.treatment)
+    if args.engine != "dask" and (args.scheduler or args.workers):
+        raise BayesCMMAError("--scheduler and --workers apply to --engine dask only; add --engine dask.")
+    if args.workers is not None and args.workers < 1:
+        raise BayesCMMAError(f"--workers must be at least 1, got {args.workers}.")
+    kwargs = dict(kpi=args.kpi, metrics=args.metric, degree=args.degree, trial=args.trial, team=args.team or None,
+                  treatment=args.treatment, engine=args.engine)
+    if args.engine == "dask":
+        from bayes_cmma.dask_engine import dask_scheduler
+
+        with dask_scheduler(args.scheduler, workers=args.workers):
+            trials, cov, n_units = summarize_files(args.units, **kwargs)
+    else:
+        trials, cov, n_units = summarize_files(args.units, **kwargs)
     written = write_files_atomically({args.out: _writer(trials, args.out), args.cov_out: _writer(cov, args.cov_out)})
     n_trials = trials["trial"].nunique()
-    print(f"{n_trials} trials, {len(units)} units: wrote {written[0]} ({len(trials)} rows) and "
+    print(f"{n_trials} trials, {n_units} units: wrote {written[0]} ({len(trials)} rows) and "
           f"{written[1]} ({len(cov)} rows).")
     print(f"Next: bayes-cmma fit {written[0]} --cov {written[1]} --kpi {args.kpi} "
           + " ".join(f"--metric {m}" for m in args.metric) + f" --degree {args.degree}")

@@ -300,7 +300,7 @@ def replicate(study: Study, setting_index: int, rep: int) -> list[dict[str, Any]
     from bayes_cmma.data import metric_design, read_trials
     from bayes_cmma.iv import unit_estimate
     from bayes_cmma.ols import cmma_ols_design
-    from bayes_cmma.summarize import summarize_units
+    from bayes_cmma.summarizer import summarize_units
 
     setting = study.settings[setting_index]
     ss = replication_seed(study, setting, rep)
