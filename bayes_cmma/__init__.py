@@ -12,10 +12,11 @@ Typical use::
     result.ranking(at={"ndcg": 0.0021, "mrr": 0.0016, "map": 0.0019}, baseline=60.0)
 """
 
-from bayes_cmma.data import TrialData, metric_design, read_trials
-from bayes_cmma.datasets import Example, load_example
-from bayes_cmma.derived import drf, elasticity, interval_table, rank_metrics
-from bayes_cmma.diagnostics import diagnostics_table, summary_table
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from bayes_cmma.errors import (
     AssumptionWarning,
     BayesCMMAError,
@@ -23,10 +24,45 @@ from bayes_cmma.errors import (
     DataError,
     SpecError,
 )
-from bayes_cmma.fit import CMMAResult, MetricFit, fit, fit_metric
-from bayes_cmma.ols import OLSResult, cmma_ols
-from bayes_cmma.spec import ModelSpec, load_spec
-from bayes_cmma.summarizer import summarize, summarize_files, summarize_units
+
+#: Public name -> module. Imported on first use, so ``import bayes_cmma`` stays light: a Dask
+#: worker that only runs the summarizer, or ``bayes-cmma summarize``, never loads PyMC.
+_LAZY = {
+    "TrialData": "data", "metric_design": "data", "read_trials": "data",
+    "Example": "datasets", "load_example": "datasets",
+    "drf": "derived", "elasticity": "derived", "interval_table": "derived", "rank_metrics": "derived",
+    "diagnostics_table": "diagnostics", "summary_table": "diagnostics",
+    "CMMAResult": "fitting", "MetricFit": "fitting", "fit": "fitting", "fit_metric": "fitting",
+    "FitGrid": "many", "fit_many": "many",
+    "OLSResult": "ols", "cmma_ols": "ols",
+    "ModelSpec": "spec", "load_spec": "spec",
+    "summarize": "summarizer", "summarize_files": "summarizer", "summarize_units": "summarizer",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from bayes_cmma.data import TrialData, metric_design, read_trials
+    from bayes_cmma.datasets import Example, load_example
+    from bayes_cmma.derived import drf, elasticity, interval_table, rank_metrics
+    from bayes_cmma.diagnostics import diagnostics_table, summary_table
+    from bayes_cmma.fitting import CMMAResult, MetricFit, fit, fit_metric
+    from bayes_cmma.many import FitGrid, fit_many
+    from bayes_cmma.ols import OLSResult, cmma_ols
+    from bayes_cmma.spec import ModelSpec, load_spec
+    from bayes_cmma.summarizer import summarize, summarize_files, summarize_units
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'bayes_cmma' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"bayes_cmma.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 
@@ -37,6 +73,7 @@ __all__ = [
     "ConvergenceWarning",
     "DataError",
     "Example",
+    "FitGrid",
     "MetricFit",
     "ModelSpec",
     "OLSResult",
@@ -47,6 +84,7 @@ __all__ = [
     "drf",
     "elasticity",
     "fit",
+    "fit_many",
     "fit_metric",
     "interval_table",
     "load_example",

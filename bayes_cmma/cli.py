@@ -21,7 +21,7 @@ from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarn
 
 if TYPE_CHECKING:
     from bayes_cmma.data import TrialData
-    from bayes_cmma.fit import CMMAResult
+    from bayes_cmma.fitting import CMMAResult
     from bayes_cmma.ols import OLSResult
     from bayes_cmma.spec import ModelSpec
 
@@ -155,7 +155,7 @@ def run_fit(
     """Everything ``fit`` and ``demo`` do; returns the exit status."""
     from bayes_cmma import data as data_mod
     from bayes_cmma import outputs
-    from bayes_cmma.fit import fit, resolve_spec
+    from bayes_cmma.fitting import fit, resolve_spec
     from bayes_cmma.ols import cmma_ols_design
 
     t_start = time.perf_counter()

@@ -20,7 +20,7 @@ import xarray as xr
 from bayes_cmma import dims
 from bayes_cmma.derived import interval_table
 from bayes_cmma.diagnostics import CI_PROB, summary_table
-from bayes_cmma.fit import CMMAResult
+from bayes_cmma.fitting import CMMAResult
 
 Writer = Callable[[Path], None]
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -36,13 +35,11 @@ import pandas as pd
 
 from bayes_cmma.errors import BayesCMMAError
 from bayes_cmma.outputs import write_files_atomically
+from bayes_cmma.parallel import worker_pool
 from bayes_cmma.study import RESULT_COLUMNS, UNIT_ESTIMATORS, Study, paper_tables, replicate, summary_table
 
 RESULTS = "results.csv"
 META = "study.json"
-#: Each worker runs one replication on one core; multithreaded BLAS in several workers would
-#: oversubscribe the cores (seen: 4 s instead of 1.2 s per replication with 2 workers on 2 cores).
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
 @dataclass
@@ -113,15 +110,6 @@ def _append(path: Path, rows: list[dict[str, Any]]) -> None:
         f.write(buf.getvalue())
         f.flush()
         os.fsync(f.fileno())
-
-
-def _worker_init() -> None:  # pragma: no cover - runs in worker processes
-    import signal
-    import warnings
-
-    # Ctrl-C is handled by the parent, which stops the pool; workers just end
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    warnings.filterwarnings("ignore", message="PyTensor could not link to a BLAS", category=UserWarning)
 
 
 class _Progress:
@@ -216,19 +204,8 @@ def run_study(
             for i, r in todo:
                 finished(replicate(study, i, r))
         else:
-            ctx = multiprocessing.get_context("spawn")
-            saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-            for k in _THREAD_VARS:  # workers are spawned on demand and inherit the environment then
-                os.environ.setdefault(k, "1")
-            try:
-                with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init) as pool:
-                    _run_pool(pool, study, todo, workers, finished)
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
+            with worker_pool(workers) as pool:
+                _run_pool(pool, study, todo, workers, finished)
     finally:
         bar.close()
     wall = time.perf_counter() - t0

@@ -278,7 +278,7 @@ def _bayes_fit(design: Any, degree: int, bayes: dict[str, float], seed: int) -> 
     import arviz_stats as azs
 
     from bayes_cmma.diagnostics import divergences
-    from bayes_cmma.fit import fit_design
+    from bayes_cmma.fitting import fit_design
     from bayes_cmma.spec import replace_spec, spec_for_degree
 
     spec = spec_for_degree(degree)

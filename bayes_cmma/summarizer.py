@@ -32,7 +32,7 @@ from bayes_cmma.errors import DataError
 
 #: Rows per block when a pandas frame is summarised in memory; bounds the temporaries (the powers
 #: of every metric) to about ``BLOCK_ROWS * quantities * 8`` bytes a few times over.
-BLOCK_ROWS = 1 << 21
+BLOCK_ROWS = 1 << 20
 
 _ORDER_BASE = 1 << 40  # order key = chunk number * _ORDER_BASE + row position within the chunk
 
@@ -250,7 +250,7 @@ def _dask_moments(frame: Any, cols: Columns, split_every: int = 8) -> ArmMoments
 
     cols.check(frame.columns)
     parts = frame[cols.needed].to_delayed()
-    tasks = [dask.delayed(chunk_moments)(p, cols, i) for i, p in enumerate(parts)]
+    tasks = [dask.delayed(_pandas_moments)(p, cols, i) for i, p in enumerate(parts)]
     while len(tasks) > 1:
         tasks = [dask.delayed(merge_moments)(*tasks[i:i + split_every]) for i in range(0, len(tasks), split_every)]
     (moments,) = dask.compute(tasks[0])
@@ -394,7 +394,8 @@ def _dask_read(files: list[Path], cols: Columns, blocksize: str | int) -> Any:
     names = [str(f) for f in files]
     try:
         if kinds.pop():
-            frame = dd.read_parquet(names)
+            # a partition per row group keeps each task's memory small (row groups are ~1e6 rows)
+            frame = dd.read_parquet(names, split_row_groups=True)
         else:
             labels = {cols.trial: str, **({cols.team: str} if cols.team else {})}
             frame = dd.read_csv(names, blocksize=blocksize, dtype=labels)

@@ -20,7 +20,7 @@ import bayes_cmma as bc
 import bayes_cmma.model as model_mod
 from bayes_cmma.data import metric_design
 from bayes_cmma.diagnostics import divergences, summary_table
-from bayes_cmma.fit import fit_design
+from bayes_cmma.fitting import fit_design
 from bayes_cmma.spec import replace_spec, spec_for_degree
 from bayes_cmma.synthetic import simulate_summaries
 

@@ -23,7 +23,7 @@ import numpy as np
 
 import bayes_cmma as bc
 from bayes_cmma.data import metric_design
-from bayes_cmma.fit import fit_design
+from bayes_cmma.fitting import fit_design
 from bayes_cmma.simulate import simulate_units
 from bayes_cmma.spec import parse_spec, replace_spec, spec_for_degree
 from bayes_cmma.study import Setting, builtin_study, replication_seed

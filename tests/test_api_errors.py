@@ -7,7 +7,7 @@ import xarray as xr
 import bayes_cmma as bc
 from bayes_cmma.cli import main
 from bayes_cmma.errors import BayesCMMAError, DataError
-from bayes_cmma.fit import CMMAResult, MetricFit
+from bayes_cmma.fitting import CMMAResult, MetricFit
 from bayes_cmma.ols import cmma_ols_design
 
 

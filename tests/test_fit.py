@@ -14,7 +14,7 @@ import xarray as xr
 import bayes_cmma as bc
 from bayes_cmma.cli import main
 from bayes_cmma.data import metric_design
-from bayes_cmma.fit import fit_design
+from bayes_cmma.fitting import fit_design
 from bayes_cmma.model import standardise
 from bayes_cmma.spec import spec_for_degree
 from bayes_cmma.synthetic import simulate_summaries

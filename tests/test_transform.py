@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 from bayes_cmma.data import metric_design
-from bayes_cmma.fit import _log_likelihood, _to_original_scale
+from bayes_cmma.fitting import _log_likelihood, _to_original_scale
 from bayes_cmma.model import standardise, trial_loglik_numpy
 
 
