@@ -95,24 +95,41 @@ class TrialData:
         return h.hexdigest()
 
 
-def _read_table(path: str | Path, what: str) -> pd.DataFrame:
+def _read_table(
+    path: str | Path,
+    what: str,
+    columns: list[str] | None = None,
+    text: tuple[str, ...] = ("trial", "team", "quantity", "quantity_1", "quantity_2"),
+) -> pd.DataFrame:
+    """Read a CSV or Parquet file (a Parquet folder too) with one clear error for each way it can fail.
+
+    ``columns``: read only those of these columns that the file has (the caller checks for missing
+    ones), so a wide log costs only the columns used. ``text``: CSV columns read as strings (labels
+    such as "007" keep their zeros).
+    """
     path = Path(path)
-    if not path.is_file():
+    parquet = path.suffix.lower() in (".parquet", ".pq") or path.is_dir()
+    if not path.exists():
         raise DataError(f"{what} file {str(path)!r} does not exist.")
-    if path.stat().st_size == 0:
+    if path.is_file() and path.stat().st_size == 0:
         raise DataError(f"{what} file {str(path)!r} is empty; it needs a header row and data rows.")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            df = pd.read_parquet(path)
+        if parquet:
+            if columns is not None:
+                import pyarrow.dataset as ds
+
+                names = ds.dataset(path, format="parquet").schema.names
+                columns = [c for c in columns if c in names]
+            df = pd.read_parquet(path, columns=columns)
         else:
-            df = pd.read_csv(path, dtype={"trial": str, "team": str, "quantity": str,
-                                          "quantity_1": str, "quantity_2": str})
+            usecols = None if columns is None else (lambda c: c in columns)
+            df = pd.read_csv(path, usecols=usecols, dtype=dict.fromkeys(text, str))
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{what} file {str(path)!r} is empty; it needs a header row.") from exc
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
         raise DataError(
             f"{what} file {str(path)!r} could not be read as "
-            f"{'Parquet' if path.suffix.lower() in ('.parquet', '.pq') else 'CSV'}: {exc}"
+            f"{'Parquet' if parquet else 'CSV'}: {exc}"
         ) from exc
     if df.empty:
         raise DataError(f"{what} file {str(path)!r} has a header but no data rows.")

@@ -141,22 +141,33 @@ def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised)
     return out
 
 
+#: Draws per block when the per-trial log-likelihood is evaluated: a block holds about this many
+#: (draw, trial, d, d) covariance entries (2 MB), so 4000 draws x 10,000 trials never builds the
+#: 5 GB array, and blocks stay in cache: at K = 10,000 (one draw per block) 4.7 s, against 11.9 s
+#: with 4e6-entry blocks (measured on fake draws; 2 threads gained only 7%).
+LOGLIK_BLOCK_ENTRIES = 250_000
+
+
 def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised) -> np.ndarray:
-    """Per-trial log-density of the observed ATEs in original units (standardised minus log-Jacobian)."""
+    """Per-trial log-density of the observed ATEs in original units (standardised minus log-Jacobian).
+
+    Evaluated in blocks of draws (:data:`LOGLIK_BLOCK_ENTRIES`); returns (chain, draw, trial).
+    """
     chol = unpack_chol(raw["metric_chol"].values, design.degree)
     beta = beta_from_std(raw["beta_std"].values, chol)
-    pi = raw["kpi_mean"].values - np.einsum("...tp,...p->...t", raw["alpha"].values, beta)
-    ll = trial_loglik_numpy(
-        std.z,
-        std.S,
-        design.team_idx,
-        beta,
-        raw["alpha"].values,
-        pi,
-        chol,
-        raw["residual_sd"].values,
-    )
-    return ll + std.log_abs_det_B
+    alpha = raw["alpha"].values
+    pi = raw["kpi_mean"].values - np.einsum("...tp,...p->...t", alpha, beta)
+    residual_sd = raw["residual_sd"].values
+    lead = beta.shape[:-1]
+    n = int(np.prod(lead))
+    flat = [a.reshape(n, *a.shape[len(lead):]) for a in (beta, alpha, pi, chol, residual_sd)]
+    K, d = std.z.shape
+    block = max(1, LOGLIK_BLOCK_ENTRIES // (K * d * d))
+    out = np.empty((n, K))
+    for start in range(0, n, block):
+        sl = slice(start, start + block)
+        out[sl] = trial_loglik_numpy(std.z, std.S, design.team_idx, *(a[sl] for a in flat))
+    return out.reshape(*lead, K) + std.log_abs_det_B
 
 
 def _assemble(trace: xr.DataTree, design: MetricDesign, std: Standardised, attrs: dict) -> xr.DataTree:

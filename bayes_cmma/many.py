@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from bayes_cmma.data import MetricDesign, TrialData, metric_design
-from bayes_cmma.errors import AssumptionWarning, BayesCMMAError
+from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning
 from bayes_cmma.fitting import CMMAResult, MetricFit, fit_design, resolve_spec
 from bayes_cmma.spec import ModelSpec
 
@@ -101,7 +101,9 @@ def _fit_group(jobs: list[_Job], settings: dict[str, Any]) -> list[tuple[str, st
     out = []
     for job in jobs:
         with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+            # the process's own filters stay (a worker ignores PyTensor's BLAS notice); ours always count
+            warnings.simplefilter("always", ConvergenceWarning)
+            warnings.simplefilter("always", AssumptionWarning)
             fit = fit_design(job.design, job.spec, seed=job.seed, data_hash=settings["data_hash"],
                              draws=settings["draws"], tune=settings["tune"], chains=settings["chains"],
                              cores=settings["cores"])

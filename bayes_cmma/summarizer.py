@@ -53,6 +53,11 @@ class Columns:
         return [self.trial, self.treatment, self.kpi, *self.metrics] + ([self.team] if self.team else [])
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """Label columns (read as text)."""
+        return (self.trial, self.team) if self.team else (self.trial,)
+
+    @property
     def quantities(self) -> list[str]:
         return [self.kpi] + [quantity_name(m, p) for m in self.metrics for p in range(1, self.degree + 1)]
 
@@ -370,7 +375,7 @@ def summarize_files(
     elif engine == "pandas":
         parts = []
         for i, f in enumerate(files):
-            frame = pd.read_parquet(f) if f.is_dir() else _read_table(f, "unit table")
+            frame = _read_table(f, "unit table", columns=cols.needed, text=cols.labels)
             cols.check(frame.columns)
             parts.append(_pandas_moments(frame[cols.needed], cols, chunk=i))
             del frame
@@ -397,8 +402,7 @@ def _dask_read(files: list[Path], cols: Columns, blocksize: str | int) -> Any:
             # a partition per row group keeps each task's memory small (row groups are ~1e6 rows)
             frame = dd.read_parquet(names, split_row_groups=True)
         else:
-            labels = {cols.trial: str, **({cols.team: str} if cols.team else {})}
-            frame = dd.read_csv(names, blocksize=blocksize, dtype=labels)
+            frame = dd.read_csv(names, blocksize=blocksize, dtype=dict.fromkeys(cols.labels, str))
     except (OSError, ValueError) as exc:
         raise DataError(f"unit table file(s) could not be read with Dask: {exc}") from exc
     cols.check(frame.columns)

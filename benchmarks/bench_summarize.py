@@ -30,14 +30,13 @@ import psutil
 from bayes_cmma.simulate import SimulationSettings, simulate_units
 
 N_TRIALS = 200
-TRIALS_PER_FILE_MIN = 1
 
 
 def generate(folder: Path, rows: int, rows_per_file: int, seed: int = 0) -> list[Path]:
     """Write ``rows`` unit rows of ``N_TRIALS`` trials as Parquet files; reuse them if complete."""
     folder.mkdir(parents=True, exist_ok=True)
     n_files = max(1, rows // rows_per_file)
-    trials_per_file = max(TRIALS_PER_FILE_MIN, N_TRIALS // n_files)
+    trials_per_file = max(1, N_TRIALS // n_files)
     n_files = N_TRIALS // trials_per_file
     n_per = rows // (n_files * trials_per_file)
     done = folder / "COMPLETE"
@@ -78,15 +77,15 @@ def peak_tree_rss(proc: psutil.Process, stop: threading.Event, out: list[int]) -
 
 
 def run_once(files: list[Path], engine: str, workdir: Path) -> tuple[float, int]:
-    cmd = [str(Path(sys.executable).parent / "bayes-cmma"), "summarize", *map(str, files), "--kpi", "y", "--metric", "m",
-           "--degree", "3", "--engine", engine, "--out", str(workdir / "trials.csv"),
+    cmd = [str(Path(sys.executable).parent / "bayes-cmma"), "summarize", *map(str, files),
+           "--kpi", "y", "--metric", "m", "--degree", "3", "--engine", engine, "--out", str(workdir / "trials.csv"),
            "--cov-out", str(workdir / "cov.csv")]
     t0 = time.perf_counter()
     child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     stop, peak = threading.Event(), []
     watcher = threading.Thread(target=peak_tree_rss, args=(psutil.Process(child.pid), stop, peak))
     watcher.start()
-    out, err = child.communicate()
+    _, err = child.communicate()
     wall = time.perf_counter() - t0
     stop.set()
     watcher.join()

@@ -148,3 +148,19 @@ def test_cli_dask_bad_input(units, tmp_path, capsys):
         assert len(lines) == 1 and "Traceback" not in err, err
         assert re.search(message, lines[0]), lines[0]
         assert not out.exists() and not cov.exists()
+
+
+def test_files_read_only_needed_columns_and_keep_label_text(tmp_path):
+    """Wide logs: only the named columns are read; numeric-looking trial ids keep their zeros."""
+    u = simulate_units(SimulationSettings(n_trials=3, n_per=40), np.random.default_rng(5)).units
+    u["trial"] = u["trial"].map({"t000": "007", "t001": "010", "t002": "100"})
+    u = u.rename(columns={"trial": "experiment"})
+    u["unused"] = "not a number"  # would break a numeric read if it were loaded and used
+    for ext in ("csv", "parquet"):
+        path = tmp_path / f"wide.{ext}"
+        (u.to_csv(path, index=False) if ext == "csv" else u.to_parquet(path, index=False))
+        for engine in ("pandas", "dask"):
+            trials, _, n = bc.summarize_files([path], kpi="y", metrics="m", degree=1, trial="experiment",
+                                              engine=engine)
+            assert trials["trial"].unique().tolist() == ["007", "010", "100"], (ext, engine)
+            assert n == len(u)

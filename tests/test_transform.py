@@ -64,3 +64,19 @@ def test_original_scale_loglik_equals_standardised_minus_jacobian(synthetic, poo
     eta = np.einsum("cdtp,cdp->cdt", post["alpha"].values, post["beta"].values) + post["pi"].values
     np.testing.assert_allclose(post["kpi_mean"].values, eta, rtol=1e-9, atol=1e-12)
     assert ("pi_sd" in post) == pooled
+
+
+def test_loglik_in_blocks_of_draws_equals_all_at_once(synthetic, monkeypatch):
+    """Large K x draws is evaluated in blocks of draws; the blocks must not mix draws or trials."""
+    import bayes_cmma.fitting as fitting
+
+    data, _ = synthetic
+    design = metric_design(data, "y", "m", 2)
+    std = standardise(design)
+    raw = _fake_raw(np.random.default_rng(4), len(design.teams), 2, chains=3, draws=7)
+    whole = _log_likelihood(raw, design, std)
+    K, d = std.z.shape
+    monkeypatch.setattr(fitting, "LOGLIK_BLOCK_ENTRIES", 4 * K * d * d)  # 4 draws per block: 21 = 5 x 4 + 1
+    blocked = _log_likelihood(raw, design, std)
+    assert blocked.shape == (3, 7, K)
+    np.testing.assert_array_equal(blocked, whole)
