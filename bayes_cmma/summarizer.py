@@ -241,6 +241,18 @@ def _tables(moments: ArmMoments, cols: Columns) -> tuple[pd.DataFrame, pd.DataFr
     return pd.DataFrame(rows), cov_rows
 
 
+def _columns(
+    kpi: str, metrics: str | Sequence[str], degree: int, trial: str, team: str | None, treatment: str
+) -> Columns:
+    metric_list = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    if not metric_list:
+        raise DataError("no metric column given; name at least one (CLI: --metric NAME).")
+    if int(degree) < 1:
+        raise DataError(f"degree must be at least 1, got {degree}.")
+    return Columns(kpi=kpi, metrics=metric_list, degree=int(degree), trial=trial, team=team or None,
+                   treatment=treatment)
+
+
 def _is_dask(frame: Any) -> bool:
     return type(frame).__module__.split(".")[0] in ("dask", "dask_expr") and hasattr(frame, "to_delayed")
 
@@ -310,13 +322,7 @@ def summarize(
         Missing column, treatment other than 0/1, non-finite value, an arm with fewer than 2 units,
         a trial under two teams, no rows; the message names the column or trial.
     """
-    metric_list = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    if not metric_list:
-        raise DataError("no metric column given; name at least one (CLI: --metric NAME).")
-    if int(degree) < 1:
-        raise DataError(f"degree must be at least 1, got {degree}.")
-    cols = Columns(kpi=kpi, metrics=metric_list, degree=int(degree), trial=trial, team=team or None,
-                   treatment=treatment)
+    cols = _columns(kpi, metrics, degree, trial, team, treatment)
     moments = _dask_moments(units, cols) if _is_dask(units) else _pandas_moments(units, cols)
     return _tables(moments, cols)
 
@@ -335,8 +341,36 @@ def summarize_units(
     return summarize(units, kpi=kpi, metrics=metrics, degree=degree, trial=trial, team=team, treatment=treatment)
 
 
-def _parquet(path: Path) -> bool:
-    return path.is_dir() or path.suffix.lower() in (".parquet", ".pq")
+def _is_url(path: str) -> bool:
+    return "://" in path
+
+
+def _parquet(path: str) -> bool:
+    local = not _is_url(path) and Path(path).is_dir()
+    return local or path.lower().rstrip("/").endswith((".parquet", ".pq")) or path.rstrip("/").endswith("/*")
+
+
+def _expand_paths(paths: Iterable[str | Path]) -> list[str]:
+    """Local paths checked and their wildcards expanded; URLs (``s3://...``) passed on to Dask as given."""
+    import glob
+
+    out: list[str] = []
+    for p in paths:
+        s = str(p)
+        if _is_url(s):
+            out.append(s)
+        elif any(ch in s for ch in "*?["):
+            matches = sorted(glob.glob(s))
+            if not matches:
+                raise DataError(f"no unit table file matches {s!r}.")
+            out.extend(matches)
+        elif not Path(s).exists():
+            raise DataError(f"unit table file {s!r} does not exist.")
+        else:
+            out.append(s)
+    if not out:
+        raise DataError("no unit-level file given.")
+    return out
 
 
 def summarize_files(
@@ -361,15 +395,11 @@ def summarize_files(
     """
     from bayes_cmma.data import _read_table
 
-    files = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
-    if not files:
-        raise DataError("no unit-level file given.")
-    for f in files:
-        if not f.exists():
-            raise DataError(f"unit table file {str(f)!r} does not exist.")
-    metric_list = (metrics,) if isinstance(metrics, str) else tuple(metrics)
-    cols = Columns(kpi=kpi, metrics=metric_list, degree=int(degree), trial=trial, team=team or None,
-                   treatment=treatment)
+    files = _expand_paths([paths] if isinstance(paths, (str, Path)) else paths)
+    cols = _columns(kpi, metrics, degree, trial, team, treatment)
+    if engine == "pandas" and any(_is_url(f) for f in files):
+        raise DataError(f"{next(f for f in files if _is_url(f))!r} is a URL; the pandas engine reads local "
+                        "files only. Use --engine dask (engine='dask') for remote storage.")
     if engine == "dask":
         moments = _dask_moments(_dask_read(files, cols, blocksize), cols)
     elif engine == "pandas":
@@ -386,7 +416,7 @@ def summarize_files(
     return trials, cov, int(moments.n.sum())
 
 
-def _dask_read(files: list[Path], cols: Columns, blocksize: str | int) -> Any:
+def _dask_read(files: list[str], cols: Columns, blocksize: str | int) -> Any:
     try:
         import dask.dataframe as dd
     except ImportError as exc:
@@ -396,14 +426,13 @@ def _dask_read(files: list[Path], cols: Columns, blocksize: str | int) -> Any:
     kinds = {_parquet(f) for f in files}
     if len(kinds) > 1:
         raise DataError("unit table files mix Parquet and CSV; give files of one format.")
-    names = [str(f) for f in files]
     try:
         if kinds.pop():
             # a partition per row group keeps each task's memory small (row groups are ~1e6 rows)
-            frame = dd.read_parquet(names, split_row_groups=True)
+            frame = dd.read_parquet(files, split_row_groups=True)
         else:
-            frame = dd.read_csv(names, blocksize=blocksize, dtype=dict.fromkeys(cols.labels, str))
-    except (OSError, ValueError) as exc:
+            frame = dd.read_csv(files, blocksize=blocksize, dtype=dict.fromkeys(cols.labels, str))
+    except (OSError, ValueError, ImportError) as exc:  # ImportError: a URL scheme without its fsspec driver
         raise DataError(f"unit table file(s) could not be read with Dask: {exc}") from exc
     cols.check(frame.columns)
     return frame

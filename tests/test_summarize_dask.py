@@ -164,3 +164,35 @@ def test_files_read_only_needed_columns_and_keep_label_text(tmp_path):
                                               engine=engine)
             assert trials["trial"].unique().tolist() == ["007", "010", "100"], (ext, engine)
             assert n == len(u)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [(dict(metrics=[]), "no metric column"),
+                                                 (dict(degree=0), "degree must be at least 1"),
+                                                 (dict(engine="spark"), "unknown engine 'spark'")])
+def test_summarize_files_bad_arguments(units, tmp_path, kwargs, message):
+    path = tmp_path / "u.parquet"
+    units.to_parquet(path, index=False)
+    args = dict(kpi="y", metrics=["m"], degree=2) | kwargs
+    with pytest.raises(DataError, match=message):
+        bc.summarize_files([path], **args)
+    with pytest.raises(DataError, match="no unit-level file"):
+        bc.summarize_files([], kpi="y", metrics="m")
+
+
+def test_globs_and_urls(units, tmp_path):
+    """A quoted wildcard is expanded (both engines); a URL goes to Dask as given (file:// here, s3:// on a
+    cluster); the pandas engine says it reads local files only."""
+    for i in range(2):
+        units.iloc[i::2].to_parquet(tmp_path / f"part_{i}.parquet", index=False)
+    kw = dict(kpi="y", metrics="m", degree=2)
+    want = bc.summarize(units.iloc[[*range(0, len(units), 2), *range(1, len(units), 2)]], **kw)
+    pattern = str(tmp_path / "part_*.parquet")
+    for engine in ("pandas", "dask"):
+        got = bc.summarize_files(pattern, engine=engine, **kw)
+        _compare(got[:2], want)
+    url = f"file://{tmp_path}/part_*.parquet"
+    _compare(bc.summarize_files(url, engine="dask", **kw)[:2], want)
+    with pytest.raises(DataError, match="is a URL; the pandas engine reads local files only"):
+        bc.summarize_files(url, **kw)
+    with pytest.raises(DataError, match="no unit table file matches"):
+        bc.summarize_files(str(tmp_path / "nothing_*.parquet"), **kw)
