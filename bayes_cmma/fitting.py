@@ -361,6 +361,16 @@ class CMMAResult:
         return derived.rank_metrics(self.elasticity(at, lift=lift, baseline=baseline))
 
 
+def metric_names(metrics: str | Iterable[str]) -> list[str]:
+    """The metric list of a multi-metric fit: at least one, none repeated."""
+    metric_list = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not metric_list:
+        raise BayesCMMAError("no metric given; name at least one (CLI: --metric NAME).")
+    if len(set(metric_list)) != len(metric_list):
+        raise BayesCMMAError(f"metric names repeat: {metric_list}; name each once.")
+    return metric_list
+
+
 def fit(
     data: TrialData,
     kpi: str,
@@ -381,11 +391,7 @@ def fit(
     Each metric gets its own seed derived from ``seed`` (the i-th metric: ``seed + i``).
     See :func:`fit_metric` for the parameters.
     """
-    metric_list = [metrics] if isinstance(metrics, str) else list(metrics)
-    if not metric_list:
-        raise BayesCMMAError("no metric given; name at least one (CLI: --metric NAME).")
-    if len(set(metric_list)) != len(metric_list):
-        raise BayesCMMAError(f"metric names repeat: {metric_list}; name each once.")
+    metric_list = metric_names(metrics)
     spec = resolve_spec(model)
     designs = {}
     for i, m in enumerate(metric_list):

@@ -27,7 +27,7 @@ import pandas as pd
 
 from bayes_cmma.data import MetricDesign, TrialData, metric_design
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning
-from bayes_cmma.fitting import CMMAResult, MetricFit, fit_design, resolve_spec
+from bayes_cmma.fitting import CMMAResult, MetricFit, fit_design, metric_names, resolve_spec
 from bayes_cmma.spec import ModelSpec
 
 Model = str | Path | ModelSpec | int
@@ -156,11 +156,7 @@ def fit_many(
     FitGrid
     """
     t0 = time.perf_counter()
-    metric_list = [metrics] if isinstance(metrics, str) else list(metrics)
-    if not metric_list:
-        raise BayesCMMAError("no metric given; name at least one (CLI: --metric NAME).")
-    if len(set(metric_list)) != len(metric_list):
-        raise BayesCMMAError(f"metric names repeat: {metric_list}; name each once.")
+    metric_list = metric_names(metrics)
     model_list = [models] if isinstance(models, (str, Path, ModelSpec, int)) else list(models)
     if not model_list:
         raise BayesCMMAError("no model given; name at least one degree or spec.")
