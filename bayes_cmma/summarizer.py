@@ -88,6 +88,19 @@ class ArmMoments:
     m2: np.ndarray
 
 
+def _label_column(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Labels as stripped text (as :func:`bayes_cmma.read_trials` reads them); a missing or blank one is an error."""
+    raw = frame[column]
+    text = raw.astype(str).str.strip()
+    blank = raw.isna().to_numpy() | (text == "").to_numpy()
+    if blank.any():
+        raise DataError(
+            f"unit table: column {column!r} is missing or blank in {int(blank.sum())} row(s); give every unit "
+            "a label (or drop those rows)."
+        )
+    return text
+
+
 def chunk_moments(frame: pd.DataFrame, cols: Columns, chunk: int = 0) -> ArmMoments:
     """:class:`ArmMoments` of one chunk of unit rows (two passes over the chunk: means, then squares).
 
@@ -105,7 +118,7 @@ def chunk_moments(frame: pd.DataFrame, cols: Columns, chunk: int = 0) -> ArmMome
         bad = frame[cols.treatment].to_numpy()[~np.isin(treat, (0.0, 1.0))][0]
         raise DataError(f"column {cols.treatment!r} must be 0 (control) or 1 (treatment); found {bad}.")
     arm = treat.astype(np.int64)
-    codes, labels = pd.factorize(frame[cols.trial].astype(str), sort=False)
+    codes, labels = pd.factorize(_label_column(frame, cols.trial), sort=False)
     labels = np.asarray(labels, dtype=object)
     k = len(labels)
     columns = [frame[cols.kpi].to_numpy(dtype=float)]
@@ -134,7 +147,7 @@ def chunk_moments(frame: pd.DataFrame, cols: Columns, chunk: int = 0) -> ArmMome
     first = np.unique(codes, return_index=True)[1]
     teams = None
     if cols.team:
-        team_codes, team_labels = pd.factorize(frame[cols.team].astype(str), sort=False)
+        team_codes, team_labels = pd.factorize(_label_column(frame, cols.team), sort=False)
         lo = np.full(k, np.iinfo(np.int64).max)
         hi = np.full(k, -1)
         np.minimum.at(lo, codes, team_codes)
@@ -216,11 +229,28 @@ def _tables(moments: ArmMoments, cols: Columns) -> tuple[pd.DataFrame, pd.DataFr
             f"trial {moments.trials[k]!r} has {int(moments.n[k, a])} unit(s) in its "
             f"{'treatment' if a else 'control'} arm; each arm needs at least 2."
         )
+    q = len(cols.quantities)
+    few = np.flatnonzero(moments.n.sum(axis=1) - 2 < q)
+    if few.size:
+        k = few[np.argmin(moments.order[few])]
+        raise DataError(
+            f"trial {moments.trials[k]!r} has {int(moments.n[k].sum())} units; the covariance of its {q} ATEs "
+            f"({', '.join(cols.quantities)}) needs at least {q + 2} units (both arms together) to be of full rank. "
+            "Drop the trial or summarise a lower degree."
+        )
     ate, cov = ate_from_moments(moments)
+    var = np.diagonal(cov, axis1=1, axis2=2)
+    flat = np.argwhere(~(var > 0))
+    if flat.size:
+        k, i = flat[np.argmin(moments.order[flat[:, 0]])]
+        raise DataError(
+            f"trial {moments.trials[k]!r}: {cols.quantities[i]!r} does not vary within either arm, so its ATE has "
+            "a standard error of 0; drop the trial, or the metric if it is constant."
+        )
     idx = np.argsort(moments.order, kind="stable")
     trials, ate, cov = moments.trials[idx], ate[idx], cov[idx]
     names = np.asarray(cols.quantities, dtype=object)
-    K, q = ate.shape
+    K = ate.shape[0]
     rows = {"trial": np.repeat(trials, q)}
     if moments.teams is not None:
         rows["team"] = np.repeat(moments.teams[idx], q)

@@ -55,6 +55,12 @@ def test_matches_numpy_per_trial(offset):
         (lambda u: u[~((u["trial"] == "k1") & (u["treated"] == 1))], "trial 'k1' has 0 unit\\(s\\) in its treatment"),
         (lambda u: u[~((u["trial"] == "k2") & (u["treated"] == 0)) | (u.index == u[(u["trial"] == "k2")].index[0])],
          "trial 'k2' has 1 unit\\(s\\) in its control arm"),
+        (lambda u: u.assign(m=u["m"].where(u["trial"] != "k3", 1.5)),
+         "trial 'k3': 'm' does not vary within either arm"),
+        (lambda u: u.assign(trial=u["trial"].where(u.index != 9, "  ")), "column 'trial' is missing or blank in 1 row"),
+        (lambda u: u.assign(team=u["team"].where(u.index != 9, None)), "column 'team' is missing or blank"),
+        (lambda u: u[(u["trial"] != "k1") | u.index.isin(u[u["trial"] == "k1"].groupby("treated").head(2).index)],
+         "trial 'k1' has 4 units; the covariance of its 3 ATEs .* needs at least 5 units"),
     ],
 )
 def test_bad_unit_tables(change, message):
