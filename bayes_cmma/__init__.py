@@ -22,6 +22,7 @@ from bayes_cmma.errors import (
     BayesCMMAError,
     ConvergenceWarning,
     DataError,
+    RelevanceWarning,
     SpecError,
 )
 
@@ -35,11 +36,13 @@ _LAZY = {
     "CMMAResult": "fitting", "MetricFit": "fitting", "fit": "fitting", "fit_metric": "fitting",
     "FitGrid": "many", "fit_many": "many",
     "OLSResult": "ols", "cmma_ols": "ols",
+    "RelevanceCheck": "assumptions", "relevance_check": "assumptions", "posterior_reliability": "assumptions",
     "ModelSpec": "spec", "load_spec": "spec",
     "summarize": "summarizer", "summarize_files": "summarizer", "summarize_units": "summarizer",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from bayes_cmma.assumptions import RelevanceCheck, posterior_reliability, relevance_check
     from bayes_cmma.data import TrialData, metric_design, read_trials
     from bayes_cmma.datasets import Example, load_example
     from bayes_cmma.derived import drf, elasticity, interval_table, rank_metrics
@@ -77,6 +80,8 @@ __all__ = [
     "MetricFit",
     "ModelSpec",
     "OLSResult",
+    "RelevanceCheck",
+    "RelevanceWarning",
     "SpecError",
     "TrialData",
     "cmma_ols",
@@ -90,8 +95,10 @@ __all__ = [
     "load_example",
     "load_spec",
     "metric_design",
+    "posterior_reliability",
     "rank_metrics",
     "read_trials",
+    "relevance_check",
     "summarize",
     "summarize_files",
     "summarize_units",

@@ -20,6 +20,7 @@ import pandas as pd
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning
 
 if TYPE_CHECKING:
+    from bayes_cmma.assumptions import RelevanceCheck
     from bayes_cmma.data import TrialData
     from bayes_cmma.fitting import CMMAResult
     from bayes_cmma.ols import OLSResult
@@ -155,6 +156,7 @@ def run_fit(
     """Everything ``fit`` and ``demo`` do; returns the exit status."""
     from bayes_cmma import data as data_mod
     from bayes_cmma import outputs
+    from bayes_cmma.assumptions import relevance_check
     from bayes_cmma.fitting import fit, resolve_spec
     from bayes_cmma.ols import cmma_ols_design
 
@@ -174,13 +176,13 @@ def run_fit(
         if value is not None and value < 1:
             raise BayesCMMAError(f"{name} must be a positive integer, got {value}.")
     # validate every design up front (fit() does it again, cheaply) so errors come before sampling
-    ols_results = {}
+    ols_results, checks = {}, {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for m in metrics:
-            ols_results[m] = cmma_ols_design(
-                data_mod.metric_design(trials, kpi, m, spec.degree, spec.within_trial_correlation)
-            )
+            design = data_mod.metric_design(trials, kpi, m, spec.degree, spec.within_trial_correlation)
+            ols_results[m] = cmma_ols_design(design)
+            checks[m] = relevance_check(design)
     n_teams = len(trials.teams)
     _status(f"{len(trials.trials)} trials, {n_teams} team(s); KPI {kpi!r}; metrics {', '.join(metrics)}; "
             f"model {spec.name!r} (degree {spec.degree})")
@@ -201,14 +203,40 @@ def run_fit(
         files["drf.csv"] = lambda p: drf_table.to_csv(p, index=False)
     ols_table = _ols_frame(ols_results)
     files["ols.csv"] = lambda p: ols_table.to_csv(p, index=False)
+    assumptions = _assumption_frame(checks, result)
+    files["assumptions.csv"] = lambda p: assumptions.to_csv(p, index=False)
     for m, f in result.fits.items():
         files[f"{m}.nc"] = (lambda tree: lambda p: tree.to_netcdf(p, engine="h5netcdf"))(f.posterior)
     written = outputs.write_atomically(out, files)
 
     _print_report(result, spec, summary, elast, ranking, ols_results, at, lift, kpi_baseline)
+    _print_assumptions(assumptions)
     print(f"\nWrote {', '.join(str(p) for p in written)}")
     print(f"Done in {time.perf_counter() - t_start:.1f} s.")
     return 0
+
+
+def _assumption_frame(checks: dict[str, RelevanceCheck], result: CMMAResult) -> pd.DataFrame:
+    """A4 per metric: Cochran's Q test (data) and the posterior reliability of a trial's metric ATE."""
+    from bayes_cmma.assumptions import posterior_reliability
+
+    rows = []
+    for m, check in checks.items():
+        rel = posterior_reliability(result[m].posterior).values.ravel()
+        lo, hi = np.quantile(rel, [(1 - PROB) / 2, (1 + PROB) / 2])
+        rows.append({**check.to_dict(), "reliability_mean": rel.mean(), f"reliability_eti{100 * PROB:g}_lower": lo,
+                     f"reliability_eti{100 * PROB:g}_upper": hi})
+    return pd.DataFrame(rows)
+
+
+def _print_assumptions(table: pd.DataFrame) -> None:
+    print("\nAssumption A4 (trials move the metric differently within teams), per metric:")
+    for _, r in table.iterrows():
+        verdict = "WEAK: the DRF is driven by the prior" if r["weak"] else "ok"
+        print(f"  {r['metric']:>8}: F = Q/df = {r['f_stat']:.1f} (weak below 10), I^2 = {r['i2']:.2f}, "
+              f"posterior reliability {r['reliability_mean']:.2f} "
+              f"[{r[f'reliability_eti{100 * PROB:g}_lower']:.2f}, "
+              f"{r[f'reliability_eti{100 * PROB:g}_upper']:.2f}] -> {verdict}")
 
 
 def _ols_frame(ols_results: dict[str, OLSResult]) -> pd.DataFrame:

@@ -26,3 +26,7 @@ class ConvergenceWarning(UserWarning):
 
 class AssumptionWarning(UserWarning):
     """An input choice the user should know about (e.g. an assumed within-trial correlation)."""
+
+
+class RelevanceWarning(AssumptionWarning):
+    """Assumption A4 looks weak: trials barely move the metric within teams, so the DRF is prior-driven."""

@@ -23,9 +23,10 @@ import numpy as np
 import xarray as xr
 
 from bayes_cmma import derived, dims
+from bayes_cmma.assumptions import relevance_check
 from bayes_cmma.data import MetricDesign, TrialData, metric_design
 from bayes_cmma.diagnostics import warn_on_problems
-from bayes_cmma.errors import AssumptionWarning, BayesCMMAError
+from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, RelevanceWarning
 from bayes_cmma.model import (
     Standardised,
     beta_from_std,
@@ -251,6 +252,7 @@ def fit_metric(
     spec = resolve_spec(model)
     design = metric_design(data, kpi, metric, spec.degree, spec.within_trial_correlation,
                            warn_filled=not spec.within_trial_correlation_given)
+    warn_if_weak(design)
     return fit_design(design, spec, seed=seed, draws=draws, tune=tune, chains=chains, cores=cores,
                       progress_bar=progress_bar, progress=progress, data_hash=data.data_hash())
 
@@ -361,6 +363,13 @@ class CMMAResult:
         return derived.rank_metrics(self.elasticity(at, lift=lift, baseline=baseline))
 
 
+def warn_if_weak(design: MetricDesign) -> None:
+    """Warn (:class:`RelevanceWarning`) when assumption A4 looks weak for this design's metric."""
+    check = relevance_check(design)
+    if check.weak:
+        warnings.warn(check.message(), RelevanceWarning, stacklevel=3)
+
+
 def metric_names(metrics: str | Iterable[str]) -> list[str]:
     """The metric list of a multi-metric fit: at least one, none repeated."""
     metric_list = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -400,6 +409,8 @@ def fit(
                 warnings.simplefilter("ignore", category=AssumptionWarning)
             designs[m] = metric_design(data, kpi, m, spec.degree, spec.within_trial_correlation,
                                        warn_filled=not spec.within_trial_correlation_given)
+    for design in designs.values():
+        warn_if_weak(design)
     fits = {}
     h = data.data_hash()
     for i, (m, design) in enumerate(designs.items()):

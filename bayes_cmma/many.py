@@ -27,7 +27,7 @@ import pandas as pd
 
 from bayes_cmma.data import MetricDesign, TrialData, metric_design
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning
-from bayes_cmma.fitting import CMMAResult, MetricFit, fit_design, metric_names, resolve_spec
+from bayes_cmma.fitting import CMMAResult, MetricFit, fit_design, metric_names, resolve_spec, warn_if_weak
 from bayes_cmma.spec import ModelSpec
 
 Model = str | Path | ModelSpec | int
@@ -179,6 +179,12 @@ def fit_many(
                 key = (spec.degree, n_teams, spec.structure_key())
                 groups.setdefault(key, []).append(
                     _Job(m, labels[j], design, spec, None if seed is None else seed + i))
+    warned = set()
+    for jobs in groups.values():
+        for job in jobs:
+            if job.metric not in warned:  # A4 depends on the metric's first power only: say it once
+                warn_if_weak(job.design)
+                warned.add(job.metric)
     ordered = sorted(groups.values(), key=_cost, reverse=True)
     workers = min(int(workers), len(ordered))
     settings = {"draws": draws, "tune": tune, "chains": chains, "data_hash": h,

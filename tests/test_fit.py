@@ -134,7 +134,8 @@ def test_fit_cli_end_to_end(tmp_path, example, capsys):
     assert code == 0
     assert "warning: ndcg: R-hat" not in captured.err
     assert "Recommended north-star metric" in stdout
-    for name in ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "ndcg.nc", "mrr.nc"):
+    for name in ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "assumptions.csv", "ndcg.nc",
+                 "mrr.nc"):
         assert (out / name).is_file(), name
     assert not list(tmp_path.glob(".out.tmp-*"))
     # the saved posterior reloads and gives the same elasticity as the CSV, by hand
@@ -152,3 +153,8 @@ def test_fit_cli_end_to_end(tmp_path, example, capsys):
         summary.columns
     )
     assert set(summary["metric"]) == {"ndcg", "mrr"}
+    # assumption A4 per metric: the Q test and the posterior reliability agree on strong data
+    a4 = pd.read_csv(out / "assumptions.csv").set_index("metric")
+    assert list(a4.index) == ["ndcg", "mrr"] and not a4["weak"].any()
+    np.testing.assert_allclose(a4["reliability_mean"], a4["i2"], atol=0.02)
+    assert "Assumption A4" in stdout and "-> ok" in stdout
