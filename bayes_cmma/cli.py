@@ -1,4 +1,4 @@
-"""Command line: ``bayes-cmma demo | fit | ols | summarize | simulate``.
+"""Command line: ``bayes-cmma demo | fit | ols | summarize | simulate | calibrate``.
 
 A user mistake prints one ``error: ...`` line (no traceback) and exits with status 2; nothing is
 written. Warnings print as ``warning: ...`` lines on stderr.
@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "a local cluster of one single-threaded worker process per core")
     summ.add_argument("--workers", type=int, help="with --engine dask and no --scheduler: local worker processes "
                       "(default: one per core)")
+    cal = sub.add_parser("calibrate", help="simulation-based calibration (SBC) of the Bayesian model")
+    cal.add_argument("--model", default="cubic", help="bundled spec name, TOML spec or degree (default cubic)")
+    cal.add_argument("--sims", type=int, default=200, help="simulations (default 200)")
+    cal.add_argument("--trials", type=int, default=60, help="trials per simulated data set (default 60)")
+    cal.add_argument("--teams", type=int, default=4, help="teams (default 4)")
+    cal.add_argument("--seed", type=int, default=2018)
+    cal.add_argument("--out", required=True, help="folder for ranks.csv and summary.md")
     sim = sub.add_parser("simulate", help="the paper's simulation study (Tables 1-3) with the Bayesian model added")
     sim.add_argument("--study", required=True,
                      help="table1, table2, table3, small_k, or a study TOML file (see README)")
@@ -334,7 +341,46 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_summarize(args)
     if args.command == "simulate":
         return run_simulate(args)
+    if args.command == "calibrate":
+        return run_calibrate(args)
     raise AssertionError(args.command)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    """``bayes-cmma calibrate``: SBC ranks and uniformity tests, written atomically to ``--out``."""
+    import shlex
+
+    from bayes_cmma.calibration import run_sbc, sbc_report
+    from bayes_cmma.fitting import resolve_spec
+    from bayes_cmma.outputs import write_atomically
+
+    for name in ("sims", "trials", "teams"):
+        if getattr(args, name) < 1:
+            raise BayesCMMAError(f"--{name} must be a positive integer, got {getattr(args, name)}.")
+    model = int(args.model) if str(args.model).isdigit() else args.model
+    spec = resolve_spec(model)
+    if args.trials < spec.degree + args.teams + 1:
+        raise BayesCMMAError(f"--trials {args.trials} is too few for degree {spec.degree} with {args.teams} teams; "
+                             f"give at least {spec.degree + args.teams + 1}.")
+    step = max(1, args.sims // 10)
+
+    def progress(i: int, n: int) -> None:
+        if i % step == 0 or i == n:
+            _status(f"{i}/{n} simulations")
+
+    _status(f"SBC of model {spec.name!r}: {args.sims} simulations of {args.trials} trials, {args.teams} teams")
+    result = run_sbc(spec, sims=args.sims, n_trials=args.trials, n_teams=args.teams, seed=args.seed,
+                     progress=progress)
+    command = "bayes-cmma " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
+    report = sbc_report(result, command)
+    written = write_atomically(args.out, {
+        "ranks.csv": lambda p: result.ranks.to_csv(p, index=False),
+        "uniformity.csv": lambda p: result.tests.to_csv(p, index=False),
+        "summary.md": lambda p: p.write_text(report),
+    })
+    print(report)
+    print(f"Wrote {', '.join(map(str, written))}")
+    return 0
 
 
 def _writer(frame: pd.DataFrame, target: str):

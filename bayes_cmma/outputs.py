@@ -27,7 +27,7 @@ Writer = Callable[[Path], None]
 
 #: Tables a fit may write; one a new run does not write is removed, so no stale table from an
 #: earlier run sits next to the new ones (e.g. a rerun without --at).
-TABLE_NAMES = ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv")
+TABLE_NAMES = ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "assumptions.csv")
 
 
 def write_atomically(out_dir: str | Path, files: Mapping[str, Writer]) -> list[Path]:

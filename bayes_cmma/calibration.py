@@ -1,0 +1,188 @@
+"""Simulation-based calibration (Talts, Betancourt, Simpson, Vehtari and Gelman, 2018).
+
+Draw the parameters from the prior, simulate trial summaries from the model with them, fit, and
+record the rank of each true value among the (thinned) posterior draws. If the sampler and the
+model's code are right, every rank is uniform on 0..L.
+
+The model's priors live on the internal (standardised) scale, which :func:`model.standardise`
+derives from the data. So that the prior is the same in every simulation, SBC runs on that scale
+directly: the measurement covariances S_k and the team layout come from a template data set
+(standardised once), the simulated z_k are taken as already standardised, and each fit uses the
+identity transform. This checks the likelihood, the priors, the reparameterisation and the
+sampler, which is what SBC can check; the standardisation is a fixed linear map checked by
+``tests/test_transform.py``.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import pymc as pm
+from scipy import stats
+
+from bayes_cmma.data import MetricDesign, metric_design
+from bayes_cmma.errors import AssumptionWarning
+from bayes_cmma.model import (
+    Standardised,
+    beta_from_std,
+    build_model,
+    compiled_model,
+    pooled,
+    standardise,
+    unpack_chol,
+)
+from bayes_cmma.spec import ModelSpec
+
+
+@dataclass
+class SBCResult:
+    """Ranks per simulation and parameter, and a chi-square uniformity test per parameter."""
+
+    ranks: pd.DataFrame  # columns: sim, parameter, rank, divergences
+    n_draws: int  # L: ranks run 0..L
+    tests: pd.DataFrame  # parameter, chi2, df, p_value, bins (list of counts)
+    wall_s: float
+    spec: ModelSpec
+
+
+def _template(n_trials: int, n_teams: int, degree: int, seed: int) -> tuple[MetricDesign, np.ndarray]:
+    """A design with realistic measurement covariances, standardised once (S on the internal scale)."""
+    from bayes_cmma.synthetic import simulate_summaries
+
+    beta = tuple([1.0, 0.5, -0.3, 0.2, -0.1][:degree])
+    data, _ = simulate_summaries(np.random.default_rng(seed), n_trials=n_trials, n_teams=n_teams, beta=beta)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AssumptionWarning)
+        design = metric_design(data, "y", "m", degree)
+    return design, standardise(design).S
+
+
+def _prior_draws(spec: ModelSpec, design: MetricDesign, S: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
+    d = design.z.shape[1]
+    model = build_model(spec, len(design.teams), Standardised(np.zeros((design.n_trials, d)), S, 1.0, np.eye(d - 1)),
+                        design.team_idx)
+    with model, warnings.catch_warnings():
+        # wanted here: the parameters' prior alone, without the likelihood (a Potential)
+        warnings.filterwarnings("ignore", message="The effect of Potentials", category=UserWarning)
+        prior = pm.sample_prior_predictive(draws=n, random_seed=seed)
+    post = prior["prior"].to_dataset() if hasattr(prior, "to_dataset") else prior.prior
+    return {v: post[v].values[0] for v in post.data_vars}
+
+
+def _scalars(draw: dict[str, np.ndarray], degree: int, n_teams: int) -> dict[str, np.ndarray]:
+    """The scalar quantities whose ranks are recorded, from (possibly many) draws (leading axis)."""
+    chol = unpack_chol(np.asarray(draw["metric_chol"]), degree)
+    beta = beta_from_std(np.asarray(draw["beta_std"]), chol)
+    out = {f"beta[{p + 1}]": beta[..., p] for p in range(degree)}
+    sd = np.sqrt(np.einsum("...ij,...ij->...i", chol, chol))
+    out.update({f"metric_sd[{p + 1}]": sd[..., p] for p in range(degree)})
+    out["residual_sd"] = np.asarray(draw["residual_sd"])
+    out["kpi_mean[0]"] = np.asarray(draw["kpi_mean"])[..., 0]
+    out["alpha[0,1]"] = np.asarray(draw["alpha"])[..., 0, 0]
+    if pooled(n_teams):
+        out["pi_mean"] = np.asarray(draw["pi_mean"])
+        out["pi_sd"] = np.asarray(draw["pi_sd"])
+    return out
+
+
+def _simulate(truth: dict[str, np.ndarray], design: MetricDesign, S: np.ndarray, degree: int,
+              rng: np.random.Generator) -> np.ndarray:
+    gamma, alpha, eta = truth["beta_std"], truth["alpha"], truth["kpi_mean"]
+    chol = unpack_chol(np.asarray(truth["metric_chol"]), degree)
+    AL = np.vstack([gamma[None, :], chol])  # (d, P): the latent (y, m) covariance is AL AL'
+    G = AL @ AL.T
+    G[0, 0] += float(truth["residual_sd"]) ** 2
+    mu = np.column_stack([eta, alpha])[design.team_idx]
+    cov = G[None] + S
+    return mu + np.einsum("kij,kj->ki", np.linalg.cholesky(cov), rng.standard_normal(mu.shape))
+
+
+def run_sbc(
+    spec: ModelSpec,
+    *,
+    sims: int = 200,
+    n_trials: int = 60,
+    n_teams: int = 4,
+    draws: int = 500,
+    tune: int = 500,
+    chains: int = 2,
+    thin: int = 5,
+    bins: int = 10,
+    seed: int = 2018,
+    progress: Callable[[int, int], None] | None = None,
+) -> SBCResult:
+    """Simulation-based calibration of the model of ``spec`` on a template of ``n_trials`` trials.
+
+    Ranks use every ``thin``-th draw, L = chains * draws / thin. Uniformity per parameter: a
+    chi-square test of the ranks in ``bins`` equal bins.
+    """
+    import nutpie
+
+    t0 = time.perf_counter()
+    P = spec.degree
+    design, S = _template(n_trials, n_teams, P, seed)
+    priors = _prior_draws(spec, design, S, sims, seed)
+    rng = np.random.default_rng(seed)
+    rows = []
+    L = None
+    for i in range(sims):
+        truth = {k: v[i] for k, v in priors.items()}
+        z = _simulate(truth, design, S, P, rng)
+        sim_design = replace(design, z=z, S=S)
+        compiled, _ = compiled_model(spec, sim_design, Standardised(z, S, 1.0, np.eye(P)))
+        trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
+                              seed=seed + i, progress_bar=False, target_accept=float(spec.sampler["target_accept"]))
+        post = trace["posterior"].to_dataset()
+        flat = {k: post[k].values.reshape(-1, *post[k].shape[2:])[::thin] for k in post.data_vars}
+        L = len(flat["beta_std"])
+        div = int(trace["sample_stats"]["diverging"].values.sum())
+        est = _scalars(flat, P, len(design.teams))
+        true = _scalars({k: np.asarray(v) for k, v in truth.items()}, P, len(design.teams))
+        for name, values in est.items():
+            rows.append({"sim": i, "parameter": name, "rank": int(np.sum(values < true[name])), "divergences": div})
+        if progress:
+            progress(i + 1, sims)
+    ranks = pd.DataFrame(rows)
+    return SBCResult(ranks=ranks, n_draws=int(L), tests=uniformity(ranks, int(L), bins),
+                     wall_s=time.perf_counter() - t0, spec=spec)
+
+
+def uniformity(ranks: pd.DataFrame, n_draws: int, bins: int = 10) -> pd.DataFrame:
+    """Chi-square test that each parameter's ranks (0..n_draws) are uniform, in ``bins`` equal bins."""
+    edges = np.linspace(0, n_draws + 1, bins + 1)
+    out = []
+    for name, g in ranks.groupby("parameter", sort=False):
+        counts = np.histogram(g["rank"], bins=edges)[0]
+        expected = len(g) * np.diff(edges) / (n_draws + 1)
+        chi2 = float(np.sum((counts - expected) ** 2 / expected))
+        out.append({"parameter": name, "sims": len(g), "chi2": chi2, "df": bins - 1,
+                    "p_value": float(stats.chi2.sf(chi2, bins - 1)), "bins": " ".join(map(str, counts))})
+    return pd.DataFrame(out)
+
+
+def sbc_report(result: SBCResult, command: str = "") -> str:
+    """Markdown: settings, the uniformity test per parameter, divergences."""
+    r = result.ranks
+    per_sim = r.drop_duplicates("sim")["divergences"]
+    lines = [
+        f"# Simulation-based calibration: model {result.spec.name!r} (degree {result.spec.degree})",
+        "",
+        (f"{r['sim'].nunique()} simulations, ranks among L = {result.n_draws} thinned posterior draws; "
+         f"{result.wall_s:.0f} s." + (f" Command: `{command}`" if command else "")),
+        f"Fits with any divergence: {int((per_sim > 0).sum())} of {len(per_sim)} "
+        f"(median {per_sim.median():.0f} divergent transitions among those fits' draws).",
+        "",
+        "| parameter | chi2 (df) | p-value | rank counts in 10 equal bins (low to high) |",
+        "|---|---|---|---|",
+    ]
+    for _, t in result.tests.iterrows():
+        lines.append(f"| {t['parameter']} | {t['chi2']:.1f} ({t['df']}) | {t['p_value']:.3f} | {t['bins']} |")
+    lines += ["", "Uniform ranks give p-values spread over (0, 1); with "
+              f"{len(result.tests)} parameters, one p below 0.05 is expected by chance about "
+              f"{0.05 * len(result.tests):.1f} times in this table."]
+    return "\n".join(lines) + "\n"

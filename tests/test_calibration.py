@@ -1,0 +1,71 @@
+"""Simulation-based calibration: the simulator matches the model's marginal covariance, the
+uniformity test separates uniform from skewed ranks, a tiny SBC run, and the CLI's bad input."""
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bayes_cmma.calibration import _scalars, _simulate, _template, run_sbc, uniformity
+from bayes_cmma.cli import main
+from bayes_cmma.model import unpack_chol
+from bayes_cmma.spec import spec_for_degree
+
+
+def test_simulated_summaries_have_the_model_covariance():
+    """z_k - mean ~ N(0, A Omega A' + S_k + diag(sigma_u^2, 0, ...)), the marginal the model integrates."""
+    design, S = _template(60, 4, 2, seed=1)
+    K = 40_000
+    big = replace(design, z=np.zeros((K, 3)), team_idx=np.zeros(K, dtype=int))
+    S_big = np.broadcast_to(S[0], (K, 3, 3))
+    truth = {"beta_std": np.array([0.7, -0.4]), "alpha": np.array([[0.3, -1.0]]), "kpi_mean": np.array([2.0]),
+             "metric_chol": np.array([1.2, 0.3, 0.8]), "residual_sd": np.array(0.5)}
+    z = _simulate(truth, big, S_big, 2, np.random.default_rng(0))
+    chol = unpack_chol(truth["metric_chol"], 2)
+    AL = np.vstack([truth["beta_std"][None], chol])
+    want = AL @ AL.T + S[0]
+    want[0, 0] += 0.25
+    np.testing.assert_allclose(z.mean(0), [2.0, 0.3, -1.0], atol=4 * np.sqrt(np.diag(want) / K).max())
+    np.testing.assert_allclose(np.cov(z, rowvar=False), want, rtol=0.05, atol=0.02)
+
+
+def test_scalars_map_beta_back_through_the_cholesky_factor():
+    draw = {"beta_std": np.array([1.0, 2.0]), "metric_chol": np.array([2.0, 1.0, 4.0]), "residual_sd": 0.3,
+            "kpi_mean": np.array([1.0, 2.0]), "alpha": np.zeros((2, 2))}
+    out = _scalars(draw, 2, n_teams=2)
+    # chol = [[2, 0], [1, 4]], beta = chol'^-1 gamma: chol' beta = gamma -> beta = (0.25, 0.5)
+    np.testing.assert_allclose([out["beta[1]"], out["beta[2]"]], [0.25, 0.5])
+    np.testing.assert_allclose([out["metric_sd[1]"], out["metric_sd[2]"]], [2.0, np.sqrt(17.0)])
+    assert "pi_sd" not in out  # two teams: no pooling parameters
+
+
+def test_uniformity_test_tells_uniform_from_skewed():
+    rng = np.random.default_rng(3)
+    uniform = pd.DataFrame({"parameter": "a", "rank": rng.integers(0, 101, 400)})
+    skewed = pd.DataFrame({"parameter": "b", "rank": np.minimum(rng.integers(0, 101, 400), 60)})
+    t = uniformity(pd.concat([uniform, skewed]), n_draws=100).set_index("parameter")
+    assert t.loc["a", "p_value"] > 0.01 and t.loc["b", "p_value"] < 1e-6
+    assert sum(map(int, t.loc["a", "bins"].split())) == 400
+
+
+@pytest.mark.mcmc
+def test_tiny_sbc_run_records_a_rank_per_parameter_and_simulation():
+    res = run_sbc(spec_for_degree(1), sims=3, n_trials=20, n_teams=4, draws=100, tune=100, thin=2, seed=5)
+    assert res.n_draws == 100
+    assert set(res.ranks["sim"]) == {0, 1, 2}
+    assert set(res.ranks["parameter"]) == {"beta[1]", "metric_sd[1]", "residual_sd", "kpi_mean[0]", "alpha[0,1]",
+                                           "pi_mean", "pi_sd"}
+    assert res.ranks["rank"].between(0, 100).all()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--sims", "0"], "--sims must be a positive integer"),
+    (["--trials", "5", "--model", "cubic"], "--trials 5 is too few for degree 3 with 4 teams"),
+    (["--model", "nonsense"], "nonsense"),
+])
+def test_calibrate_bad_input(args, message, tmp_path, capsys):
+    code = main(["calibrate", *args, "--out", str(tmp_path / "sbc")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "sbc").exists()
