@@ -240,7 +240,8 @@ def _print_assumptions(table: pd.DataFrame) -> None:
     print("\nAssumption A4 (trials move the metric differently within teams), per metric:")
     for _, r in table.iterrows():
         verdict = "WEAK: the DRF is driven by the prior" if r["weak"] else "ok"
-        print(f"  {r['metric']:>8}: F = Q/df = {r['f_stat']:.1f} (weak below 10), I^2 = {r['i2']:.2f}, "
+        print(f"  {r['metric']:>8}: Cochran's Q p = {r['p_value']:.2g}, F = Q/df = {r['f_stat']:.1f}, "
+              f"I^2 = {r['i2']:.2f} (weak if p >= 0.001 or I^2 < 0.1), "
               f"posterior reliability {r['reliability_mean']:.2f} "
               f"[{r[f'reliability_eti{100 * PROB:g}_lower']:.2f}, "
               f"{r[f'reliability_eti{100 * PROB:g}_upper']:.2f}] -> {verdict}")
