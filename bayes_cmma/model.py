@@ -8,7 +8,8 @@ Per trial k of team g, on the internal scale (see :func:`standardise`)::
     pi_g ~ Normal(pi_mean, pi_sd)   (>= 4 teams; else independent)
 
 Sampled: gamma (``beta_std``, prior ``beta_std``: a g-prior on beta), alpha, eta (``kpi_mean``,
-centred), pi_mean and pi_sd (only with >= 4 teams; fewer teams get independent effects),
+centred; or ``team_z`` with eta_g = pi_mean + beta' alpha_g + pi_sd z_g when the spec says
+``team_effects = "non_centred"``), pi_mean and pi_sd (only with >= 4 teams; fewer teams get independent effects),
 C (LKJ Cholesky, ``metric_chol``), sigma_u (``residual_sd``).
 The latent true effects (y_k, m_k) and the residual u_k are integrated out exactly, so NUTS only
 sees global parameters. The likelihood is written in closed form over the trial axis
@@ -213,7 +214,12 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         if pooled(n_teams):
             pi_mean = _location("pi_mean", pri["pi_mean"])
             pi_sd = _scale("pi_sd", pri["pi_sd"])
-            kpi_mean = pm.Normal("kpi_mean", mu=pi_mean + alpha @ beta, sigma=pi_sd, dims="team")
+            if spec.team_effects == "non_centred":
+                # pi_g = pi_mean + pi_sd z_g: no funnel between pi_sd and the team effects when pi_sd -> 0
+                team_z = pm.Normal("team_z", 0.0, 1.0, dims="team")
+                kpi_mean = pm.Deterministic("kpi_mean", pi_mean + alpha @ beta + pi_sd * team_z, dims="team")
+            else:
+                kpi_mean = pm.Normal("kpi_mean", mu=pi_mean + alpha @ beta, sigma=pi_sd, dims="team")
         else:
             # independent team effects: pi_g = eta_g - beta' alpha_g ~ the pi_mean prior
             kpi_mean = _location("kpi_mean", pri["pi_mean"], shift=alpha @ beta, dims="team")

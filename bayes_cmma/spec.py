@@ -62,6 +62,10 @@ DEFAULT_SAMPLER = {"draws": 1000, "tune": 1000, "chains": 4, "target_accept": 0.
 #: nutpie mass-matrix adaptations. ``low_rank`` learns the strong linear posterior correlations of
 #: this model (team KPI means vs latent metric means, along the measurement-error correction).
 ADAPTATIONS = ("low_rank", "diag")
+#: Parameterisation of the pooled team KPI effects: "centred" samples eta_g = beta' alpha_g + pi_g
+#: (best when each team has many informative trials); "non_centred" samples z_g with
+#: pi_g = pi_mean + pi_sd z_g (best when pi_sd may be near 0 or teams have few trials).
+TEAM_EFFECTS = ("centred", "non_centred")
 
 BUNDLED = ("linear", "quadratic", "cubic")
 _DEGREE_NAMES = {1: "linear", 2: "quadratic", 3: "cubic"}
@@ -98,6 +102,8 @@ class ModelSpec:
         ``draws``, ``tune``, ``chains``, ``target_accept``, ``adaptation``.
     source : str
         Where the spec came from (bundled name or file path).
+    team_effects : str
+        ``"centred"`` (default) or ``"non_centred"``; see :data:`TEAM_EFFECTS`.
     """
 
     name: str
@@ -109,6 +115,7 @@ class ModelSpec:
     sampler: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SAMPLER))
     description: str = ""
     source: str = ""
+    team_effects: str = "centred"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict (TOML-like) form, for provenance attributes."""
@@ -124,12 +131,14 @@ class ModelSpec:
                 else {}
             ),
             "sampler": dict(self.sampler),
+            "team_effects": self.team_effects,
         }
 
     def structure_key(self) -> str:
         """Hash of what changes the compiled model (degree and priors, not the sampler)."""
         d = self.to_dict()
-        payload = json.dumps({"degree": d["degree"], "priors": d["priors"]}, sort_keys=True)
+        payload = json.dumps({"degree": d["degree"], "priors": d["priors"], "team_effects": d["team_effects"]},
+                             sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -201,7 +210,12 @@ def parse_spec(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         On an unknown key (with a "did you mean" hint), a missing degree or a bad prior.
     """
     where = f"model spec {source}"
-    _check_keys(raw, ("name", "description", "degree", "priors", "measurement", "sampler"), where)
+    _check_keys(raw, ("name", "description", "degree", "priors", "measurement", "sampler", "team_effects"), where)
+    team_effects = raw.get("team_effects", "centred")
+    if team_effects not in TEAM_EFFECTS:
+        hint = difflib.get_close_matches(str(team_effects), TEAM_EFFECTS, n=1)
+        raise SpecError(f"{where}: team_effects must be one of {', '.join(TEAM_EFFECTS)}, got {team_effects!r}."
+                        + (f" Did you mean {hint[0]!r}?" if hint else ""))
     if "degree" not in raw:
         raise SpecError(f"{where}: key 'degree' is required (1, 2 or 3 for a polynomial DRF).")
     degree = raw["degree"]
@@ -272,6 +286,7 @@ def parse_spec(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         sampler=sampler,
         description=str(raw.get("description", "")),
         source=source,
+        team_effects=team_effects,
     )
 
 
@@ -328,6 +343,8 @@ def replace_spec(spec: ModelSpec, **changes: Any) -> ModelSpec:
         raw["sampler"] = {**raw["sampler"], **changes.pop("sampler")}
     if "degree" in changes:
         raw["degree"] = changes.pop("degree")
+    if "team_effects" in changes:
+        raw["team_effects"] = changes.pop("team_effects")
     if changes:
         raise TypeError(f"replace_spec got unsupported fields: {sorted(changes)}")
     return parse_spec(raw, source=spec.source)

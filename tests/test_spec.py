@@ -39,6 +39,8 @@ def test_user_file_overrides_defaults(tmp_path):
         ({"degree": 2, "measurement": {"within_trial_correlation": 1.0}}, "strictly between -1 and 1"),
         ({"degree": 2, "sampler": {"adaptation": "dense"}}, "adaptation must be one of"),
         ({"degree": 2, "sampler": {"draws": 0}}, "draws must be a positive integer"),
+        ({"degree": 2, "team_effects": "noncentred"}, "team_effects must be one of.*Did you mean 'non_centred'"),
+        ({"degree": 2, "team_efects": "centred"}, "unknown key 'team_efects'.*'team_effects'"),
     ],
 )
 def test_bad_spec(raw, message):
