@@ -1,4 +1,4 @@
-"""Command line: ``bayes-cmma demo | fit | ols | summarize | simulate | calibrate``.
+"""Command line: ``bayes-cmma demo | fit | ols | summarize | simulate | calibrate | sensitivity``.
 
 A user mistake prints one ``error: ...`` line (no traceback) and exits with status 2; nothing is
 written. Warnings print as ``warning: ...`` lines on stderr.
@@ -115,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "a local cluster of one single-threaded worker process per core")
     summ.add_argument("--workers", type=int, help="with --engine dask and no --scheduler: local worker processes "
                       "(default: one per core)")
+    sens = sub.add_parser("sensitivity", help="how the ranking changes if assumption A3 fails (a rho sweep)")
+    _add_data_args(sens)
+    _add_fit_args(sens)
+    sens.add_argument("--rho", type=float, nargs="+", default=None,
+                      help="assumed correlations between a trial's direct KPI effect and its metric effect "
+                           "(default -0.6 -0.4 -0.2 0 0.2 0.4 0.6; 0 is always added)")
+    sens.add_argument("--out", default="bayes_cmma_sensitivity",
+                      help="output folder (default ./bayes_cmma_sensitivity)")
     cal = sub.add_parser("calibrate", help="simulation-based calibration (SBC) of the Bayesian model")
     cal.add_argument("--model", default="cubic", help="bundled spec name, TOML spec or degree (default cubic)")
     cal.add_argument("--sims", type=int, default=200, help="simulations (default 200)")
@@ -344,7 +352,44 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_simulate(args)
     if args.command == "calibrate":
         return run_calibrate(args)
+    if args.command == "sensitivity":
+        return run_sensitivity(args)
     raise AssertionError(args.command)
+
+
+def run_sensitivity(args: argparse.Namespace) -> int:
+    """``bayes-cmma sensitivity``: elasticities and ranking over a grid of assumed A3 correlations."""
+    from bayes_cmma import data as data_mod
+    from bayes_cmma.outputs import write_atomically
+    from bayes_cmma.sensitivity import DEFAULT_RHOS, a3_sensitivity
+
+    at = _parse_at(args.at)
+    missing = [m for m in args.metric if m not in at]
+    if missing:
+        raise BayesCMMAError(f"give every metric's current value: --at {missing[0]}=VALUE (the ranking needs it).")
+    rhos = args.rho if args.rho is not None else list(DEFAULT_RHOS)
+    for name, value in (("--draws", args.draws), ("--tune", args.tune), ("--chains", args.chains)):
+        if value is not None and value < 1:
+            raise BayesCMMAError(f"{name} must be a positive integer, got {value}.")
+    trials = data_mod.read_trials(args.trials, args.cov)
+    model = args.model if args.model is not None else args.degree
+    _status(f"A3 sensitivity: {len(set([0.0, *rhos]))} assumed correlations x {len(args.metric)} metric(s), "
+            "one compiled model")
+    res = a3_sensitivity(trials, args.kpi, args.metric, at, rhos, model, lift=args.lift,
+                         baseline=args.kpi_baseline, seed=args.seed, draws=args.draws, tune=args.tune,
+                         chains=args.chains)
+    written = write_atomically(args.out, {"sensitivity.csv": lambda p: res.table.to_csv(p, index=False)})
+    print(f"\nElasticity of {args.kpi} (mean) and P(best) by assumed correlation rho between a trial's direct "
+          "KPI effect and its metric effect (A3 says rho = 0):")
+    lo = next(c for c in res.table.columns if c.endswith("_lower"))
+    hi = next(c for c in res.table.columns if c.endswith("_upper"))
+    for r, g in res.table.groupby("rho"):
+        cells = "   ".join(f"{row['metric']} {_fmt(row['elasticity_mean'])} [{_fmt(row[lo])}, {_fmt(row[hi])}] "
+                           f"P(best) {row['p_best']:.2f}" for _, row in g.iterrows())
+        print(f"  rho {r:+.2f}: {cells}")
+    print("\n" + res.summary())
+    print(f"\nWrote {', '.join(map(str, written))}")
+    return 0
 
 
 def run_calibrate(args: argparse.Namespace) -> int:

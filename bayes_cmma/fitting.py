@@ -149,7 +149,7 @@ def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised)
 LOGLIK_BLOCK_ENTRIES = 250_000
 
 
-def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised) -> np.ndarray:
+def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised, a3_corr: float = 0.0) -> np.ndarray:
     """Per-trial log-density of the observed ATEs in original units (standardised minus log-Jacobian).
 
     Evaluated in blocks of draws (:data:`LOGLIK_BLOCK_ENTRIES`); returns (chain, draw, trial).
@@ -167,16 +167,18 @@ def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised) ->
     out = np.empty((n, K))
     for start in range(0, n, block):
         sl = slice(start, start + block)
-        out[sl] = trial_loglik_numpy(std.z, std.S, design.team_idx, *(a[sl] for a in flat))
+        out[sl] = trial_loglik_numpy(std.z, std.S, design.team_idx, *(a[sl] for a in flat), a3_corr=a3_corr)
     return out.reshape(*lead, K) + std.log_abs_det_B
 
 
-def _assemble(trace: xr.DataTree, design: MetricDesign, std: Standardised, attrs: dict) -> xr.DataTree:
+def _assemble(
+    trace: xr.DataTree, design: MetricDesign, std: Standardised, attrs: dict, a3_corr: float = 0.0
+) -> xr.DataTree:
     raw = trace["posterior"].to_dataset()
     posterior = _to_original_scale(raw, design, std)
     sdims = list(dims.SAMPLE_DIMS)
     loglik = xr.Dataset(
-        {"trial_ate": ((*sdims, dims.TRIAL), _log_likelihood(raw, design, std))},
+        {"trial_ate": ((*sdims, dims.TRIAL), _log_likelihood(raw, design, std, a3_corr))},
         coords={dims.CHAIN: posterior[dims.CHAIN], dims.DRAW: posterior[dims.DRAW], dims.TRIAL: design.trials},
     )
     q = design.quantities
@@ -305,7 +307,7 @@ def fit_design(
     t_sample = time.perf_counter() - t1
     attrs = provenance(spec, seed=seed, data_hash=data_hash)
     attrs.update({"kpi": design.kpi, "metric": design.metric, "degree": spec.degree})
-    tree = _assemble(trace, design, std, attrs)
+    tree = _assemble(trace, design, std, attrs, spec.direct_effect_corr)
     fit = MetricFit(posterior=tree, spec=spec, design=design,
                     timings={"compile_s": t_compile, "sample_s": t_sample})
     if check_convergence:

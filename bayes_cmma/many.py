@@ -207,8 +207,8 @@ def fit_many(
                     progress(f"fitted {jobs[0].label}: {', '.join(j.metric for j in jobs)}")
     fits = {}
     for metric, label, fit, caught in results:
-        for category, message in caught:
-            warnings.warn(message, category, stacklevel=2)
+        for category, message in caught:  # say which model: a grid has several fits per metric
+            warnings.warn(f"model {label!r}, {message}", category, stacklevel=2)
         fits[metric, label] = fit
     fits = {(m, lab): fits[m, lab] for lab in labels for m in metric_list}
     return FitGrid(fits=fits, kpi=kpi, wall_s=time.perf_counter() - t0, workers=workers,

@@ -150,13 +150,15 @@ def _scale(name: str, prior: Prior, **kw: Any) -> pt.TensorVariable:
 
 def trial_logp_graph(
     z: Any, S: Any, team_idx: Any, beta_std: Any, alpha: Any, kpi_mean: Any, chol: Any, residual_sd: Any,
-    degree: int,
+    degree: int, a3_corr: Any = 0.0,
 ) -> Any:
     """Per-trial marginal log-density as a PyTensor graph (standardised scale).
 
     ``beta_std`` is gamma = chol' beta, so A chol = [gamma'; chol] and
     A Omega A' = [gamma'; chol][gamma'; chol]' needs no solve. ``kpi_mean`` (team) is
-    eta_g = beta' alpha_g + pi_g, the team's mean latent KPI effect.
+    eta_g = beta' alpha_g + pi_g, the team's mean latent KPI effect. ``a3_corr`` is the assumed
+    within-team correlation rho between a trial's KPI residual u_k and its first metric power's
+    effect (assumption A3 says 0); see :func:`a3_terms`.
     """
     d = degree + 1
     AL = pt.concatenate([beta_std[None, :], chol], axis=0)  # (d, P)
@@ -164,9 +166,29 @@ def trial_logp_graph(
     mean_by_team = pt.concatenate([kpi_mean[:, None], alpha], axis=1)  # (team, d)
     mu = mean_by_team[team_idx]
     resid = [z[:, i] - mu[:, i] for i in range(d)]
+    cross, extra_var = a3_terms(beta_std, chol, residual_sd, a3_corr, pt.sqrt)
     cov = [[G[i, j] + S[:, i, j] for j in range(d)] for i in range(d)]
-    cov[0][0] = cov[0][0] + residual_sd**2
+    cov[0][0] = cov[0][0] + residual_sd**2 + extra_var
+    for j in range(1, d):
+        cov[0][j] = cov[0][j] + cross[j - 1]
+        cov[j][0] = cov[j][0] + cross[j - 1]
     return mvnormal_logpdf_entries(resid, cov, pt.sqrt, pt.log)
+
+
+def a3_terms(gamma: Any, chol: Any, residual_sd: Any, rho: Any, sqrt: Any) -> tuple[Any, Any]:
+    """What a correlation rho between u_k and the first latent metric power adds to the covariance.
+
+    With u = c (m_1 - alpha_1) + independent noise, c = rho sigma_u / omega_1 (so that
+    Corr(u, m_1) = rho and Var(u) = sigma_u^2 for |rho| <= 1): Cov(y, m) gains c Omega[:, 0] and
+    Var(y) gains 2 c beta' Omega[:, 0] = 2 c gamma . chol[0, :]. Works on numpy arrays (leading
+    draw axes) and on PyTensor tensors. Returns (cross (..., P), extra variance (...)).
+    """
+    row = chol[..., 0, :]  # (..., P)
+    omega1 = sqrt((row * row).sum(axis=-1))
+    c = rho * residual_sd / omega1
+    cross = c[..., None] * (chol * row[..., None, :]).sum(axis=-1)  # c * (chol @ row): Omega[:, 0]
+    extra = 2.0 * c * (gamma * row).sum(axis=-1)
+    return cross, extra
 
 
 def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.ndarray) -> pm.Model:
@@ -223,7 +245,8 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         else:
             # independent team effects: pi_g = eta_g - beta' alpha_g ~ the pi_mean prior
             kpi_mean = _location("kpi_mean", pri["pi_mean"], shift=alpha @ beta, dims="team")
-        logp = trial_logp_graph(z, S, tidx, beta_std, alpha, kpi_mean, chol, residual_sd, P)
+        a3_corr = pm.Data("a3_corr", np.asarray(0.0))
+        logp = trial_logp_graph(z, S, tidx, beta_std, alpha, kpi_mean, chol, residual_sd, P, a3_corr)
         pm.Potential("trial_loglik", logp.sum())
     return model
 
@@ -248,7 +271,8 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
             _CACHE[key] = nutpie.compile_pymc_model(model, var_names=sampled_vars(len(design.teams)))
             fresh = True
         base = _CACHE[key]
-    return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx), fresh
+    return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx,
+                          a3_corr=np.asarray(float(spec.direct_effect_corr))), fresh
 
 
 def is_compiled(spec: ModelSpec, n_teams: int) -> bool:
@@ -286,6 +310,7 @@ def trial_loglik_numpy(
     pi: np.ndarray,
     chol: np.ndarray,
     residual_sd: np.ndarray,
+    a3_corr: float = 0.0,
 ) -> np.ndarray:
     """Per-draw, per-trial marginal log-density (same scale as the inputs), written with beta.
 
@@ -299,6 +324,12 @@ def trial_loglik_numpy(
     AL = A @ chol
     G = AL @ np.swapaxes(AL, -1, -2)
     G[..., 0, 0] += residual_sd**2
+    if a3_corr:
+        gamma = np.einsum("...pq,...p->...q", chol, beta)  # chol' beta
+        cross, extra = a3_terms(gamma, chol, np.asarray(residual_sd), a3_corr, np.sqrt)
+        G[..., 0, 0] += extra
+        G[..., 0, 1:] += cross
+        G[..., 1:, 0] += cross
     mean_by_team = np.concatenate(
         [(np.einsum("...tp,...p->...t", alpha, beta) + pi)[..., None], alpha], axis=-1
     )  # (..., team, d)

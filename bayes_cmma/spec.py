@@ -104,6 +104,10 @@ class ModelSpec:
         Where the spec came from (bundled name or file path).
     team_effects : str
         ``"centred"`` (default) or ``"non_centred"``; see :data:`TEAM_EFFECTS`.
+    direct_effect_corr : float
+        Assumed within-team correlation between a trial's KPI residual (its direct effect beyond
+        the team's) and its effect on the metric; assumption A3 says 0. Set it for a sensitivity
+        analysis (``[assumptions] direct_effect_corr``); data, not structure: no recompiling.
     """
 
     name: str
@@ -116,6 +120,7 @@ class ModelSpec:
     description: str = ""
     source: str = ""
     team_effects: str = "centred"
+    direct_effect_corr: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict (TOML-like) form, for provenance attributes."""
@@ -132,6 +137,7 @@ class ModelSpec:
             ),
             "sampler": dict(self.sampler),
             "team_effects": self.team_effects,
+            "assumptions": {"direct_effect_corr": self.direct_effect_corr} if self.direct_effect_corr else {},
         }
 
     def structure_key(self) -> str:
@@ -210,7 +216,15 @@ def parse_spec(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         On an unknown key (with a "did you mean" hint), a missing degree or a bad prior.
     """
     where = f"model spec {source}"
-    _check_keys(raw, ("name", "description", "degree", "priors", "measurement", "sampler", "team_effects"), where)
+    _check_keys(raw, ("name", "description", "degree", "priors", "measurement", "sampler", "team_effects",
+                      "assumptions"), where)
+    assumptions = raw.get("assumptions", {})
+    if not isinstance(assumptions, dict):
+        raise SpecError(f"{where}: [assumptions] must be a table.")
+    _check_keys(assumptions, ("direct_effect_corr",), f"{where} [assumptions]")
+    a3 = _number(assumptions.get("direct_effect_corr", 0.0), f"{where} [assumptions].direct_effect_corr")
+    if not -1.0 < a3 < 1.0:
+        raise SpecError(f"{where} [assumptions].direct_effect_corr must be strictly between -1 and 1, got {a3}.")
     team_effects = raw.get("team_effects", "centred")
     if team_effects not in TEAM_EFFECTS:
         hint = difflib.get_close_matches(str(team_effects), TEAM_EFFECTS, n=1)
@@ -287,6 +301,7 @@ def parse_spec(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         description=str(raw.get("description", "")),
         source=source,
         team_effects=team_effects,
+        direct_effect_corr=a3,
     )
 
 
@@ -345,6 +360,10 @@ def replace_spec(spec: ModelSpec, **changes: Any) -> ModelSpec:
         raw["degree"] = changes.pop("degree")
     if "team_effects" in changes:
         raw["team_effects"] = changes.pop("team_effects")
+    if "direct_effect_corr" in changes:
+        raw["assumptions"] = {"direct_effect_corr": changes.pop("direct_effect_corr")}
+    if "name" in changes:
+        raw["name"] = changes.pop("name")
     if changes:
         raise TypeError(f"replace_spec got unsupported fields: {sorted(changes)}")
     return parse_spec(raw, source=spec.source)

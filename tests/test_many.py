@@ -1,5 +1,6 @@
 """fit_many: several metrics x several models, grouped by compiled shape, optionally in worker processes."""
 
+import re
 import warnings
 
 import numpy as np
@@ -39,7 +40,9 @@ def test_parallel_grid_equals_sequential_fits(example):
             np.testing.assert_array_equal(grid[m, name].beta.values, res[m].beta.values)
             assert grid[m, name].posterior.attrs["seed"] == res[m].posterior.attrs["seed"]
     assert seq_warnings, "60 draws per chain should give ESS warnings; the check below needs some"
-    assert grid_warnings == sorted(set(seq_warnings))  # the workers' warnings reach the caller
+    # the workers' warnings reach the caller, labelled with their model
+    assert all(re.match(r"model '(linear|quadratic)', ", m) for _, m in grid_warnings)
+    assert sorted({(c, re.sub(r"^model '\w+', ", "", m)) for c, m in grid_warnings}) == sorted(set(seq_warnings))
     assert grid.metrics == metrics and grid.models == ["linear", "quadratic"]
     assert list(grid.fits) == [("ndcg", "linear"), ("mrr", "linear"), ("ndcg", "quadratic"), ("mrr", "quadratic")]
     t = grid.timings()
