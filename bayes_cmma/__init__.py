@@ -37,6 +37,7 @@ _LAZY = {
     "FitGrid": "many", "fit_many": "many",
     "OLSResult": "ols", "cmma_ols": "ols",
     "RelevanceCheck": "assumptions", "relevance_check": "assumptions", "posterior_reliability": "assumptions",
+    "a3_sensitivity": "sensitivity",
     "ModelSpec": "spec", "load_spec": "spec",
     "summarize": "summarizer", "summarize_files": "summarizer", "summarize_units": "summarizer",
 }
@@ -50,11 +51,18 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.fitting import CMMAResult, MetricFit, fit, fit_metric
     from bayes_cmma.many import FitGrid, fit_many
     from bayes_cmma.ols import OLSResult, cmma_ols
+    from bayes_cmma.sensitivity import a3_sensitivity
     from bayes_cmma.spec import ModelSpec, load_spec
     from bayes_cmma.summarizer import summarize, summarize_files, summarize_units
 
 
+#: Submodules reachable as attributes (``bc.plots.sensitivity_plot``), imported on first use.
+_SUBMODULES = ("plots", "calibration", "sensitivity", "assumptions", "summarizer")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"bayes_cmma.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'bayes_cmma' has no attribute {name!r}")
@@ -64,7 +72,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+    return sorted({*globals(), *_LAZY, *_SUBMODULES})
 
 
 __version__ = "0.1.0"
@@ -84,6 +92,7 @@ __all__ = [
     "RelevanceWarning",
     "SpecError",
     "TrialData",
+    "a3_sensitivity",
     "cmma_ols",
     "diagnostics_table",
     "drf",

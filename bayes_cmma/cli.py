@@ -378,7 +378,11 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     res = a3_sensitivity(trials, args.kpi, args.metric, at, rhos, model, lift=args.lift,
                          baseline=args.kpi_baseline, seed=args.seed, draws=args.draws, tune=args.tune,
                          chains=args.chains)
-    written = write_atomically(args.out, {"sensitivity.csv": lambda p: res.table.to_csv(p, index=False)})
+    from bayes_cmma.plots import sensitivity_plot
+
+    fig = sensitivity_plot(res.table, res.tipping_point, kpi=args.kpi)
+    written = write_atomically(args.out, {"sensitivity.csv": lambda p: res.table.to_csv(p, index=False),
+                                          "sensitivity.png": lambda p: fig.savefig(p, dpi=110, format="png")})
     print(f"\nElasticity of {args.kpi} (mean) and P(best) by assumed correlation rho between a trial's direct "
           "KPI effect and its metric effect (A3 says rho = 0):")
     lo = next(c for c in res.table.columns if c.endswith("_lower"))
@@ -419,7 +423,11 @@ def run_calibrate(args: argparse.Namespace) -> int:
                      progress=progress)
     command = "bayes-cmma " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
     report = sbc_report(result, command)
+    from bayes_cmma.plots import sbc_rank_histograms
+
+    fig = sbc_rank_histograms(result.ranks, result.n_draws)
     written = write_atomically(args.out, {
+        "ranks.png": lambda p: fig.savefig(p, dpi=100, format="png"),
         "ranks.csv": lambda p: result.ranks.to_csv(p, index=False),
         "uniformity.csv": lambda p: result.tests.to_csv(p, index=False),
         "summary.md": lambda p: p.write_text(report),

@@ -69,3 +69,12 @@ def test_calibrate_bad_input(args, message, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert not (tmp_path / "sbc").exists()
+
+
+@pytest.mark.mcmc
+def test_calibrate_cli_writes_ranks_tests_and_histograms(tmp_path, capsys):
+    out = tmp_path / "sbc"
+    assert main(["calibrate", "--model", "linear", "--sims", "2", "--trials", "12", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["ranks.csv", "ranks.png", "summary.md", "uniformity.csv"]
+    assert "Simulation-based calibration: model 'linear'" in capsys.readouterr().out
+    assert (out / "ranks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
