@@ -48,7 +48,11 @@ def test_short_sweep_on_the_example():
     assert len(res.table) == 4 and np.allclose(res.table.groupby("rho")["p_best"].sum(), 1.0)
     t = res.grid.timings()
     assert (t["compile_s"] > 0).sum() <= 1  # one compiled model for the whole sweep
-    assert "recommended" in res.summary() or "stays the same" in res.summary()
+    summary = res.summary()
+    if res.tipping_point is None:
+        assert "stays the same for every assumed correlation" in summary
+    else:
+        assert f"{res.tipping_point:+.2f}" in summary and "tipping point" in summary
 
 
 def test_cli_bad_input(tmp_path, capsys):

@@ -74,9 +74,11 @@ def test_chunked_merge_matches_one_pass_and_numpy(units):
 
 
 def test_empty_partitions_are_harmless(client, units):
-    ddf = dd.from_pandas(units, npartitions=6)
-    ddf = ddf[ddf["trial"] != "t004"]  # leaves some partitions sparse; also one with nothing left below
-    ddf = ddf.map_partitions(lambda p: p.iloc[:0] if (p["trial"] == "t000").sum() > 150 else p)
+    # sorted by trial, 9 partitions of 300 rows: one trial each; dropping t004 empties its partition
+    ordered = units.sort_values("trial", kind="stable").reset_index(drop=True)
+    ddf = dd.from_pandas(ordered, npartitions=9, sort=True)
+    ddf = ddf[ddf["trial"] != "t004"]
+    assert 0 in ddf.map_partitions(len).compute().tolist()  # the test needs an empty partition
     kw = dict(kpi="y", metrics="m", degree=2)
     got = bc.summarize(ddf, **kw)
     want = bc.summarize(ddf.compute(), **kw)
