@@ -305,8 +305,7 @@ def _dask_moments(frame: Any, cols: Columns, split_every: int = 8) -> ArmMoments
 
 
 def _pandas_moments(frame: pd.DataFrame, cols: Columns, chunk: int = 0, block_rows: int = BLOCK_ROWS) -> ArmMoments:
-    cols.check(frame.columns)
-    if len(frame) <= block_rows:
+    if len(frame) <= block_rows:  # chunk_moments checks the columns
         return chunk_moments(frame, cols, chunk)
     # blocks of one chunk keep its row numbering, so first-seen order is the frame's row order
     parts = []
