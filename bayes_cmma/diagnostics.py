@@ -16,9 +16,15 @@ CI_PROB = 0.94
 RHAT_MAX = 1.01
 
 
-def _summary_view(posterior: xr.Dataset) -> xr.Dataset:
-    """Posterior without constant entries: only the strictly lower triangle of ``metric_corr``."""
+def _summary_view(posterior: xr.Dataset, degree: int | None = None) -> xr.Dataset:
+    """Posterior without constant entries: only the strictly lower triangle of ``metric_corr``, and
+    only beta_1..beta_degree when the data carry more metric powers than the DRF's degree (the
+    others are 0 by construction; see :func:`bayes_cmma.model.build_model`)."""
     out = posterior.drop_vars("metric_corr", errors="ignore")
+    if degree is not None and "beta" in posterior and posterior.sizes[dims.POWER] > degree:
+        out = out.drop_vars("beta")
+        for p in range(1, degree + 1):
+            out[f"beta[{p}]"] = posterior["beta"].sel({dims.POWER: p}, drop=True)
     if "metric_corr" in posterior and posterior.sizes[dims.POWER] > 1:
         P = posterior.sizes[dims.POWER]
         for i in range(1, P):
@@ -34,7 +40,8 @@ def summary_table(tree: xr.DataTree, prob: float = CI_PROB) -> pd.DataFrame:
 
     Row labels follow ArviZ (``beta[1]``, ``pi[team_a]``); the index is named ``parameter``.
     """
-    view = xr.DataTree.from_dict({"posterior": _summary_view(tree["posterior"].to_dataset())})
+    degree = int(tree.attrs["degree"]) if "degree" in tree.attrs else None
+    view = xr.DataTree.from_dict({"posterior": _summary_view(tree["posterior"].to_dataset(), degree)})
     table = azs.summary(view, ci_prob=prob, ci_kind="eti", round_to="none")
     table.index.name = "parameter"
     return table

@@ -32,6 +32,7 @@ from bayes_cmma.model import (
     beta_from_std,
     compiled_model,
     is_compiled,
+    pad_gamma,
     standardise,
     trial_loglik_numpy,
     unpack_chol,
@@ -106,9 +107,10 @@ def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised)
     P = design.degree
     Linv = np.linalg.inv(L)
     chol_std = unpack_chol(raw["metric_chol"].values, P)
-    beta = s0 * beta_from_std(raw["beta_std"].values, chol_std) @ Linv  # beta_j = s0 sum_i b_i Linv[i, j]
+    gamma = pad_gamma(raw["beta_std"].values, P)
+    beta = s0 * beta_from_std(gamma, chol_std) @ Linv  # beta_j = s0 sum_i b_i Linv[i, j]
     alpha = raw["alpha"].values @ L.T
-    beta_std_scale = beta_from_std(raw["beta_std"].values, chol_std)
+    beta_std_scale = beta_from_std(gamma, chol_std)
     eta = raw["kpi_mean"].values
     pi = (eta - np.einsum("...tp,...p->...t", raw["alpha"].values, beta_std_scale)) * s0
     kpi_mean = eta * s0
@@ -155,7 +157,7 @@ def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised, a3
     Evaluated in blocks of draws (:data:`LOGLIK_BLOCK_ENTRIES`); returns (chain, draw, trial).
     """
     chol = unpack_chol(raw["metric_chol"].values, design.degree)
-    beta = beta_from_std(raw["beta_std"].values, chol)
+    beta = beta_from_std(pad_gamma(raw["beta_std"].values, design.degree), chol)
     alpha = raw["alpha"].values
     pi = raw["kpi_mean"].values - np.einsum("...tp,...p->...t", alpha, beta)
     residual_sd = raw["residual_sd"].values
@@ -282,7 +284,12 @@ def fit_design(
 
     std = standardise(design)
     t0 = time.perf_counter()
-    if progress and not is_compiled(spec, len(design.teams)):
+    if design.degree < spec.degree:
+        raise BayesCMMAError(
+            f"the design holds {design.degree} power(s) of {design.metric!r}, fewer than the model's degree "
+            f"{spec.degree}; cut it with metric_design(..., degree={spec.degree})."
+        )
+    if progress and not is_compiled(spec, len(design.teams), design.degree):
         progress(f"compiling the degree-{spec.degree} model (once per shape; ~20 s)")
     compiled, fresh = compiled_model(spec, design, std)
     t_compile = time.perf_counter() - t0 if fresh else 0.0

@@ -206,15 +206,27 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
     Returns
     -------
     pymc.Model
+
+    Notes
+    -----
+    The data may carry more metric powers (P) than the DRF's degree q = ``spec.degree``: the
+    degree-q model is then the degree-P model with beta_{q+1..P} = 0, fitted to the same numbers
+    (how :mod:`bayes_cmma.compare` scores degrees on equal footing). Since both chol' and the
+    whitening map are triangular, that is exactly gamma_{q+1..P} = 0 on the internal scale.
     """
-    P = spec.degree
-    coords = {"power": list(range(1, P + 1)), "team": list(range(n_teams))}
+    P = data.z.shape[1] - 1
+    q = spec.degree
+    if q > P:
+        raise ValueError(f"the data hold {P} metric power(s), fewer than the degree {q}")
+    coords = {"power": list(range(1, P + 1)), "drf_power": list(range(1, q + 1)), "team": list(range(n_teams))}
     pri = spec.priors
     with pm.Model(coords=coords) as model:
         z = pm.Data("z", data.z)
         S = pm.Data("S", data.S)
         tidx = pm.Data("team_idx", np.asarray(team_idx, dtype=np.int64))
-        beta_std = _location("beta_std", pri["beta_std"], dims="power")
+        beta_std = _location("beta_std", pri["beta_std"], dims="drf_power")
+        if q < P:
+            beta_std = pt.concatenate([beta_std, pt.zeros(P - q)])
         alpha = _location("alpha", pri["alpha"], dims=("team", "power"))
         if P == 1:
             sd = _scale("metric_chol", pri["metric_sd"], shape=(1,))
@@ -251,19 +263,20 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
     return model
 
 
-_CACHE: dict[tuple[int, int, str], Any] = {}
+_CACHE: dict[tuple[int, int, int, str], Any] = {}
 _LOCK = threading.Lock()
 
 
 def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) -> tuple[Any, bool]:
     """Compiled nutpie model for this shape, with this design's data swapped in.
 
-    The compiled model is cached per (degree, number of teams, priors); the number of trials may
-    change between calls. Returns the model and whether it was compiled now.
+    The compiled model is cached per (degree, metric powers in the data, number of teams,
+    priors); the number of trials may change between calls. Returns the model and whether it was
+    compiled now.
     """
     import nutpie
 
-    key = (spec.degree, len(design.teams), spec.structure_key())
+    key = (spec.degree, design.degree, len(design.teams), spec.structure_key())
     fresh = False
     with _LOCK:
         if key not in _CACHE:
@@ -275,10 +288,19 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
                           a3_corr=np.asarray(float(spec.direct_effect_corr))), fresh
 
 
-def is_compiled(spec: ModelSpec, n_teams: int) -> bool:
+def is_compiled(spec: ModelSpec, n_teams: int, data_degree: int | None = None) -> bool:
     """Whether a compiled model for this shape is already cached."""
+    P = spec.degree if data_degree is None else data_degree
     with _LOCK:
-        return (spec.degree, n_teams, spec.structure_key()) in _CACHE
+        return (spec.degree, P, n_teams, spec.structure_key()) in _CACHE
+
+
+def pad_gamma(beta_std: np.ndarray, P: int) -> np.ndarray:
+    """Internal-scale DRF coefficients (..., q) padded with zeros to the data's P powers."""
+    q = beta_std.shape[-1]
+    if q == P:
+        return beta_std
+    return np.concatenate([beta_std, np.zeros((*beta_std.shape[:-1], P - q))], axis=-1)
 
 
 def clear_compiled_cache() -> None:
@@ -301,9 +323,7 @@ def beta_from_std(beta_std: np.ndarray, chol: np.ndarray) -> np.ndarray:
     return np.linalg.solve(np.swapaxes(chol, -1, -2), beta_std[..., None])[..., 0]
 
 
-def trial_loglik_numpy(
-    z: np.ndarray,
-    S: np.ndarray,
+def marginal_moments(
     team_idx: np.ndarray,
     beta: np.ndarray,
     alpha: np.ndarray,
@@ -311,12 +331,12 @@ def trial_loglik_numpy(
     chol: np.ndarray,
     residual_sd: np.ndarray,
     a3_corr: float = 0.0,
-) -> np.ndarray:
-    """Per-draw, per-trial marginal log-density (same scale as the inputs), written with beta.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance of the latent true effects (y_k, m_k) per draw, before measurement error.
 
-    Shapes: ``z`` (K, d), ``S`` (K, d, d), ``team_idx`` (K,), and per draw (leading dims ``...``):
-    ``beta`` (..., P), ``alpha`` (..., team, P), ``pi`` (..., team), ``chol`` (..., P, P),
-    ``residual_sd`` (...). Returns (..., K).
+    Shapes as in :func:`trial_loglik_numpy`. Returns ``mu`` (..., K, d), the mean of trial k's
+    latent (and observed) vector, and ``G`` (..., d, d), the latent covariance
+    A Omega A' + diag(sigma_u^2, 0, ...) (+ the A3 terms); the observed z_k has covariance G + S_k.
     """
     P = beta.shape[-1]
     eye = np.broadcast_to(np.eye(P), (*beta.shape[:-1], P, P))
@@ -333,7 +353,33 @@ def trial_loglik_numpy(
     mean_by_team = np.concatenate(
         [(np.einsum("...tp,...p->...t", alpha, beta) + pi)[..., None], alpha], axis=-1
     )  # (..., team, d)
-    mu = mean_by_team[..., team_idx, :]  # (..., K, d)
+    return mean_by_team[..., team_idx, :], G
+
+
+def trial_loglik_numpy(
+    z: np.ndarray,
+    S: np.ndarray,
+    team_idx: np.ndarray,
+    beta: np.ndarray,
+    alpha: np.ndarray,
+    pi: np.ndarray,
+    chol: np.ndarray,
+    residual_sd: np.ndarray,
+    a3_corr: float = 0.0,
+    block: slice | list[int] | None = None,
+) -> np.ndarray:
+    """Per-draw, per-trial marginal log-density (same scale as the inputs), written with beta.
+
+    Shapes: ``z`` (K, d), ``S`` (K, d, d), ``team_idx`` (K,), and per draw (leading dims ``...``):
+    ``beta`` (..., P), ``alpha`` (..., team, P), ``pi`` (..., team), ``chol`` (..., P, P),
+    ``residual_sd`` (...). ``block`` selects quantities (e.g. ``[0, 1]``: the KPI and the metric's
+    first power) whose marginal density is returned. Returns (..., K).
+    """
+    mu, G = marginal_moments(team_idx, beta, alpha, pi, chol, residual_sd, a3_corr)
     resid = z - mu
     cov = G[..., None, :, :] + S
+    if block is not None:
+        idx = np.arange(z.shape[-1])[block]
+        resid = resid[..., idx]
+        cov = cov[..., idx[:, None], idx[None, :]]
     return mvnormal_logpdf(resid, cov)

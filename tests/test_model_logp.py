@@ -152,3 +152,28 @@ def test_a3_correlation_matches_the_generative_construction(built):
             pm.set_data({"a3_corr": np.asarray(0.0)})
     ll0 = trial_loglik_numpy(std.z, std.S, design.team_idx, beta, alpha, eta - alpha @ beta, chol, sd_u)
     np.testing.assert_allclose(shifted - base, np.sum(want) - ll0.sum(), rtol=1e-8)
+
+
+def test_lower_degree_on_more_powers_is_the_nested_model(built, synthetic):
+    """Degree 1 fitted to data with 2 metric powers (how compare scores degrees on the same numbers)
+    is the degree-2 model with beta_2 = 0: the same log-density at gamma_2 = 0, except for the
+    beta_std prior of the absent gamma_2 (a N(0, 2) density at 0)."""
+    design, std, _spec, full = built
+    nested = build_model(spec_for_degree(1), len(design.teams), std, design.team_idx)
+    rng = np.random.default_rng(4)
+    point = _random_point(full, rng)
+    point["beta_std"] = np.array([point["beta_std"][0], 0.0])
+    small = dict(point, beta_std=point["beta_std"][:1])
+    assert nested.initial_point()["beta_std"].shape == (1,)
+    lp_full = full.compile_logp()(point)
+    lp_nested = nested.compile_logp()(small)
+    assert lp_nested == pytest.approx(lp_full - stats.norm(0, 2).logpdf(0.0), rel=1e-10)
+    # and the original-scale beta of the nested fit has beta_2 = 0 exactly
+    from bayes_cmma.model import pad_gamma
+
+    chol = np.linalg.cholesky(np.array([[1.0, 0.3], [0.3, 1.0]]))
+    gamma = pad_gamma(np.array([[0.7]]), 2)
+    b = beta_from_std(gamma, chol)
+    assert b[0, 1] == 0.0 and b[0, 0] != 0.0
+    # whitening back to the original scale keeps it 0 (L^-1 is lower triangular)
+    assert (b @ np.linalg.inv(std.L))[0, 1] == 0.0

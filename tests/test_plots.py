@@ -34,3 +34,106 @@ def test_sensitivity_plot():
     assert labels[:2] == ["ndcg", "mrr"] and "tipping point -0.20" in labels
     np.testing.assert_allclose(ax_el.get_lines()[0].get_ydata(), [0.8, 1.0, 1.2])
     assert ax_p.get_ylim() == (-0.02, 1.02)
+
+
+# --- result and model-checking figures, on a fake posterior of the example data ---------------------
+
+import pytest  # noqa: E402
+from fakes import fake_result  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+
+from bayes_cmma import derived, plots  # noqa: E402
+from bayes_cmma.errors import BayesCMMAError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fake(example):
+    return fake_result(example.trials, example.kpi, example.metrics, 2, draws=150)
+
+
+def _bands(ax):
+    return [c for c in ax.collections if isinstance(c, PolyCollection)]
+
+
+def test_drf_panel_has_points_bands_and_naive_line(fake, example):
+    fig = plots.drf_panel(fake)
+    assert len(fig.axes) == 3
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "ATE on ndcg (ndcg units)" and ax.get_ylabel() == "ATE on gmv (gmv units)"
+    labels = ax.get_legend_handles_labels()[1]
+    assert {"94% credible band", "50% credible band", "naive OLS through the points"} <= set(labels)
+    # the outer band is the 3%..97% quantile of mu(m) + mean team effect at each grid point
+    outer = _bands(ax)[0]
+    verts = outer.get_paths()[0].vertices
+    tree = fake["ndcg"].posterior
+    x = verts[len(verts) // 2 - 5, 0]  # a point on the upper/lower edge
+    curve = (derived.drf(tree["posterior"]["beta"], [x]).values[..., 0]
+             + tree["posterior"]["pi_mean"].values).ravel()
+    lo, hi = np.quantile(curve, [0.03, 0.97])
+    ys = verts[np.isclose(verts[:, 0], x), 1]
+    assert np.isclose(ys.min(), lo, rtol=1e-6) and np.isclose(ys.max(), hi, rtol=1e-6)
+    # the trial points are the observed ATEs (metric on x, KPI on y)
+    z = tree["observed_data"]["trial_ate"].values
+    line = ax.get_lines()[0]
+    np.testing.assert_allclose(line.get_xdata(), z[:, 1])
+    np.testing.assert_allclose(line.get_ydata(), z[:, 0])
+
+
+def test_elasticity_panel_marks_the_current_value(fake, example):
+    fig = plots.elasticity_panel(fake, example.at, lift=0.1, baseline=example.kpi_baseline)
+    ax = fig.axes[1]
+    assert ax.get_xlabel() == "mrr value (mrr units)" and "elasticity of gmv" in ax.get_ylabel()
+    m0 = example.at["mrr"]
+    marker = next(ln for ln in ax.get_lines() if ln.get_marker() == "D")
+    el = derived.elasticity(fake["mrr"].beta, m0, lift=0.1, baseline=example.kpi_baseline)
+    assert marker.get_xdata()[0] == m0 and marker.get_ydata()[0] == pytest.approx(float(el.mean()))
+    with pytest.raises(BayesCMMAError, match="no current value for metric 'map'"):
+        plots.elasticity_panel(fake, {"ndcg": 0.002, "mrr": 0.001})
+
+
+def test_ranking_plot_legend_has_p_best_and_heat_map_rows_sum_to_one(fake, example):
+    fig = plots.ranking_plot(fake, example.at, baseline=example.kpi_baseline)
+    ax_d, ax_h = fig.axes[:2]
+    ranking = fake.ranking(example.at, baseline=example.kpi_baseline)
+    labels = ax_d.get_legend_handles_labels()[1]
+    for m in example.metrics:
+        assert f"{m} (P(best) = {float(ranking['p_best'].sel(metric=m)):.2f})" in labels
+    heat = ax_h.get_images()[0].get_array()
+    np.testing.assert_allclose(np.asarray(heat).sum(axis=1), 1.0)
+    assert [t.get_text() for t in ax_h.get_yticklabels()] == example.metrics
+
+
+def test_team_forest_one_row_per_team(fake):
+    fig = plots.team_forest(fake["ndcg"])
+    ax = fig.axes[0]
+    teams = list(fake["ndcg"].posterior["posterior"]["team"].values)
+    assert [t.get_text() for t in ax.get_yticklabels()] == teams  # top to bottom in team order
+    assert ax.get_yticks()[0] > ax.get_yticks()[-1]
+    assert "gmv units" in ax.get_xlabel()
+
+
+def test_model_check_figures(fake):
+    fit = fake["ndcg"]
+    ppc = plots.ppc_plot(fit)
+    assert len(ppc.axes) == 3 and ppc.axes[0].get_xlabel() == "ATE on ndcg (ndcg units)"
+    n_trials = fit.posterior["observed_data"].sizes["trial"]
+    assert len(ppc.axes[0].patches) == n_trials  # one predictive ellipse per trial
+    assert "PIT of the ATE on gmv" == ppc.axes[1].get_xlabel()
+    k = plots.pareto_k_plot(fit, label_worst=4)
+    ax = k.axes[0]
+    texts = [t.get_text() for t in ax.texts]
+    loo = __import__("bayes_cmma.checking", fromlist=["loo"]).loo(fit)
+    worst = list(loo.pareto_k.sortby(loo.pareto_k, ascending=False)["trial"].values[:4])
+    assert texts == worst
+    shrink = plots.shrinkage_plot(fit)
+    assert [a.get_xlabel() for a in shrink.axes] == ["observed ATE on ndcg (ndcg units)",
+                                                      "observed ATE on gmv (gmv units)"]
+    trace = plots.trace_plot(fit)
+    names = [a.get_ylabel() for a in trace.axes[::2]]
+    assert names == ["beta[1]", "beta[2]", "metric_sd[1]", "metric_sd[2]", "residual_sd", "pi_mean", "pi_sd"]
+    assert len(trace.axes[0].get_lines()) == 2  # one trace per chain
+
+
+def test_plot_functions_reject_other_inputs():
+    with pytest.raises(BayesCMMAError, match="MetricFit or a posterior DataTree"):
+        plots.team_forest({"a": 1})
