@@ -33,6 +33,8 @@ _LAZY = {
     "Example": "datasets", "load_example": "datasets",
     "drf": "derived", "elasticity": "derived", "interval_table": "derived", "rank_metrics": "derived",
     "diagnostics_table": "diagnostics", "summary_table": "diagnostics",
+    "DegreeComparison": "compare", "compare_degrees": "compare",
+    "render_report": "report", "write_report": "report",
     "CMMAResult": "fitting", "MetricFit": "fitting", "fit": "fitting", "fit_metric": "fitting",
     "FitGrid": "many", "fit_many": "many",
     "OLSResult": "ols", "cmma_ols": "ols",
@@ -44,6 +46,7 @@ _LAZY = {
 
 if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.assumptions import RelevanceCheck, posterior_reliability, relevance_check
+    from bayes_cmma.compare import DegreeComparison, compare_degrees
     from bayes_cmma.data import TrialData, metric_design, read_trials
     from bayes_cmma.datasets import Example, load_example
     from bayes_cmma.derived import drf, elasticity, interval_table, rank_metrics
@@ -51,13 +54,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.fitting import CMMAResult, MetricFit, fit, fit_metric
     from bayes_cmma.many import FitGrid, fit_many
     from bayes_cmma.ols import OLSResult, cmma_ols
+    from bayes_cmma.report import render_report, write_report
     from bayes_cmma.sensitivity import a3_sensitivity
     from bayes_cmma.spec import ModelSpec, load_spec
     from bayes_cmma.summarizer import summarize, summarize_files, summarize_units
 
 
 #: Submodules reachable as attributes (``bc.plots.sensitivity_plot``), imported on first use.
-_SUBMODULES = ("plots", "calibration", "sensitivity", "assumptions", "summarizer")
+_SUBMODULES = ("plots", "checking", "compare", "report", "calibration", "sensitivity", "assumptions", "summarizer")
 
 
 def __getattr__(name: str) -> Any:
@@ -83,6 +87,7 @@ __all__ = [
     "CMMAResult",
     "ConvergenceWarning",
     "DataError",
+    "DegreeComparison",
     "Example",
     "FitGrid",
     "MetricFit",
@@ -94,6 +99,7 @@ __all__ = [
     "TrialData",
     "a3_sensitivity",
     "cmma_ols",
+    "compare_degrees",
     "diagnostics_table",
     "drf",
     "elasticity",
@@ -108,8 +114,10 @@ __all__ = [
     "rank_metrics",
     "read_trials",
     "relevance_check",
+    "render_report",
     "summarize",
     "summarize_files",
     "summarize_units",
     "summary_table",
+    "write_report",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``bayes-cmma demo | fit | ols | summarize | simulate | calibrate | sensitivity``.
+"""Command line: ``bayes-cmma demo | fit | report | compare | ols | summarize | simulate | calibrate | sensitivity``.
 
 A user mistake prints one ``error: ...`` line (no traceback) and exits with status 2; nothing is
 written. Warnings print as ``warning: ...`` lines on stderr.
@@ -7,6 +7,7 @@ written. Warnings print as ``warning: ...`` lines on stderr.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -89,10 +90,26 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--draws", type=int)
     demo.add_argument("--tune", type=int)
     demo.add_argument("--chains", type=int)
+    demo.add_argument("--no-report", action="store_true", help="do not write report.html")
     fitp = sub.add_parser("fit", help="fit one model per metric and rank the metrics")
     _add_data_args(fitp)
     _add_fit_args(fitp)
     fitp.add_argument("--out", default="bayes_cmma_out", help="output folder (default ./bayes_cmma_out)")
+    fitp.add_argument("--no-report", action="store_true", help="do not write report.html")
+    rep = sub.add_parser("report", help="one self-contained HTML report of a fit folder")
+    rep.add_argument("fit_dir", help="the --out folder of `bayes-cmma fit` or `demo`")
+    rep.add_argument("--out", help="HTML file to write (default FIT_DIR/report.html)")
+    cmp_ = sub.add_parser("compare", help="choose the DRF degree by leave-one-trial-out ELPD (PSIS-LOO + refits)")
+    _add_data_args(cmp_)
+    cmp_.add_argument("--degrees", type=int, nargs="+", default=[1, 2, 3], help="degrees to compare (default 1 2 3)")
+    cmp_.add_argument("--model", help="bundled spec or TOML whose priors/sampler are used at every degree")
+    cmp_.add_argument("--seed", type=int, default=1, help="sampler seed (default 1)")
+    cmp_.add_argument("--draws", type=int, help="posterior draws per chain (default: the spec's)")
+    cmp_.add_argument("--tune", type=int, help="warm-up draws per chain (default: the spec's)")
+    cmp_.add_argument("--chains", type=int, help="chains (default: the spec's)")
+    cmp_.add_argument("--max-refits", type=int, default=20,
+                      help="exact LOO refits per degree for trials with Pareto k > 0.7 (default 20)")
+    cmp_.add_argument("--out", help="folder for compare.csv, top_coefficient.csv and pareto_k.csv")
     ols = sub.add_parser("ols", help="the paper's OLS estimator (Algorithm 1) with nested Wald tests")
     _add_data_args(ols)
     ols.add_argument("--degree", type=int, default=1, help="degree of the polynomial DRF (default 1)")
@@ -167,10 +184,12 @@ def run_fit(
     tune: int | None = None,
     chains: int | None = None,
     trials_data: TrialData | None = None,
+    report: bool = True,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status."""
     from bayes_cmma import data as data_mod
     from bayes_cmma import outputs
+    from bayes_cmma import report as report_mod
     from bayes_cmma.assumptions import relevance_check
     from bayes_cmma.fitting import fit, resolve_spec
     from bayes_cmma.ols import cmma_ols_design
@@ -222,6 +241,15 @@ def run_fit(
     files["assumptions.csv"] = lambda p: assumptions.to_csv(p, index=False)
     for m, f in result.fits.items():
         files[f"{m}.nc"] = (lambda tree: lambda p: tree.to_netcdf(p, engine="h5netcdf"))(f.posterior)
+    record = report_mod.run_record(kpi, metrics, at, lift, kpi_baseline, spec.name, seed)
+    files[report_mod.RUN_FILE] = lambda p: Path(p).write_text(json.dumps(record, indent=2))
+    if report:
+        _status("writing report.html")
+        inputs = report_mod.ReportInputs(
+            trees={m: f.posterior for m, f in result.fits.items()}, kpi=kpi, at=at or None, lift=lift,
+            baseline=kpi_baseline, ols=ols_table, assumptions=assumptions)
+        page = report_mod.render_report(inputs)
+        files["report.html"] = lambda p: Path(p).write_text(page, encoding="utf-8")
     written = outputs.write_atomically(out, files)
 
     _print_report(result, spec, summary, elast, ranking, ols_results, at, lift, kpi_baseline)
@@ -338,12 +366,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         _status("embedded example: simulated search A/B tests (see README, 'Example data')")
         return run_fit(None, None, ex.kpi, ex.metrics, model="quadratic", at=ex.at, lift=0.1,
                        kpi_baseline=ex.kpi_baseline, seed=args.seed, out=args.out, draws=args.draws,
-                       tune=args.tune, chains=args.chains, trials_data=ex.trials)
+                       tune=args.tune, chains=args.chains, trials_data=ex.trials, report=not args.no_report)
     if args.command == "fit":
         model = args.model if args.model is not None else args.degree
         return run_fit(args.trials, args.cov, args.kpi, args.metric, model=model, at=_parse_at(args.at),
                        lift=args.lift, kpi_baseline=args.kpi_baseline, seed=args.seed, out=args.out,
-                       draws=args.draws, tune=args.tune, chains=args.chains)
+                       draws=args.draws, tune=args.tune, chains=args.chains, report=not args.no_report)
+    if args.command == "report":
+        return run_report(args)
+    if args.command == "compare":
+        return run_compare(args)
     if args.command == "ols":
         return run_ols(args.trials, args.cov, args.kpi, args.metric, args.degree)
     if args.command == "summarize":
@@ -355,6 +387,48 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sensitivity":
         return run_sensitivity(args)
     raise AssertionError(args.command)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from bayes_cmma.report import write_report
+
+    _status(f"reading {args.fit_dir}")
+    target = write_report(args.fit_dir, args.out)
+    print(f"Wrote {target}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from bayes_cmma import outputs
+    from bayes_cmma.compare import compare_degrees
+    from bayes_cmma.data import read_trials
+
+    if len(args.metric) != 1:
+        raise BayesCMMAError(f"compare takes one --metric at a time, got {len(args.metric)}: {args.metric}.")
+    for name, value in (("--draws", args.draws), ("--tune", args.tune), ("--chains", args.chains)):
+        if value is not None and value < 1:
+            raise BayesCMMAError(f"{name} must be a positive integer, got {value}.")
+    trials = read_trials(args.trials, args.cov)
+    _status(f"{len(trials.trials)} trials; KPI {args.kpi!r}; metric {args.metric[0]!r}; degrees "
+            f"{' '.join(map(str, sorted(set(args.degrees))))}")
+    result = compare_degrees(trials, args.kpi, args.metric[0], args.degrees, args.model, seed=args.seed,
+                             draws=args.draws, tune=args.tune, chains=args.chains, max_refits=args.max_refits,
+                             progress=_status)
+    if args.out:
+        table = result.table.reset_index()
+        files = {"compare.csv": lambda p: table.to_csv(p, index=False),
+                 "top_coefficient.csv": lambda p: result.top_coefficient.to_csv(p, index=False),
+                 "pareto_k.csv": lambda p: result.pareto_k.to_csv(p, index=False)}
+        written = outputs.write_atomically(args.out, files, stale=list(files))
+    print(f"\nLOO comparison of DRF degrees for {args.metric[0]!r} (ELPD of each trial's ATEs on the KPI and on "
+          f"the metric's powers up to {max(args.degrees)}, the same numbers for every degree; weight = stacking):\n")
+    print(result)
+    print(f"\nTop coefficient of each degree ({100 * PROB:g}% intervals):")
+    print(result.top_coefficient.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    print(f"\nRecommended degree: {result.recommended}")
+    if args.out:
+        print(f"\nWrote {', '.join(str(p) for p in written)}")
+    return 0
 
 
 def run_sensitivity(args: argparse.Namespace) -> int:

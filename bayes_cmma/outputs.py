@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -27,14 +27,17 @@ Writer = Callable[[Path], None]
 
 #: Tables a fit may write; one a new run does not write is removed, so no stale table from an
 #: earlier run sits next to the new ones (e.g. a rerun without --at).
-TABLE_NAMES = ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "assumptions.csv")
+TABLE_NAMES = ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "assumptions.csv",
+               "report.html")
 
 
-def write_atomically(out_dir: str | Path, files: Mapping[str, Writer]) -> list[Path]:
+def write_atomically(
+    out_dir: str | Path, files: Mapping[str, Writer], stale: Sequence[str] = TABLE_NAMES
+) -> list[Path]:
     """Write each ``name -> writer(path)`` into ``out_dir`` atomically; return the final paths.
 
-    Tables of :data:`TABLE_NAMES` that this call does not write are removed from ``out_dir`` once
-    the new files are in place.
+    Files named in ``stale`` (default: a fit's :data:`TABLE_NAMES`) that this call does not write
+    are removed from ``out_dir`` once the new files are in place.
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -47,7 +50,7 @@ def write_atomically(out_dir: str | Path, files: Mapping[str, Writer]) -> list[P
         for name in files:
             os.replace(tmp / name, out / name)
             final.append(out / name)
-        for name in TABLE_NAMES:
+        for name in stale:
             if name not in files:
                 (out / name).unlink(missing_ok=True)
         return final

@@ -7,7 +7,8 @@ Prints, as medians over ``--repeats`` runs on this machine:
 * end-to-end time of ``bayes-cmma demo`` from a cold start (new process, includes imports,
   compile, three fits and writing the outputs).
 
-Run: ``python benchmarks/bench_fit.py [--repeats 3]``. Targets (issue 2): sampling one metric
+Run: ``python benchmarks/bench_fit.py [--repeats 3] [--demo-only]`` (the demo is timed with the
+report, the default, and with ``--no-report``). Targets (issue 2): sampling one metric
 <= 3 s, the whole demo <= 60 s.
 """
 
@@ -67,12 +68,12 @@ def sampling(degree: int, repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def demo_times(repeats: int) -> list[float]:
+def demo_times(repeats: int, extra: tuple[str, ...] = ()) -> list[float]:
     out = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "bayes_cmma.cli", "demo", "--out", tmp],
+            subprocess.run([sys.executable, "-m", "bayes_cmma.cli", "demo", "--out", tmp, *extra],
                            capture_output=True, text=True, check=True)
             out.append(time.perf_counter() - t)
     return out
@@ -81,19 +82,26 @@ def demo_times(repeats: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--demo-only", action="store_true", help="only the end-to-end demo timings")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(f"# bench_fit: median of {args.repeats} runs; 4 chains x 1000 draws, 2 cores\n")
+    if not args.demo_only:
+        model_table(args.repeats)
+    for label, extra in (("", ()), (" with --no-report", ("--no-report",))):
+        demo = demo_times(args.repeats, extra)
+        print(f"\n`bayes-cmma demo{label}` end to end, cold start (degree 2, 3 metrics): median "
+              f"{statistics.median(demo):.1f} s (runs: {', '.join(f'{t:.1f}' for t in demo)})", flush=True)
+
+
+def model_table(repeats: int) -> None:
     print("| degree | compile (s) | metric | sampling (s) | min bulk ESS of beta / s | max divergences |")
     print("|---|---|---|---|---|---|")
     for degree in (2, 3):
-        comp = statistics.median(compile_times(degree, args.repeats))
-        for metric, row in sampling(degree, args.repeats).items():
+        comp = statistics.median(compile_times(degree, repeats))
+        for metric, row in sampling(degree, repeats).items():
             print(f"| {degree} | {comp:.1f} | {metric} | {row['sample_s']:.1f} | {row['ess_per_s']:.0f} | "
                   f"{row['divergences']} |", flush=True)
-    demo = demo_times(args.repeats)
-    print(f"\n`bayes-cmma demo` end to end, cold start (degree 2, 3 metrics): median {statistics.median(demo):.1f} s "
-          f"(runs: {', '.join(f'{t:.1f}' for t in demo)})")
 
 
 if __name__ == "__main__":

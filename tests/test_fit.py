@@ -135,9 +135,15 @@ def test_fit_cli_end_to_end(tmp_path, example, capsys):
     assert "warning: ndcg: R-hat" not in captured.err
     assert "Recommended north-star metric" in stdout
     for name in ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "assumptions.csv", "ndcg.nc",
-                 "mrr.nc"):
+                 "mrr.nc", "run.json", "report.html"):
         assert (out / name).is_file(), name
     assert not list(tmp_path.glob(".out.tmp-*"))
+    # the report of the fit folder can be rebuilt from what was written, and opens with the answer
+    page = (out / "report.html").read_text()
+    assert "Recommended north-star metric" in page and page.count("data:image/png;base64,") >= 10
+    assert main(["report", str(out), "--out", str(tmp_path / "again.html")]) == 0
+    again = (tmp_path / "again.html").read_text()
+    assert again.count("<img ") == page.count("<img ")
     # the saved posterior reloads and gives the same elasticity as the CSV, by hand
     tree = xr.open_datatree(out / "ndcg.nc", engine="h5netcdf")
     beta = tree["posterior"]["beta"].values

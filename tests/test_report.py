@@ -1,0 +1,101 @@
+"""The HTML report, from a fake posterior (no sampling): content, self-containment, bad folders."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+from fakes import fake_result
+
+from bayes_cmma.cli import main
+from bayes_cmma.errors import BayesCMMAError
+from bayes_cmma.report import ReportInputs, load_fit_dir, render_report, run_record, write_report
+
+
+@pytest.fixture(scope="module")
+def fake(example):
+    return fake_result(example.trials, example.kpi, example.metrics, 2, draws=120)
+
+
+@pytest.fixture(scope="module")
+def page(fake, example):
+    inputs = ReportInputs(trees={m: f.posterior for m, f in fake.fits.items()}, kpi="gmv", at=example.at,
+                          lift=0.1, baseline=example.kpi_baseline)
+    return render_report(inputs)
+
+
+def test_report_opens_with_the_answer(page, fake, example):
+    ranking = fake.ranking(example.at, baseline=example.kpi_baseline)
+    best = str(ranking["metric"].values[int(np.argmax(ranking["p_best"].values))])
+    answer = page.index("<h2>The answer</h2>")
+    assert answer < page.index("<h2>Dose-response functions</h2>") < page.index("<h2>Model checks</h2>")
+    assert f"Recommended north-star metric: <b>{best}</b>" in page
+    assert f"P(best) = <b>{float(ranking['p_best'].max()):.2f}</b>" in page
+    for section in ("Warnings", "Elasticity", "Ranking", "The paper's OLS beside the Bayesian estimate",
+                    "Sampler diagnostics", "Model specification and versions"):
+        assert f"<h2>{section}</h2>" in page, section
+
+
+def test_report_is_self_contained(page):
+    # 2 panels + ranking + per metric (ppc, pareto k, shrinkage, teams, trace) x 3 metrics + DRF = 18 figures
+    assert page.count('<img alt="') == 3 + 5 * 3
+    assert page.count('src="data:image/png;base64,') == 18
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page and "<link" not in page
+    assert '"pymc"' in page and '"degree": 2' in page  # versions and spec
+
+
+def test_report_without_current_values_has_no_ranking(fake):
+    page = render_report(ReportInputs(trees={m: f.posterior for m, f in fake.fits.items()}, kpi="gmv"))
+    assert "No current metric values were given" in page
+    assert "<h2>Ranking</h2>" not in page and "<h2>Dose-response functions</h2>" in page
+
+
+def test_report_warns_in_plain_language(fake, example):
+    import pandas as pd
+
+    assumptions = pd.DataFrame([{"metric": "mrr", "weak": True, "p_value": 0.3, "i2": 0.02}])
+    page = render_report(ReportInputs(trees={m: f.posterior for m, f in fake.fits.items()}, kpi="gmv",
+                                      at=example.at, baseline=example.kpi_baseline, assumptions=assumptions))
+    assert "mrr: assumption A4 looks weak" in page and "driven by the prior" in page
+
+
+def _fit_dir(tmp_path, fake, example):
+    out = tmp_path / "fit"
+    out.mkdir()
+    for m, f in fake.fits.items():
+        f.posterior.to_netcdf(out / f"{m}.nc", engine="h5netcdf")
+    record = run_record("gmv", list(fake.fits), example.at, 0.1, example.kpi_baseline, "quadratic", 1)
+    (out / "run.json").write_text(json.dumps(record))
+    return out
+
+
+def test_report_from_a_fit_folder(tmp_path, fake, example, capsys):
+    out = _fit_dir(tmp_path, fake, example)
+    inputs = load_fit_dir(out)
+    assert list(inputs.trees) == example.metrics and inputs.at == example.at
+    assert main(["report", str(out)]) == 0
+    html = (out / "report.html").read_text()
+    assert "Recommended north-star metric" in html
+    assert "Wrote" in capsys.readouterr().out
+
+
+def test_bad_fit_folders_give_one_clear_error(tmp_path, fake, example, capsys):
+    with pytest.raises(BayesCMMAError, match="is not a folder"):
+        load_fit_dir(tmp_path / "nope")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(BayesCMMAError, match="has no run.json"):
+        load_fit_dir(empty)
+    out = _fit_dir(tmp_path, fake, example)
+    (out / "mrr.nc").unlink()
+    with pytest.raises(BayesCMMAError, match="mrr.nc is missing"):
+        write_report(out)
+    assert not (out / "report.html").exists()
+    (out / "run.json").write_text("{not json")
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "not a valid run record" in errors[0] and "Traceback" not in err
+    assert not (out / "report.html").exists()
