@@ -43,7 +43,7 @@ from bayes_cmma.spec import ModelSpec
 class SBCResult:
     """Ranks per simulation and parameter, and a chi-square uniformity test per parameter."""
 
-    ranks: pd.DataFrame  # columns: sim, parameter, rank, divergences
+    ranks: pd.DataFrame  # columns: sim, parameter, rank, divergences, team_effects (parametrization used)
     n_draws: int  # L: ranks run 0..L
     tests: pd.DataFrame  # parameter, chi2, df, p_value, bins (list of counts)
     wall_s: float
@@ -134,9 +134,23 @@ def run_sbc(
         truth = {k: v[i] for k, v in priors.items()}
         z = _simulate(truth, design, S, P, rng)
         sim_design = replace(design, z=z, S=S)
-        compiled, _ = compiled_model(spec, sim_design, Standardised(z, S, 1.0, np.eye(P)))
-        trace = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
-                              seed=seed + i, progress_bar=False, target_accept=float(spec.sampler["target_accept"]))
+
+        def sample(s: ModelSpec, sim_design=sim_design, z=z, i=i):
+            compiled, _ = compiled_model(s, sim_design, Standardised(z, S, 1.0, np.eye(P)))
+            return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
+                                 seed=seed + i, progress_bar=False, target_accept=float(s.sampler["target_accept"]))
+
+        used = spec.team_effects
+        if used == "auto":  # as fit_design does: centred, and non-centred too if centred diverges
+            used = "centred"
+            trace = sample(_with_team_effects(spec, "centred"))
+            first = int(trace["sample_stats"]["diverging"].values.sum())
+            if first and pooled(len(design.teams)):
+                other = sample(_with_team_effects(spec, "non_centred"))
+                if int(other["sample_stats"]["diverging"].values.sum()) < first:
+                    trace, used = other, "non_centred"
+        else:
+            trace = sample(spec)
         post = trace["posterior"].to_dataset()
         flat = {k: post[k].values.reshape(-1, *post[k].shape[2:])[::thin] for k in post.data_vars}
         L = len(flat["beta_std"])
@@ -144,12 +158,19 @@ def run_sbc(
         est = _scalars(flat, P, len(design.teams))
         true = _scalars({k: np.asarray(v) for k, v in truth.items()}, P, len(design.teams))
         for name, values in est.items():
-            rows.append({"sim": i, "parameter": name, "rank": int(np.sum(values < true[name])), "divergences": div})
+            rows.append({"sim": i, "parameter": name, "rank": int(np.sum(values < true[name])), "divergences": div,
+                         "team_effects": used})
         if progress:
             progress(i + 1, sims)
     ranks = pd.DataFrame(rows)
     return SBCResult(ranks=ranks, n_draws=int(L), tests=uniformity(ranks, int(L), bins),
                      wall_s=time.perf_counter() - t0, spec=spec)
+
+
+def _with_team_effects(spec: ModelSpec, team_effects: str) -> ModelSpec:
+    from bayes_cmma.spec import replace_spec
+
+    return replace_spec(spec, team_effects=team_effects)
 
 
 def uniformity(ranks: pd.DataFrame, n_draws: int, bins: int = 10) -> pd.DataFrame:
@@ -176,6 +197,9 @@ def sbc_report(result: SBCResult, command: str = "") -> str:
          f"{result.wall_s:.0f} s." + (f" Command: `{command}`" if command else "")),
         f"Fits with any divergence: {int((per_sim > 0).sum())} of {len(per_sim)} "
         f"(median {per_sim.median():.0f} divergent transitions among those fits' draws).",
+        *([f"Team effects (spec `team_effects = \"auto\"`): non-centred kept in "
+           f"{int((r.drop_duplicates('sim')['team_effects'] == 'non_centred').sum())} of {len(per_sim)} fits, "
+           "after the centred fit diverged."] if result.spec.team_effects == "auto" and "team_effects" in r else []),
         "",
         "| parameter | chi2 (df) | p-value | rank counts in 10 equal bins (low to high) |",
         "|---|---|---|---|",

@@ -25,7 +25,7 @@ import xarray as xr
 from bayes_cmma import derived, dims
 from bayes_cmma.assumptions import relevance_check
 from bayes_cmma.data import MetricDesign, TrialData, metric_design
-from bayes_cmma.diagnostics import warn_on_problems
+from bayes_cmma.diagnostics import divergences, warn_on_problems
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, RelevanceWarning
 from bayes_cmma.model import (
     Standardised,
@@ -33,6 +33,7 @@ from bayes_cmma.model import (
     compiled_model,
     is_compiled,
     pad_gamma,
+    pooled,
     standardise,
     trial_loglik_numpy,
     unpack_chol,
@@ -279,7 +280,59 @@ def fit_design(
 
     ``check_convergence=False`` skips the :class:`ConvergenceWarning` check (a summary of every
     parameter), for callers that record diagnostics themselves.
+
+    With ``spec.team_effects == "auto"`` (the default) and partially pooled teams (>= 4), the
+    centred parametrization is fitted first; if it has divergent transitions, the non-centred one
+    is fitted too (same seed) and the fit with fewer divergences is kept (the centred one on a tie).
+    Both are the same model, so this only chooses the sampler geometry that suits the data:
+    centred when each team's trials pin its effect down, non-centred when the team effects are
+    weakly identified or barely differ (``benchmarks/team_effects.py``, the SBC results).
+    The posterior's ``team_effects`` attribute says what was used and why.
     """
+    kwargs = dict(seed=seed, draws=draws, tune=tune, chains=chains, cores=cores, progress_bar=progress_bar,
+                  progress=progress, data_hash=data_hash)
+    if spec.team_effects != "auto":
+        fit = _fit_concrete(design, spec, **kwargs)
+        fit.posterior.attrs["team_effects"] = f"{spec.team_effects} (set in the spec)"
+    elif not pooled(len(design.teams)):
+        fit = _fit_concrete(design, replace_spec(spec, team_effects="centred"), **kwargs)
+        fit.posterior.attrs["team_effects"] = "independent (fewer than 4 teams: no pooling to parametrize)"
+    else:
+        fit = _fit_concrete(design, replace_spec(spec, team_effects="centred"), **kwargs)
+        n_centred = divergences(fit.posterior)
+        fit.posterior.attrs["team_effects"] = "centred (auto: no divergent transitions)"
+        if n_centred:
+            if progress:
+                progress(f"{design.metric!r}: {n_centred} divergent transitions with centred team effects; "
+                         "refitting non-centred")
+            centred = fit
+            other = _fit_concrete(design, replace_spec(spec, team_effects="non_centred"), **kwargs)
+            n_other = divergences(other.posterior)
+            fit = other if n_other < n_centred else centred
+            chosen = "non-centred" if fit is other else "centred"
+            fit.posterior.attrs["team_effects"] = (
+                f"{chosen} (auto: {n_centred} divergent transitions centred, {n_other} non-centred)")
+            fit.timings = {k: centred.timings.get(k, 0.0) + other.timings.get(k, 0.0)
+                           for k in ("compile_s", "sample_s")}
+    if check_convergence:
+        warn_on_problems(fit.posterior, label=design.metric)
+    return fit
+
+
+def _fit_concrete(
+    design: MetricDesign,
+    spec: ModelSpec,
+    *,
+    seed: int | None,
+    draws: int | None,
+    tune: int | None,
+    chains: int | None,
+    cores: int | None,
+    progress_bar: bool,
+    progress: Progress | None,
+    data_hash: str | None,
+) -> MetricFit:
+    """One fit with a concrete (centred or non-centred) spec; no convergence check."""
     import nutpie
 
     std = standardise(design)
@@ -315,11 +368,8 @@ def fit_design(
     attrs = provenance(spec, seed=seed, data_hash=data_hash)
     attrs.update({"kpi": design.kpi, "metric": design.metric, "degree": spec.degree})
     tree = _assemble(trace, design, std, attrs, spec.direct_effect_corr)
-    fit = MetricFit(posterior=tree, spec=spec, design=design,
-                    timings={"compile_s": t_compile, "sample_s": t_sample})
-    if check_convergence:
-        warn_on_problems(fit.posterior, label=design.metric)
-    return fit
+    return MetricFit(posterior=tree, spec=spec, design=design,
+                     timings={"compile_s": t_compile, "sample_s": t_sample})
 
 
 @dataclass

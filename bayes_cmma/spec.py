@@ -65,7 +65,7 @@ ADAPTATIONS = ("low_rank", "diag")
 #: Parameterisation of the pooled team KPI effects: "centred" samples eta_g = beta' alpha_g + pi_g
 #: (best when each team has many informative trials); "non_centred" samples z_g with
 #: pi_g = pi_mean + pi_sd z_g (best when pi_sd may be near 0 or teams have few trials).
-TEAM_EFFECTS = ("centred", "non_centred")
+TEAM_EFFECTS = ("auto", "centred", "non_centred")
 
 BUNDLED = ("linear", "quadratic", "cubic")
 _DEGREE_NAMES = {1: "linear", 2: "quadratic", 3: "cubic"}
@@ -103,7 +103,10 @@ class ModelSpec:
     source : str
         Where the spec came from (bundled name or file path).
     team_effects : str
-        ``"centred"`` (default) or ``"non_centred"``; see :data:`TEAM_EFFECTS`.
+        ``"auto"`` (default), ``"centred"`` or ``"non_centred"``: how the partially pooled team
+        effects are sampled (the same model either way). ``"auto"`` fits centred and, if that fit
+        has divergent transitions, refits non-centred and keeps the fit with fewer
+        (:func:`bayes_cmma.fitting.fit_design`).
     direct_effect_corr : float
         Assumed within-team correlation between a trial's KPI residual (its direct effect beyond
         the team's) and its effect on the metric; assumption A3 says 0. Set it for a sensitivity
@@ -119,7 +122,7 @@ class ModelSpec:
     sampler: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SAMPLER))
     description: str = ""
     source: str = ""
-    team_effects: str = "centred"
+    team_effects: str = "auto"
     direct_effect_corr: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -225,7 +228,7 @@ def parse_spec(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
     a3 = _number(assumptions.get("direct_effect_corr", 0.0), f"{where} [assumptions].direct_effect_corr")
     if not -1.0 < a3 < 1.0:
         raise SpecError(f"{where} [assumptions].direct_effect_corr must be strictly between -1 and 1, got {a3}.")
-    team_effects = raw.get("team_effects", "centred")
+    team_effects = raw.get("team_effects", "auto")
     if team_effects not in TEAM_EFFECTS:
         hint = difflib.get_close_matches(str(team_effects), TEAM_EFFECTS, n=1)
         raise SpecError(f"{where}: team_effects must be one of {', '.join(TEAM_EFFECTS)}, got {team_effects!r}."
