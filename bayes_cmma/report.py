@@ -17,6 +17,7 @@ import base64
 import html
 import io
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from matplotlib.figure import Figure
 
 from bayes_cmma import checking, derived, dims, plots
 from bayes_cmma.diagnostics import CI_PROB, divergences, problems, summary_table
-from bayes_cmma.errors import BayesCMMAError
+from bayes_cmma.errors import AssumptionWarning, BayesCMMAError
 from bayes_cmma.plots._common import as_trees
 
 #: File of a fit folder that records how the fit was asked for (written by ``fit``/``demo``).
@@ -224,7 +225,17 @@ figure{margin:.8em 0}img{max-width:100%}pre{background:#f6f6f6;padding:.8em;over
 
 
 def render_report(inp: ReportInputs) -> str:
-    """The report as one HTML string (figures embedded; no network references)."""
+    """The report as one HTML string (figures embedded; no network references).
+
+    The linear-DRF elasticity warning (:class:`AssumptionWarning`) is not raised again for each
+    figure: the report's own Warnings section states it.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AssumptionWarning)
+        return _render(inp)
+
+
+def _render(inp: ReportInputs) -> str:
     trees = as_trees(inp.trees)
     first = next(iter(trees.values()))
     answer, warn = _answer(inp)

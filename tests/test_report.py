@@ -99,3 +99,12 @@ def test_bad_fit_folders_give_one_clear_error(tmp_path, fake, example, capsys):
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "not a valid run record" in errors[0] and "Traceback" not in err
     assert not (out / "report.html").exists()
+
+
+def test_linear_drf_without_baseline_is_said_once_in_the_report(example):
+    """The elasticity warning is not raised for every figure (the suite turns warnings into errors):
+    the report's Warnings section says it."""
+    linear = fake_result(example.trials, example.kpi, example.metrics[:2], 1, draws=60)
+    page = render_report(ReportInputs(trees={m: f.posterior for m, f in linear.fits.items()}, kpi="gmv",
+                                      at=example.at))
+    assert page.count("cannot rank them") == 1

@@ -51,18 +51,18 @@ def drf_panel(results: Any, naive: bool = True, n_grid: int = 101) -> Figure:
         span = x.max() - x.min()
         grid = np.linspace(x.min() - 0.05 * span, x.max() + 0.05 * span, n_grid)
         beta = tree["posterior"]["beta"]
+        degree = int(tree.attrs.get("degree", beta.sizes[dims.POWER]))
         curve = flat_draws(derived.drf(beta, grid)) + _direct_effect_mean(tree)[:, None]
         ax.errorbar(x, y, xerr=sx, yerr=sy, fmt="o", ms=3, color="0.35", ecolor="0.75", elinewidth=0.7,
                     label="trials (ATE +- 1 SE)", zorder=1)
         draw_bands(ax, grid, curve, "C0", "posterior DRF (+ mean team effect)")
         if naive:
-            degree = beta.sizes[dims.POWER]
             coef = np.polyfit(x, y, degree)
             ax.plot(grid, np.polyval(coef, grid), color="C3", ls="--", lw=1.5,
                     label="naive OLS through the points")
         ax.set_xlabel(f"ATE on {metric} ({metric} units)")
         ax.set_ylabel(f"ATE on {kpi_of(tree)} ({kpi_of(tree)} units)")
-        ax.set_title(f"{metric}: dose-response (degree {beta.sizes[dims.POWER]})", fontsize=10)
+        ax.set_title(f"{metric}: dose-response (degree {degree})", fontsize=10)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle("Posterior dose-response function against the trials")
     return fig
@@ -137,6 +137,9 @@ def ranking_plot(
     draws = [flat_draws(el.sel({dims.METRIC: m})) for m in metrics]
     lo = min(np.quantile(d, 0.005) for d in draws)
     hi = max(np.quantile(d, 0.995) for d in draws)
+    if not hi - lo > 1e-9 * max(abs(lo), abs(hi)):  # e.g. a linear DRF with baseline mu(m): every draw = lift
+        pad = 1e-3 * max(abs(lo), 1e-12)
+        lo, hi = lo - pad, hi + pad
     bins = np.linspace(lo, hi, 60)
     for i, (m, d) in enumerate(zip(metrics, draws, strict=True)):
         p = float(ranking["p_best"].sel({dims.METRIC: m}))
