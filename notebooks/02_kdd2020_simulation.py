@@ -75,7 +75,7 @@ ax_b.axhline(0, color="0.5", lw=0.8)
 ax_c.axhline(0.95, color="0.5", lw=0.8, ls="--")
 ax_b.set(xlabel="units per trial (N_per)", ylabel="bias of beta (+- 2 MC s.e.)", xscale="log")
 ax_c.set(xlabel="units per trial (N_per)", ylabel="coverage of the 95% interval", xscale="log")
-ax_b.legend()
+ax_b.legend(loc="upper right")
 fig
 
 # %% [markdown]

@@ -71,7 +71,7 @@ for i, (est, g) in enumerate(first.groupby("estimator")):
 ax.axhline(4.0, color="0.4", ls="--", lw=0.8, label="true beta")
 ax.set_xticks(range(len(KS)), [f"K = {k}" for k in sorted(first["K"].unique())])
 ax.set_ylabel("beta: estimate and 95% interval")
-ax.legend()
+ax.legend(loc="upper right")
 fig
 
 # %% [markdown]

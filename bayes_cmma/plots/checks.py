@@ -54,7 +54,7 @@ def ppc_plot(fit: Any, prob: float = 0.94) -> Figure:
     ax.autoscale_view()
     ax.set_xlabel(f"ATE on {metric} ({metric} units)")
     ax.set_ylabel(f"ATE on {kpi} ({kpi} units)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left")
     ax.set_title("Posterior predictive check", fontsize=10)
     pit = checking.pit(tree)
     edges = np.linspace(0, 1, 11)
@@ -65,7 +65,7 @@ def ppc_plot(fit: Any, prob: float = 0.94) -> Figure:
         a.hist(pit.isel({dims.QUANTITY: pos}).values, bins=edges, color="C0", edgecolor="white")
         a.set_xlabel(f"PIT of the ATE on {name}")
         a.set_ylabel("trials")
-        a.legend(fontsize=7)
+        a.legend(fontsize=7, loc="upper right")
     fig.suptitle(f"Model check, {metric} model: do new measurements look like the observed ones?")
     return fig
 
@@ -88,7 +88,7 @@ def pareto_k_plot(fit: Any, var_name: str = "trial_ate", label_worst: int = 5) -
     ax.set_ylabel("Pareto k")
     ax.set_title(f"LOO Pareto k, {metric_of(tree)} model: {int(bad.sum())} of {len(k)} trials above {K_BAD} "
                  f"(ELPD {res.elpd:.1f}, SE {res.se:.1f})", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return fig
 
 
@@ -114,7 +114,7 @@ def shrinkage_plot(fit: Any) -> Figure:
         ax.plot(lims, lims, color="0.5", lw=0.8, ls="--", label="no shrinkage")
         ax.set_xlabel(f"observed ATE on {name} ({name} units)")
         ax.set_ylabel(f"posterior mean of the true effect on {name}")
-    axes[0].legend(fontsize=7, ncol=2)
+    axes[0].legend(fontsize=7, ncol=2, loc="upper left")
     fig.suptitle(f"Shrinkage, {metric} model: measurement error pulls noisy trials toward their team")
     return fig
 

@@ -63,7 +63,7 @@ def drf_panel(results: Any, naive: bool = True, n_grid: int = 101) -> Figure:
         ax.set_xlabel(f"ATE on {metric} ({metric} units)")
         ax.set_ylabel(f"ATE on {kpi_of(tree)} ({kpi_of(tree)} units)")
         ax.set_title(f"{metric}: dose-response (degree {degree})", fontsize=10)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("Posterior dose-response function against the trials")
     return fig
 
@@ -113,7 +113,7 @@ def elasticity_panel(
         ax.set_xlabel(f"{metric} value ({metric} units)")
         ax.set_ylabel(f"elasticity of {kpi}: gain / {base}")
         ax.set_title(f"{metric}: elasticity for a {100 * lift:+g}% lift", fontsize=10)
-        ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="lower right")
     fig.suptitle("Posterior elasticity against the metric value")
     return fig
 
@@ -148,7 +148,7 @@ def ranking_plot(
         ax_d.hist(d, bins=bins, density=True, histtype="step", color=f"C{i}")
     ax_d.set_xlabel(f"elasticity of {kpi} at the current value ({100 * lift:+g}% lift)")
     ax_d.set_ylabel("posterior density")
-    ax_d.legend(fontsize=8)
+    ax_d.legend(fontsize=8, loc="upper left")
     p_rank = ranking["p_rank"].transpose(dims.METRIC, dims.RANK).values
     im = ax_h.imshow(p_rank, vmin=0, vmax=1, cmap="Blues", aspect="auto")
     for (i, j), v in np.ndenumerate(p_rank):
@@ -188,5 +188,5 @@ def team_forest(fit: Any) -> Figure:
     ax.set_xlabel(f"direct effect on {kpi} not through the metric ({kpi} units)")
     ax.set_title(f"Team direct effects pi ({tree.attrs.get('metric', '')} model): "
                  f"{100 * inner:g}% and {100 * outer:g}% intervals", fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper right")
     return fig

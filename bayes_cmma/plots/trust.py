@@ -74,6 +74,6 @@ def sensitivity_plot(table: pd.DataFrame, tipping_point: float | None = None, kp
     ax_el.set_ylabel(f"elasticity of {kpi} (band: {lower.split('_')[1].removeprefix('eti')}% interval)")
     ax_p.set_ylabel("P(best)")
     ax_p.set_ylim(-0.02, 1.02)
-    ax_p.legend(fontsize=8)
+    ax_p.legend(fontsize=8, loc="upper right")
     fig.suptitle("A3 sensitivity: how the answer moves if the assumption fails")
     return fig
