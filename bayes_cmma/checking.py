@@ -33,6 +33,10 @@ from bayes_cmma.model import marginal_moments, trial_loglik_numpy
 #: (draw, trial) pairs per block in the draw-wise reductions.
 BLOCK_ENTRIES = 200_000
 
+#: Pareto k above which PSIS-LOO is unreliable for a trial (ArviZ's threshold for >= 2200 draws);
+#: the figures flag such trials and :func:`bayes_cmma.compare.compare_degrees` refits them.
+PARETO_K_BAD = 0.7
+
 
 @dataclass(frozen=True)
 class _Params:

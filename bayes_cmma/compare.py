@@ -40,7 +40,7 @@ from bayes_cmma.model import trial_loglik_numpy
 from bayes_cmma.spec import ModelSpec
 
 #: Pareto k above which a trial's PSIS-LOO estimate is replaced by an exact refit.
-K_THRESHOLD = 0.7
+K_THRESHOLD = checking.PARETO_K_BAD
 #: An ELPD difference counts as clear when larger than this and than CLEAR_SE standard errors.
 CLEAR_ELPD = 4.0
 CLEAR_SE = 2.0

@@ -239,7 +239,8 @@ def _render(inp: ReportInputs) -> str:
     trees = as_trees(inp.trees)
     first = next(iter(trees.values()))
     answer, warn = _answer(inp)
-    k_counts = {m: int((checking.loo(t).pareto_k.values > plots.checks.K_BAD).sum()) for m, t in trees.items()}
+    loos = {m: checking.loo(t) for m, t in trees.items()}  # once per metric: the warnings and the k plot
+    k_counts = {m: int((r.pareto_k.values > checking.PARETO_K_BAD).sum()) for m, r in loos.items()}
     warn = warn + _warnings(inp, k_counts)
     esc = html.escape
     body = [f"<h1>Which metric moves {esc(inp.kpi)}? bayes_cmma report</h1>",
@@ -271,7 +272,8 @@ def _render(inp: ReportInputs) -> str:
     body.append("<h2>Model checks</h2>")
     for m, tree in trees.items():
         body += [f"<h3>{esc(m)}</h3>", _img(plots.ppc_plot(tree), f"{m} posterior predictive check"),
-                 _img(plots.pareto_k_plot(tree), f"{m} Pareto k"), _img(plots.shrinkage_plot(tree), f"{m} shrinkage"),
+                 _img(plots.pareto_k_plot(tree, loo=loos[m]), f"{m} Pareto k"),
+                 _img(plots.shrinkage_plot(tree), f"{m} shrinkage"),
                  _img(plots.team_forest(tree), f"{m} team effects")]
     body.append("<h2>Sampler diagnostics</h2>")
     for m, tree in trees.items():

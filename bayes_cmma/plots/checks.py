@@ -18,8 +18,7 @@ from scipy import stats
 from bayes_cmma import checking, dims
 from bayes_cmma.plots._common import as_tree, kpi_of, metric_of
 
-#: Pareto k above which PSIS-LOO is unreliable for a trial (ArviZ's threshold for >= 2200 draws).
-K_BAD = 0.7
+K_BAD = checking.PARETO_K_BAD
 
 
 def ppc_plot(fit: Any, prob: float = 0.94) -> Figure:
@@ -70,10 +69,13 @@ def ppc_plot(fit: Any, prob: float = 0.94) -> Figure:
     return fig
 
 
-def pareto_k_plot(fit: Any, var_name: str = "trial_ate", label_worst: int = 5) -> Figure:
-    """PSIS-LOO Pareto k per trial; the ``label_worst`` largest are labelled with their trial ID."""
+def pareto_k_plot(fit: Any, var_name: str = "trial_ate", label_worst: int = 5, loo: Any = None) -> Figure:
+    """PSIS-LOO Pareto k per trial; the ``label_worst`` largest are labelled with their trial ID.
+
+    ``loo``: a pointwise result of :func:`bayes_cmma.checking.loo` for this fit, if already computed.
+    """
     tree = as_tree(fit)
-    res = checking.loo(tree, var_name=var_name)
+    res = checking.loo(tree, var_name=var_name) if loo is None else loo
     k = res.pareto_k.values
     trials = [str(t) for t in res.pareto_k[dims.TRIAL].values]
     fig = Figure(figsize=(8, 3.4), layout="constrained")
