@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_cmma.calibration import _scalars, _simulate, _template, run_sbc, uniformity
+from bayes_cmma.calibration import _scalars, _simulate, _template, _z_score, run_sbc, sbc_report, uniformity, z_moments
 from bayes_cmma.cli import main
 from bayes_cmma.model import unpack_chol
 from bayes_cmma.spec import spec_for_degree
@@ -49,6 +49,33 @@ def test_uniformity_test_tells_uniform_from_skewed():
     assert sum(map(int, t.loc["a", "bins"].split())) == 400
 
 
+def test_z_moments_are_calibrated_for_exact_posteriors_and_flag_shift_and_spread():
+    """Normal-normal conjugate model: theta ~ N(0, 1), y ~ N(theta, 0.5^2) -> posterior N(0.8 y, 0.2).
+
+    With exact posterior draws E[z] = 0 and E[z^2] = 1 (up to 1/ESS); a posterior shifted by half an
+    sd, or one 30% too narrow, must be flagged.
+    """
+    rng = np.random.default_rng(11)
+    n, draws = 400, 400
+    theta = rng.standard_normal(n)
+    y = theta + 0.5 * rng.standard_normal(n)
+    mean, sd = 0.8 * y, np.sqrt(0.2)
+    exact = np.array([_z_score(mean[i] + sd * rng.standard_normal(draws), theta[i]) for i in range(n)])
+    shifted = np.array([_z_score(mean[i] + 0.5 * sd + sd * rng.standard_normal(draws), theta[i]) for i in range(n)])
+    narrow = np.array([_z_score(mean[i] + 0.7 * sd * rng.standard_normal(draws), theta[i]) for i in range(n)])
+    good = z_moments(exact)
+    assert abs(good["z_mean"]) < 0.15 and abs(good["z2_mean"] - 1) < 0.2
+    assert good["z_mean_p"] > 0.01 and good["z2_p"] > 0.01
+    assert z_moments(shifted)["z_mean_p"] < 1e-4
+    bad = z_moments(narrow)
+    assert bad["z2_mean"] > 1.6 and bad["z2_p"] < 1e-4
+
+
+def test_z_score_of_known_draws():
+    assert _z_score(np.array([1.0, 2.0, 3.0]), 4.0) == pytest.approx(2.0)  # (4 - 2) / sd 1
+    assert np.isnan(_z_score(np.ones(5), 1.0))  # no spread: undefined, not inf
+
+
 @pytest.mark.mcmc
 def test_tiny_sbc_run_records_a_rank_per_parameter_and_simulation():
     res = run_sbc(spec_for_degree(1), sims=3, n_trials=20, n_teams=4, draws=100, tune=100, thin=2, seed=5)
@@ -57,6 +84,9 @@ def test_tiny_sbc_run_records_a_rank_per_parameter_and_simulation():
     assert set(res.ranks["parameter"]) == {"beta[1]", "metric_sd[1]", "residual_sd", "kpi_mean[0]", "alpha[0,1]",
                                            "pi_mean", "pi_sd"}
     assert res.ranks["rank"].between(0, 100).all()
+    assert np.isfinite(res.ranks["z"]).all() and (res.ranks["ess_bulk"] > 0).all()
+    assert {"z_mean", "z2_p", "ess_median"} <= set(res.tests.columns)
+    assert "| mean z (p) | mean z^2 (p) | ESS median (min) |" in sbc_report(res)
 
 
 @pytest.mark.parametrize(("args", "message"), [
