@@ -14,6 +14,8 @@ from collections.abc import Iterator
 
 from bayes_cmma.errors import BayesCMMAError
 
+#: How long to try to reach a ``--scheduler`` address before giving up with an error.
+CONNECT_TIMEOUT = "10s"
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 
 
@@ -65,7 +67,7 @@ def dask_scheduler(scheduler: str | None = None, *, workers: int | None = None) 
             yield f"local Dask cluster, {n} worker process(es)"
         return
     try:
-        client = Client(scheduler, timeout="10s")
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT)
     except (OSError, TimeoutError, ValueError) as exc:
         raise BayesCMMAError(
             f"could not connect to the Dask scheduler at {scheduler!r} ({exc}); check the address "

@@ -152,6 +152,28 @@ def test_cli_dask_bad_input(units, tmp_path, capsys):
         assert not out.exists() and not cov.exists()
 
 
+def test_cli_unreachable_scheduler_is_one_clear_error(units, tmp_path, capsys, monkeypatch):
+    import socket
+
+    from bayes_cmma import dask_engine
+
+    monkeypatch.setattr(dask_engine, "CONNECT_TIMEOUT", "2s")
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = tmp_path / "ok.parquet"
+    units.to_parquet(path, index=False)
+    out, cov = tmp_path / "t.csv", tmp_path / "c.csv"
+    code = main(["summarize", str(path), "--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{port}",
+                 "--kpi", "y", "--metric", "m", "--out", str(out), "--cov-out", str(cov)])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert f"could not connect to the Dask scheduler at 'tcp://127.0.0.1:{port}'" in lines[0]
+    assert "leave out --scheduler" in lines[0]
+    assert not out.exists() and not cov.exists()
+
+
 def test_files_read_only_needed_columns_and_keep_label_text(tmp_path):
     """Wide logs: only the named columns are read; numeric-looking trial ids keep their zeros."""
     u = simulate_units(SimulationSettings(n_trials=3, n_per=40), np.random.default_rng(5)).units
