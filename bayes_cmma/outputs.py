@@ -1,15 +1,28 @@
 """Tables of a fit and their atomic writing to an output folder.
 
-Everything is first written into a temporary folder next to the target; only when every file is
-complete are they moved into place (``os.replace``, atomic per file). A crash or Ctrl-C before that
-leaves the previous outputs untouched and no partial file behind.
+A fit writes several files into one folder, and they belong together (the tables, the posteriors,
+``run.json`` and the report of one run). :func:`write_atomically` replaces the set as a whole:
+
+1. every file is written into a hidden temporary folder next to the target and flushed to disk;
+2. a commit record (``.bayes_cmma-commit.json`` in the target: which files move in, which stale
+   ones go) is put in place with one atomic rename;
+3. the files are moved in (``os.replace``, atomic per file) and stale tables removed;
+4. the commit record and the temporary folder are removed.
+
+A crash or Ctrl-C before step 2 leaves the previous outputs untouched (the temporary folder is
+left behind and removed by a later write once it is :data:`STALE_TMP_SECONDS` old). A crash
+during step 3 leaves the commit record, and :func:`recover` completes the move: the next
+:func:`write_atomically` into the folder and :func:`bayes_cmma.report.load_fit_dir` call it, so a
+reader never sees one run's tables mixed with another's.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -20,6 +33,7 @@ import xarray as xr
 from bayes_cmma import dims
 from bayes_cmma.derived import interval_table
 from bayes_cmma.diagnostics import CI_PROB, summary_table
+from bayes_cmma.errors import BayesCMMAError
 from bayes_cmma.fitting import CMMAResult
 
 Writer = Callable[[Path], None]
@@ -30,32 +44,110 @@ Writer = Callable[[Path], None]
 TABLE_NAMES = ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "assumptions.csv",
                "report.html")
 
+#: The commit record inside an output folder while a set of files is being moved in.
+COMMIT_FILE = ".bayes_cmma-commit.json"
+
+#: Temporary folders of an interrupted write older than this (seconds) are removed by the next
+#: write next to them; younger ones may belong to a write still running.
+STALE_TMP_SECONDS = 3600.0
+
+
+def _tmp_prefix(out: Path) -> str:
+    return f".{out.name}.tmp-"
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def recover(out_dir: str | Path) -> bool:
+    """Complete a write into ``out_dir`` that was interrupted while moving its files in.
+
+    Returns True if there was one to complete. Moving in the files the commit record lists (those
+    still in the temporary folder) and removing the stale ones finishes exactly what the
+    interrupted :func:`write_atomically` was doing; every listed file was complete before the record
+    was written.
+    """
+    out = Path(out_dir)
+    record_path = out / COMMIT_FILE
+    if not record_path.exists():
+        return False
+    try:
+        record = json.loads(record_path.read_text())
+        tmp = out.parent / str(record["tmp"])
+        names, stale = [str(n) for n in record["files"]], [str(n) for n in record["remove"]]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise BayesCMMAError(
+            f"{record_path} is damaged ({exc}), so an interrupted write into {out} cannot be completed; "
+            "rerun the command that writes this folder."
+        ) from exc
+    for name in names:
+        if (tmp / name).exists():
+            os.replace(tmp / name, out / name)
+        elif not (out / name).exists():
+            raise BayesCMMAError(
+                f"an interrupted write into {out} cannot be completed: {name} is neither in {tmp} nor in {out}; "
+                "rerun the command that writes this folder."
+            )
+    for name in stale:
+        (out / name).unlink(missing_ok=True)
+    record_path.unlink()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def _remove_stale_tmp(out: Path) -> None:
+    now = time.time()
+    for tmp in out.parent.glob(_tmp_prefix(out) + "*"):
+        try:
+            if tmp.is_dir() and now - tmp.stat().st_mtime > STALE_TMP_SECONDS:
+                shutil.rmtree(tmp, ignore_errors=True)
+        except FileNotFoundError:  # removed meanwhile by another write
+            continue
+
+
+def _move(src: Path, dst: Path) -> None:
+    os.replace(src, dst)
+
 
 def write_atomically(
     out_dir: str | Path, files: Mapping[str, Writer], stale: Sequence[str] = TABLE_NAMES
 ) -> list[Path]:
-    """Write each ``name -> writer(path)`` into ``out_dir`` atomically; return the final paths.
+    """Write each ``name -> writer(path)`` into ``out_dir`` as one set; return the final paths.
 
     Files named in ``stale`` (default: a fit's :data:`TABLE_NAMES`) that this call does not write
-    are removed from ``out_dir`` once the new files are in place.
+    are removed from ``out_dir`` when the new files move in. See the module docstring for what an
+    interruption leaves.
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    recover(out)
+    _remove_stale_tmp(out)
+    tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(out), dir=out.parent))
+    committed = False
     try:
         for name, writer in files.items():
             writer(tmp / name)
+            _fsync(tmp / name)
         out.mkdir(exist_ok=True)
+        remove = [name for name in stale if name not in files]
+        record = tmp / COMMIT_FILE
+        record.write_text(json.dumps({"tmp": tmp.name, "files": list(files), "remove": remove}))
+        _fsync(record)
+        os.replace(record, out / COMMIT_FILE)  # from here on, recover() completes this write
+        committed = True
         final = []
         for name in files:
-            os.replace(tmp / name, out / name)
+            _move(tmp / name, out / name)
             final.append(out / name)
-        for name in stale:
-            if name not in files:
-                (out / name).unlink(missing_ok=True)
+        for name in remove:
+            (out / name).unlink(missing_ok=True)
+        (out / COMMIT_FILE).unlink()
         return final
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not committed or not (out / COMMIT_FILE).exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_files_atomically(files: Mapping[str | Path, Writer]) -> list[Path]:

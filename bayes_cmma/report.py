@@ -78,6 +78,9 @@ def load_fit_dir(fit_dir: str | Path) -> ReportInputs:
     folder = Path(fit_dir)
     if not folder.is_dir():
         raise BayesCMMAError(f"{folder} is not a folder; give the --out folder of `bayes-cmma fit` or `demo`.")
+    from bayes_cmma.outputs import recover
+
+    recover(folder)  # a fit interrupted while moving its files in: finish it, never read a mix of two runs
     run_path = folder / RUN_FILE
     if not run_path.exists():
         raise BayesCMMAError(

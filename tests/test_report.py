@@ -81,6 +81,19 @@ def test_report_from_a_fit_folder(tmp_path, fake, example, capsys):
     assert "Wrote" in capsys.readouterr().out
 
 
+def test_report_finishes_a_fit_interrupted_while_moving_its_files_in(tmp_path, fake, example):
+    from bayes_cmma.outputs import COMMIT_FILE
+
+    out = _fit_dir(tmp_path, fake, example)
+    tmp = tmp_path / ".fit.tmp-killed"
+    tmp.mkdir()
+    (out / "run.json").rename(tmp / "run.json")  # the new run.json had not moved in yet
+    (out / COMMIT_FILE).write_text(json.dumps({"tmp": tmp.name, "files": ["run.json", "mrr.nc"], "remove": []}))
+    inputs = load_fit_dir(out)
+    assert list(inputs.trees) == example.metrics
+    assert (out / "run.json").exists() and not (out / COMMIT_FILE).exists() and not tmp.exists()
+
+
 def test_bad_fit_folders_give_one_clear_error(tmp_path, fake, example, capsys):
     with pytest.raises(BayesCMMAError, match="is not a folder"):
         load_fit_dir(tmp_path / "nope")
