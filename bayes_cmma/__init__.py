@@ -61,7 +61,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 #: Submodules reachable as attributes (``bc.plots.sensitivity_plot``), imported on first use.
-_SUBMODULES = ("plots", "checking", "compare", "report", "calibration", "sensitivity", "assumptions", "summarizer")
+_SUBMODULES = ("plots", "checking", "compare", "report", "calibration", "sensitivity", "assumptions", "summarizer",
+               "outputs")
 
 
 def __getattr__(name: str) -> Any:

@@ -173,3 +173,9 @@ def test_old_temporary_folders_of_killed_writes_are_removed(tmp_path):
     assert not old.exists()
     assert fresh.exists()  # may belong to a write still running
     assert other.exists()  # another output's folder: not ours to remove
+
+
+def test_recover_is_public_as_bc_outputs_recover():
+    import bayes_cmma as bc
+
+    assert bc.outputs.recover is recover and "outputs" in dir(bc)
