@@ -28,7 +28,9 @@ from scipy import stats
 from bayes_cmma.data import MetricDesign, metric_design
 from bayes_cmma.errors import AssumptionWarning
 from bayes_cmma.model import (
+    A3_VAR,
     Standardised,
+    a3_terms,
     beta_from_std,
     build_model,
     compiled_model,
@@ -88,16 +90,27 @@ def _scalars(draw: dict[str, np.ndarray], degree: int, n_teams: int) -> dict[str
     if pooled(n_teams):
         out["pi_mean"] = np.asarray(draw["pi_mean"])
         out["pi_sd"] = np.asarray(draw["pi_sd"])
+    if A3_VAR in draw:
+        out[A3_VAR] = np.asarray(draw[A3_VAR])
     return out
 
 
 def _simulate(truth: dict[str, np.ndarray], design: MetricDesign, S: np.ndarray, degree: int,
-              rng: np.random.Generator) -> np.ndarray:
+              rng: np.random.Generator, a3_corr: float = 0.0) -> np.ndarray:
+    """Trial summaries z_k from the model's marginal law; the A3 correlation is the truth's if it
+    has a prior, else the spec's fixed ``a3_corr``."""
     gamma, alpha, eta = truth["beta_std"], truth["alpha"], truth["kpi_mean"]
     chol = unpack_chol(np.asarray(truth["metric_chol"]), degree)
     AL = np.vstack([gamma[None, :], chol])  # (d, P): the latent (y, m) covariance is AL AL'
     G = AL @ AL.T
     G[0, 0] += float(truth["residual_sd"]) ** 2
+    rho = float(truth.get(A3_VAR, a3_corr))
+    if rho:
+        cross, extra = a3_terms(np.asarray(gamma), chol, np.asarray(float(truth["residual_sd"])), np.asarray(rho),
+                                np.sqrt)
+        G[0, 0] += extra
+        G[0, 1:] += cross
+        G[1:, 0] += cross
     mu = np.column_stack([eta, alpha])[design.team_idx]
     cov = G[None] + S
     return mu + np.einsum("kij,kj->ki", np.linalg.cholesky(cov), rng.standard_normal(mu.shape))
@@ -133,7 +146,7 @@ def run_sbc(
     L = None
     for i in range(sims):
         truth = {k: v[i] for k, v in priors.items()}
-        z = _simulate(truth, design, S, P, rng)
+        z = _simulate(truth, design, S, P, rng, spec.direct_effect_corr)
         sim_design = replace(design, z=z, S=S)
 
         def sample(s: ModelSpec, sim_design=sim_design, z=z, i=i):

@@ -28,7 +28,7 @@ from scipy import special
 
 from bayes_cmma import dims
 from bayes_cmma.errors import BayesCMMAError
-from bayes_cmma.model import marginal_moments, trial_loglik_numpy
+from bayes_cmma.model import A3_VAR, marginal_moments, trial_loglik_numpy
 
 #: (draw, trial) pairs per block in the draw-wise reductions.
 BLOCK_ENTRIES = 200_000
@@ -48,7 +48,7 @@ class _Params:
     chol: np.ndarray  # (n, P, P)
     residual_sd: np.ndarray  # (n,)
     shape: tuple[int, int]  # (chain, draw)
-    a3_corr: float
+    a3_corr: np.ndarray  # (n,): the A3 correlation of each draw (one fixed value, or sampled under a prior)
     team_idx: np.ndarray  # (K,)
     z: np.ndarray  # (K, d)
     S: np.ndarray  # (K, d, d)
@@ -58,7 +58,8 @@ class _Params:
         return self.beta.shape[0]
 
     def block(self, sl: slice) -> tuple[np.ndarray, ...]:
-        return self.beta[sl], self.alpha[sl], self.pi[sl], self.chol[sl], self.residual_sd[sl]
+        """beta, alpha, pi, chol, residual_sd and the A3 correlation of the draws in ``sl``."""
+        return self.beta[sl], self.alpha[sl], self.pi[sl], self.chol[sl], self.residual_sd[sl], self.a3_corr[sl]
 
     def blocks(self) -> Iterator[slice]:
         K = self.z.shape[0]
@@ -79,10 +80,18 @@ def _tree(fit_or_tree) -> xr.DataTree:
     return tree
 
 
-def a3_corr_of(tree: xr.DataTree) -> float:
-    """The assumed A3 correlation the fit used (0 unless the spec set ``direct_effect_corr``)."""
+def a3_corr_of(tree: xr.DataTree) -> np.ndarray:
+    """The A3 correlation of each draw, flattened over (chain, draw).
+
+    Its posterior draws when the spec gave it a prior; else the fixed value the spec set (0, as
+    assumption A3 says, unless ``direct_effect_corr`` was set), repeated.
+    """
+    post = tree["posterior"]
+    if A3_VAR in post:
+        return post[A3_VAR].transpose(*dims.SAMPLE_DIMS).values.reshape(-1)
     spec = json.loads(tree.attrs.get("model_spec", "{}"))
-    return float(spec.get("assumptions", {}).get("direct_effect_corr", 0.0))
+    value = spec.get("assumptions", {}).get("direct_effect_corr", 0.0)
+    return np.full(post.sizes[dims.CHAIN] * post.sizes[dims.DRAW], float(value))
 
 
 def params_of(fit_or_tree) -> _Params:
@@ -141,7 +150,7 @@ def pointwise_loglik(fit_or_tree, quantities: list[int] | None = None) -> xr.Dat
     par = params_of(tree)
     out = np.empty((par.n, par.z.shape[0]))
     for sl in par.blocks():
-        out[sl] = trial_loglik_numpy(par.z, par.S, par.team_idx, *par.block(sl), a3_corr=par.a3_corr,
+        out[sl] = trial_loglik_numpy(par.z, par.S, par.team_idx, *par.block(sl),
                                      block=quantities)
     trials = tree["observed_data"][dims.TRIAL].values
     return xr.DataArray(
@@ -165,7 +174,7 @@ def predictive_moments(fit_or_tree) -> xr.Dataset:
     s2 = np.zeros((K, d, d))
     sG = np.zeros((d, d))
     for sl in par.blocks():
-        mu, G = marginal_moments(par.team_idx, *par.block(sl), a3_corr=par.a3_corr)
+        mu, G = marginal_moments(par.team_idx, *par.block(sl))
         s1 += mu.sum(axis=0)
         s2 += np.einsum("nki,nkj->kij", mu, mu)
         sG += G.sum(axis=0)
@@ -185,7 +194,7 @@ def pit(fit_or_tree) -> xr.DataArray:
     par = params_of(tree)
     acc = np.zeros(par.z.shape)
     for sl in par.blocks():
-        mu, G = marginal_moments(par.team_idx, *par.block(sl), a3_corr=par.a3_corr)
+        mu, G = marginal_moments(par.team_idx, *par.block(sl))
         var = np.diagonal(G, axis1=-2, axis2=-1)[:, None, :] + np.diagonal(par.S, axis1=-2, axis2=-1)
         acc += special.ndtr((par.z - mu) / np.sqrt(var)).sum(axis=0)
     return _trial_quantity_dataset(tree, {"pit": acc / par.n})["pit"]
@@ -205,7 +214,7 @@ def latent_effects(fit_or_tree) -> xr.Dataset:
     s1 = np.zeros((K, d))
     s2 = np.zeros((K, d))
     for sl in par.blocks():
-        mu, G = marginal_moments(par.team_idx, *par.block(sl), a3_corr=par.a3_corr)
+        mu, G = marginal_moments(par.team_idx, *par.block(sl))
         total = G[:, None] + par.S  # (n, K, d, d)
         gain = np.linalg.solve(total, np.broadcast_to(G[:, None], total.shape))  # (G+S)^-1 G
         gain = np.swapaxes(gain, -1, -2)  # G (G+S)^-1 (both symmetric)

@@ -28,6 +28,7 @@ from bayes_cmma.data import MetricDesign, TrialData, metric_design
 from bayes_cmma.diagnostics import divergences, warn_on_problems
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, RelevanceWarning
 from bayes_cmma.model import (
+    A3_VAR,
     Standardised,
     beta_from_std,
     compiled_model,
@@ -142,6 +143,8 @@ def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised)
     if "pi_mean" in raw:  # partial pooling (>= 4 teams)
         out["pi_mean"] = (sdims, raw["pi_mean"].values * s0)
         out["pi_sd"] = (sdims, raw["pi_sd"].values * s0)
+    if A3_VAR in raw:  # the A3 correlation had a prior: a correlation, the same on every scale
+        out[A3_VAR] = (sdims, raw[A3_VAR].values)
     return out
 
 
@@ -165,12 +168,13 @@ def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised, a3
     lead = beta.shape[:-1]
     n = int(np.prod(lead))
     flat = [a.reshape(n, *a.shape[len(lead):]) for a in (beta, alpha, pi, chol, residual_sd)]
+    rho = raw[A3_VAR].values.reshape(n) if A3_VAR in raw else np.full(n, a3_corr)
     K, d = std.z.shape
     block = max(1, LOGLIK_BLOCK_ENTRIES // (K * d * d))
     out = np.empty((n, K))
     for start in range(0, n, block):
         sl = slice(start, start + block)
-        out[sl] = trial_loglik_numpy(std.z, std.S, design.team_idx, *(a[sl] for a in flat), a3_corr=a3_corr)
+        out[sl] = trial_loglik_numpy(std.z, std.S, design.team_idx, *(a[sl] for a in flat), a3_corr=rho[sl])
     return out.reshape(*lead, K) + std.log_abs_det_B
 
 

@@ -43,10 +43,14 @@ def pooled(n_teams: int) -> bool:
     return n_teams >= MIN_TEAMS_FOR_POOLING
 
 
-def sampled_vars(n_teams: int) -> list[str]:
+#: Name of the A3 correlation when the spec gives it a prior (a sampled parameter).
+A3_VAR = "direct_effect_corr"
+
+
+def sampled_vars(n_teams: int, a3_prior: bool = False) -> list[str]:
     """Names of the sampled (standardised-scale) variables for a number of teams."""
     hyper = ["pi_mean", "pi_sd"] if pooled(n_teams) else []
-    return ["beta_std", "alpha", *hyper, "kpi_mean", "metric_chol", "residual_sd"]
+    return ["beta_std", "alpha", *hyper, "kpi_mean", "metric_chol", "residual_sd", *([A3_VAR] if a3_prior else [])]
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,11 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         else:
             # independent team effects: pi_g = eta_g - beta' alpha_g ~ the pi_mean prior
             kpi_mean = _location("kpi_mean", pri["pi_mean"], shift=alpha @ beta, dims="team")
-        a3_corr = pm.Data("a3_corr", np.asarray(0.0))
+        if spec.direct_effect_corr_prior is not None:
+            lower, upper = spec.direct_effect_corr_prior
+            a3_corr = pm.Uniform(A3_VAR, lower=lower, upper=upper)
+        else:
+            a3_corr = pm.Data("a3_corr", np.asarray(0.0))
         logp = trial_logp_graph(z, S, tidx, beta_std, alpha, kpi_mean, chol, residual_sd, P, a3_corr)
         pm.Potential("trial_loglik", logp.sum())
     return model
@@ -281,11 +289,12 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
     with _LOCK:
         if key not in _CACHE:
             model = build_model(spec, len(design.teams), data, design.team_idx)
-            _CACHE[key] = nutpie.compile_pymc_model(model, var_names=sampled_vars(len(design.teams)))
+            a3_prior = spec.direct_effect_corr_prior is not None
+            _CACHE[key] = nutpie.compile_pymc_model(model, var_names=sampled_vars(len(design.teams), a3_prior))
             fresh = True
         base = _CACHE[key]
-    return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx,
-                          a3_corr=np.asarray(float(spec.direct_effect_corr))), fresh
+    fixed = {} if spec.direct_effect_corr_prior is not None else {"a3_corr": np.asarray(float(spec.direct_effect_corr))}
+    return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx, **fixed), fresh
 
 
 def is_compiled(spec: ModelSpec, n_teams: int, data_degree: int | None = None) -> bool:
@@ -330,13 +339,14 @@ def marginal_moments(
     pi: np.ndarray,
     chol: np.ndarray,
     residual_sd: np.ndarray,
-    a3_corr: float = 0.0,
+    a3_corr: float | np.ndarray = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and covariance of the latent true effects (y_k, m_k) per draw, before measurement error.
 
     Shapes as in :func:`trial_loglik_numpy`. Returns ``mu`` (..., K, d), the mean of trial k's
     latent (and observed) vector, and ``G`` (..., d, d), the latent covariance
     A Omega A' + diag(sigma_u^2, 0, ...) (+ the A3 terms); the observed z_k has covariance G + S_k.
+    ``a3_corr`` is one number or one per draw (shape ``...``, when the spec gave it a prior).
     """
     P = beta.shape[-1]
     eye = np.broadcast_to(np.eye(P), (*beta.shape[:-1], P, P))
@@ -344,9 +354,9 @@ def marginal_moments(
     AL = A @ chol
     G = AL @ np.swapaxes(AL, -1, -2)
     G[..., 0, 0] += residual_sd**2
-    if a3_corr:
+    if np.any(a3_corr):
         gamma = np.einsum("...pq,...p->...q", chol, beta)  # chol' beta
-        cross, extra = a3_terms(gamma, chol, np.asarray(residual_sd), a3_corr, np.sqrt)
+        cross, extra = a3_terms(gamma, chol, np.asarray(residual_sd), np.asarray(a3_corr), np.sqrt)
         G[..., 0, 0] += extra
         G[..., 0, 1:] += cross
         G[..., 1:, 0] += cross
@@ -365,7 +375,7 @@ def trial_loglik_numpy(
     pi: np.ndarray,
     chol: np.ndarray,
     residual_sd: np.ndarray,
-    a3_corr: float = 0.0,
+    a3_corr: float | np.ndarray = 0.0,
     block: slice | list[int] | None = None,
 ) -> np.ndarray:
     """Per-draw, per-trial marginal log-density (same scale as the inputs), written with beta.

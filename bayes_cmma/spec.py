@@ -111,6 +111,11 @@ class ModelSpec:
         Assumed within-team correlation between a trial's KPI residual (its direct effect beyond
         the team's) and its effect on the metric; assumption A3 says 0. Set it for a sensitivity
         analysis (``[assumptions] direct_effect_corr``); data, not structure: no recompiling.
+    direct_effect_corr_prior : tuple of float, optional
+        ``(lower, upper)``: instead of a fixed value, the correlation is a parameter with a uniform
+        prior on that interval (``direct_effect_corr = { dist = "uniform", lower = -0.3, upper = 0.3 }``),
+        so the posterior averages over the A3 doubt. The data barely inform it: what the
+        posterior of beta gains is honest width, not an estimate of the correlation.
     """
 
     name: str
@@ -124,6 +129,7 @@ class ModelSpec:
     source: str = ""
     team_effects: str = "auto"
     direct_effect_corr: float = 0.0
+    direct_effect_corr_prior: tuple[float, float] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict (TOML-like) form, for provenance attributes."""
@@ -140,14 +146,22 @@ class ModelSpec:
             ),
             "sampler": dict(self.sampler),
             "team_effects": self.team_effects,
-            "assumptions": {"direct_effect_corr": self.direct_effect_corr} if self.direct_effect_corr else {},
+            "assumptions": self._assumptions(),
         }
+
+    def _assumptions(self) -> dict[str, Any]:
+        if self.direct_effect_corr_prior is not None:
+            lower, upper = self.direct_effect_corr_prior
+            return {"direct_effect_corr": {"dist": "uniform", "lower": lower, "upper": upper}}
+        return {"direct_effect_corr": self.direct_effect_corr} if self.direct_effect_corr else {}
 
     def structure_key(self) -> str:
         """Hash of what changes the compiled model (degree and priors, not the sampler)."""
         d = self.to_dict()
-        payload = json.dumps({"degree": d["degree"], "priors": d["priors"], "team_effects": d["team_effects"]},
-                             sort_keys=True)
+        structure = {"degree": d["degree"], "priors": d["priors"], "team_effects": d["team_effects"]}
+        if self.direct_effect_corr_prior is not None:  # a sampled correlation; a fixed one is data
+            structure["direct_effect_corr_prior"] = list(self.direct_effect_corr_prior)
+        payload = json.dumps(structure, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -225,9 +239,7 @@ def parse_spec(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
     if not isinstance(assumptions, dict):
         raise SpecError(f"{where}: [assumptions] must be a table.")
     _check_keys(assumptions, ("direct_effect_corr",), f"{where} [assumptions]")
-    a3 = _number(assumptions.get("direct_effect_corr", 0.0), f"{where} [assumptions].direct_effect_corr")
-    if not -1.0 < a3 < 1.0:
-        raise SpecError(f"{where} [assumptions].direct_effect_corr must be strictly between -1 and 1, got {a3}.")
+    a3, a3_prior = _parse_a3(assumptions.get("direct_effect_corr", 0.0), f"{where} [assumptions].direct_effect_corr")
     team_effects = raw.get("team_effects", "auto")
     if team_effects not in TEAM_EFFECTS:
         hint = difflib.get_close_matches(str(team_effects), TEAM_EFFECTS, n=1)
@@ -305,7 +317,28 @@ def parse_spec(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         source=source,
         team_effects=team_effects,
         direct_effect_corr=a3,
+        direct_effect_corr_prior=a3_prior,
     )
+
+
+def _parse_a3(value: Any, where: str) -> tuple[float, tuple[float, float] | None]:
+    """A fixed correlation in (-1, 1), or a table ``{ dist = "uniform", lower, upper }`` inside it."""
+    if isinstance(value, dict):
+        if value.get("dist") != "uniform":
+            raise SpecError(f"{where}: a prior on the correlation must be {{ dist = \"uniform\", lower = ..., "
+                            f"upper = ... }}, got dist {value.get('dist')!r}.")
+        _check_keys(value, ("dist", "lower", "upper"), where)
+        for key in ("lower", "upper"):
+            if key not in value:
+                raise SpecError(f"{where}: the uniform prior needs {key!r}.")
+        lower, upper = _number(value["lower"], f"{where}.lower"), _number(value["upper"], f"{where}.upper")
+        if not -1.0 < lower < upper < 1.0:
+            raise SpecError(f"{where}: need -1 < lower < upper < 1, got lower = {lower}, upper = {upper}.")
+        return 0.0, (lower, upper)
+    a3 = _number(value, where)
+    if not -1.0 < a3 < 1.0:
+        raise SpecError(f"{where} must be strictly between -1 and 1, got {a3}.")
+    return a3, None
 
 
 def _bundled_dir() -> Path:

@@ -154,6 +154,55 @@ def test_a3_correlation_matches_the_generative_construction(built):
     np.testing.assert_allclose(shifted - base, np.sum(want) - ll0.sum(), rtol=1e-8)
 
 
+def test_a3_prior_makes_rho_a_parameter_of_the_same_model(built):
+    """direct_effect_corr = { dist = "uniform", lower, upper }: the log-density at (theta, rho) equals
+    the fixed-rho model's at theta plus the uniform density 1 / (upper - lower) (no Jacobian); the
+    numpy log-likelihood takes one rho per draw."""
+    import pymc as pm
+
+    from bayes_cmma.model import A3_VAR, sampled_vars
+    from bayes_cmma.spec import replace_spec
+
+    design, std, spec, fixed = built
+    prior_spec = replace_spec(spec, direct_effect_corr={"dist": "uniform", "lower": -0.4, "upper": 0.5})
+    assert prior_spec.direct_effect_corr_prior == (-0.4, 0.5)
+    assert prior_spec.structure_key() != spec.structure_key()  # rho is sampled: another compiled model
+    model = build_model(prior_spec, len(design.teams), std, design.team_idx)
+    assert A3_VAR in [v.name for v in model.free_RVs] and A3_VAR in sampled_vars(len(design.teams), True)
+    rng = np.random.default_rng(5)
+    point = _random_point(fixed, rng)
+    for rho in (-0.3, 0.0, 0.45):
+        with fixed:
+            pm.set_data({"a3_corr": np.asarray(rho)})
+        try:
+            want = fixed.compile_logp(jacobian=False)(point) - np.log(0.9)
+        finally:
+            with fixed:
+                pm.set_data({"a3_corr": np.asarray(0.0)})
+        got = model.compile_logp(jacobian=False)(point | {f"{A3_VAR}_interval__": _logit01(rho, -0.4, 0.5)})
+        np.testing.assert_allclose(got, want, rtol=1e-10)
+    # per-draw rho in numpy: the same as one rho at a time
+    packed = fixed.rvs_to_transforms[fixed["metric_chol"]].backward(
+        pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])).eval()
+    chol = unpack_chol(packed, 2)
+    beta = beta_from_std(point["beta_std"], chol)
+    alpha, eta, sd_u = point["alpha"], point["kpi_mean"], np.exp(point["residual_sd_log__"])
+    rhos = np.array([-0.3, 0.0, 0.45])
+    many = trial_loglik_numpy(std.z, std.S, design.team_idx, np.tile(beta, (3, 1)), np.tile(alpha, (3, 1, 1)),
+                              np.tile(eta - alpha @ beta, (3, 1)), np.tile(chol, (3, 1, 1)), np.full(3, sd_u),
+                              a3_corr=rhos)
+    for i, rho in enumerate(rhos):
+        one = trial_loglik_numpy(std.z, std.S, design.team_idx, beta, alpha, eta - alpha @ beta, chol, sd_u,
+                                 a3_corr=rho)
+        np.testing.assert_allclose(many[i], one, rtol=1e-12)
+
+
+def _logit01(x, lower, upper):
+    """PyMC's interval transform: the unconstrained value of x in (lower, upper)."""
+    u = (x - lower) / (upper - lower)
+    return np.log(u) - np.log1p(-u)
+
+
 def test_lower_degree_on_more_powers_is_the_nested_model(built, synthetic):
     """Degree 1 fitted to data with 2 metric powers (how compare scores degrees on the same numbers)
     is the degree-2 model with beta_2 = 0: the same log-density at gamma_2 = 0, except for the

@@ -25,6 +25,27 @@ def test_spec_key_is_data_not_structure():
         parse_spec({"degree": 2, "assumptions": {"direct_efect_corr": 0.1}}, source="t.toml")
 
 
+def test_spec_prior_on_the_a3_correlation():
+    prior = {"dist": "uniform", "lower": -0.3, "upper": 0.3}
+    spec = parse_spec({"degree": 2, "assumptions": {"direct_effect_corr": prior}}, source="t.toml")
+    assert spec.direct_effect_corr_prior == (-0.3, 0.3) and spec.direct_effect_corr == 0.0
+    assert spec.to_dict()["assumptions"] == {"direct_effect_corr": prior}
+    assert parse_spec(spec.to_dict()).direct_effect_corr_prior == (-0.3, 0.3)  # provenance round trip
+    assert replace_spec(spec, name="x").direct_effect_corr_prior == (-0.3, 0.3)
+    assert replace_spec(spec, direct_effect_corr=0.2).direct_effect_corr_prior is None  # a grid value: fixed
+    cases = [
+        ({"dist": "normal", "mu": 0, "sigma": 0.2}, "must be \\{ dist = \"uniform\".*got dist 'normal'"),
+        ({"dist": "uniform", "lower": -0.3}, "needs 'upper'"),
+        ({"dist": "uniform", "lower": 0.3, "upper": -0.3}, "need -1 < lower < upper < 1"),
+        ({"dist": "uniform", "lower": -1.0, "upper": 0.3}, "need -1 < lower < upper < 1"),
+        ({"dist": "uniform", "lower": -0.3, "uper": 0.3}, "unknown key 'uper'.*Did you mean 'upper'"),
+        ({"dist": "uniform", "lower": "a", "upper": 0.3}, "direct_effect_corr.lower must be a finite number"),
+    ]
+    for value, message in cases:
+        with pytest.raises(SpecError, match=message):
+            parse_spec({"degree": 2, "assumptions": {"direct_effect_corr": value}}, source="t.toml")
+
+
 @pytest.mark.parametrize(("recommended", "want"), [
     ({-0.4: "a", -0.2: "a", 0.0: "a", 0.2: "a", 0.4: "a"}, None),
     ({-0.4: "b", -0.2: "a", 0.0: "a", 0.2: "a", 0.4: "b"}, -0.4),
@@ -35,6 +56,35 @@ def test_tipping_point(recommended, want):
     table = pd.DataFrame([{"rho": r, "metric": m, "recommended": rec}
                           for r, rec in recommended.items() for m in ("a", "b")])
     assert tipping_point(table) == want
+
+
+@pytest.mark.mcmc
+def test_prior_on_the_a3_correlation_widens_beta_by_what_it_leaves_unidentified():
+    """rho ~ U(-0.5, 0.5) instead of rho = 0. Cov(y, m) = omega^2 (beta + rho sigma_u / omega), so the
+    data fix beta + rho sigma_u / omega and not beta: the posterior sd of beta should grow to about
+    sqrt(sd_0^2 + (sigma_u / omega)^2 Var(rho)), and rho's posterior stay close to its prior."""
+    from bayes_cmma import checking
+    from bayes_cmma.synthetic import simulate_summaries
+
+    data, _ = simulate_summaries(np.random.default_rng(11), n_trials=120, n_teams=4, beta=(2.0,))
+    fixed = spec_for_degree(1)
+    prior = replace_spec(fixed, direct_effect_corr={"dist": "uniform", "lower": -0.5, "upper": 0.5})
+    with warnings.catch_warnings():  # 500 draws: this test checks the widths, not convergence
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fit0 = bc.fit_metric(data, "y", "m", fixed, seed=3, draws=500, tune=500, chains=2)
+        fit1 = bc.fit_metric(data, "y", "m", prior, seed=3, draws=500, tune=500, chains=2)
+    post = fit1.posterior["posterior"]
+    rho = post["direct_effect_corr"]
+    assert rho.dims == ("chain", "draw") and float(rho.min()) > -0.5 and float(rho.max()) < 0.5
+    assert float(rho.std()) > 0.7 * (1.0 / np.sqrt(12))  # the data barely inform rho
+    # the stored log-likelihood used each draw's rho: the model checks recompute it exactly
+    np.testing.assert_allclose(checking.pointwise_loglik(fit1.posterior).values,
+                               fit1.posterior["log_likelihood"]["trial_ate"].values, rtol=1e-9)
+    k = float((post["residual_sd"] / post["metric_sd"].sel(power=1)).mean())
+    sd0, sd1 = float(fit0.beta.std()), float(fit1.beta.std())
+    want = np.sqrt(sd0**2 + k**2 / 12.0)
+    assert sd1 > 1.2 * sd0 and abs(sd1 / want - 1) < 0.25, (sd0, sd1, want)
+    assert "direct_effect_corr" in bc.diagnostics_table(fit1.posterior).index
 
 
 @pytest.mark.mcmc
