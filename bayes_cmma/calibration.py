@@ -257,6 +257,10 @@ def sbc_report(result: SBCResult, command: str = "") -> str:
          f"{result.wall_s:.0f} s." + (f" Command: `{command}`" if command else "")),
         f"Fits with any divergence: {int((per_sim > 0).sum())} of {len(per_sim)} "
         f"(median {per_sim.median():.0f} divergent transitions among those fits' draws).",
+        *([f"Fits where a recorded parameter's bulk ESS is below 100 (chains disagree or stick): "
+           f"{int((r.groupby('sim')['ess_bulk'].min() < 100).sum())} of {len(per_sim)}; their ranks are less "
+           "trustworthy (`python benchmarks/sbc_rank_checks.py ranks.csv --min-ess 100` repeats the checks "
+           "without them)."] if "ess_bulk" in r else []),
         *([f"Team effects (spec `team_effects = \"auto\"`): non-centred kept in "
            f"{int((r.drop_duplicates('sim')['team_effects'] == 'non_centred').sum())} of {len(per_sim)} fits, "
            "after the centred fit diverged."] if result.spec.team_effects == "auto" and "team_effects" in r else []),

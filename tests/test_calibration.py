@@ -113,7 +113,10 @@ def test_tiny_sbc_run_records_a_rank_per_parameter_and_simulation():
     assert res.ranks["rank"].between(0, 100).all()
     assert np.isfinite(res.ranks["z"]).all() and (res.ranks["ess_bulk"] > 0).all()
     assert {"z_mean", "z2_p", "ess_median"} <= set(res.tests.columns)
-    assert "| mean z (p) | mean z^2 (p) | ESS median (min) |" in sbc_report(res)
+    report = sbc_report(res)
+    assert "| mean z (p) | mean z^2 (p) | ESS median (min) |" in report
+    low = int((res.ranks.groupby("sim")["ess_bulk"].min() < 100).sum())
+    assert f"bulk ESS is below 100 (chains disagree or stick): {low} of 3" in report
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -1,0 +1,64 @@
+"""Which SBC fits fail to converge? The scale of their simulated data, from a committed run.
+
+SBC runs on the internal scale with one fixed template (``bayes_cmma.calibration``), so a prior
+draw can produce trial summaries far from the unit scale that ``model.standardise`` gives every
+real data set before sampling. This script regenerates the simulated data of a run (same model,
+seed and template; no fitting), joins each simulation's worst bulk ESS from the run's
+``ranks.csv``, and tabulates the share of fits with a parameter at ESS < 100 by the across-trial
+sd of the simulated KPI ATEs (1 for every real fit, by construction).
+
+Usage: ``python benchmarks/sbc_convergence.py benchmarks/results/sbc_cubic_auto_seed2019/ranks.csv
+--model cubic --seed 2019``
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from bayes_cmma.calibration import _prior_draws, _simulate, _template
+from bayes_cmma.fitting import resolve_spec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("ranks", help="ranks.csv of a calibrate run that recorded ess_bulk")
+    ap.add_argument("--model", default="cubic")
+    ap.add_argument("--seed", type=int, default=2018)
+    ap.add_argument("--trials", type=int, default=60)
+    ap.add_argument("--teams", type=int, default=4)
+    args = ap.parse_args()
+    ranks = pd.read_csv(args.ranks)
+    sims = int(ranks["sim"].max()) + 1
+    spec = resolve_spec(int(args.model) if args.model.isdigit() else args.model)
+    design, S = _template(args.trials, args.teams, spec.degree, args.seed)
+    priors = _prior_draws(spec, design, S, sims, args.seed)
+    rng = np.random.default_rng(args.seed)  # the same stream as run_sbc: simulations in order
+    kpi_sd = []
+    for i in range(sims):
+        z = _simulate({k: v[i] for k, v in priors.items()}, design, S, spec.degree, rng, spec.direct_effect_corr)
+        kpi_sd.append(float(z[:, 0].std()))
+    d = pd.DataFrame({"kpi_sd": kpi_sd})
+    d["ess_min"] = ranks.groupby("sim")["ess_bulk"].min()
+    d["divergent"] = ranks.groupby("sim")["divergences"].first() > 0
+    d["low_ess"] = d["ess_min"] < 100
+    bins = pd.cut(d["kpi_sd"], [0, 5, 20, 100, np.inf], labels=["< 5", "5-20", "20-100", ">= 100"])
+    table = d.groupby(bins, observed=True).agg(fits=("low_ess", "size"), low_ess=("low_ess", "mean"),
+                                               divergent=("divergent", "mean"))
+    print(f"{args.ranks}: {int(d['low_ess'].sum())} of {sims} fits have a parameter with bulk ESS < 100.")
+    print(f"Median across-trial sd of the simulated KPI ATEs: {d['kpi_sd'].median():.1f} "
+          f"(fits with ESS < 100: {d.loc[d['low_ess'], 'kpi_sd'].median():.1f}; "
+          f"the others: {d.loc[~d['low_ess'], 'kpi_sd'].median():.1f}). A real fit sees 1.")
+    rho = stats.spearmanr(d["kpi_sd"], d["ess_min"]).statistic
+    print(f"Spearman correlation of the KPI sd with the fit's worst ESS: {rho:.2f}\n")
+    print("| sd of simulated KPI ATEs | fits | share with ESS < 100 | share with divergences |")
+    print("|---|---|---|---|")
+    for label, row in table.iterrows():
+        print(f"| {label} | {int(row['fits'])} | {row['low_ess']:.0%} | {row['divergent']:.0%} |")
+
+
+if __name__ == "__main__":
+    main()
