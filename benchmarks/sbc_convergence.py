@@ -5,7 +5,10 @@ draw can produce trial summaries far from the unit scale that ``model.standardis
 real data set before sampling. This script regenerates the simulated data of a run (same model,
 seed and template; no fitting), joins each simulation's worst bulk ESS from the run's
 ``ranks.csv``, and tabulates the share of fits with a parameter at ESS < 100 by the across-trial
-sd of the simulated KPI ATEs (1 for every real fit, by construction).
+sd of the simulated KPI ATEs (1 for every real fit, by construction), and by the true reliability
+of the metric's first power, omega_1^2 / (omega_1^2 + mean measurement variance): near 0 is a
+weak-A4 data set, where beta is barely identified (the toolkit's A4 warning is for that case),
+and whether that warning (``assumptions.relevance_check`` on the simulated data) fires.
 
 Usage: ``python benchmarks/sbc_convergence.py benchmarks/results/sbc_cubic_auto_seed2019/ranks.csv
 --model cubic --seed 2019``
@@ -14,12 +17,14 @@ Usage: ``python benchmarks/sbc_convergence.py benchmarks/results/sbc_cubic_auto_
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayes_cmma.calibration import _prior_draws, _simulate, _template
+from bayes_cmma.assumptions import relevance_check
+from bayes_cmma.calibration import _prior_draws, _scalars, _simulate, _template
 from bayes_cmma.fitting import resolve_spec
 
 
@@ -37,11 +42,16 @@ def main() -> None:
     design, S = _template(args.trials, args.teams, spec.degree, args.seed)
     priors = _prior_draws(spec, design, S, sims, args.seed)
     rng = np.random.default_rng(args.seed)  # the same stream as run_sbc: simulations in order
-    kpi_sd = []
+    kpi_sd, reliability, weak = [], [], []
+    noise = float(S[:, 1, 1].mean())
     for i in range(sims):
-        z = _simulate({k: v[i] for k, v in priors.items()}, design, S, spec.degree, rng, spec.direct_effect_corr)
+        truth = {k: v[i] for k, v in priors.items()}
+        z = _simulate(truth, design, S, spec.degree, rng, spec.direct_effect_corr)
         kpi_sd.append(float(z[:, 0].std()))
-    d = pd.DataFrame({"kpi_sd": kpi_sd})
+        omega2 = float(_scalars(truth, spec.degree, args.teams)["metric_sd[1]"]) ** 2
+        reliability.append(omega2 / (omega2 + noise))
+        weak.append(relevance_check(replace(design, z=z, S=S)).weak)
+    d = pd.DataFrame({"kpi_sd": kpi_sd, "reliability": reliability, "a4_warning": weak})
     d["ess_min"] = ranks.groupby("sim")["ess_bulk"].min()
     d["divergent"] = ranks.groupby("sim")["divergences"].first() > 0
     d["low_ess"] = d["ess_min"] < 100
@@ -58,6 +68,17 @@ def main() -> None:
     print("|---|---|---|---|")
     for label, row in table.iterrows():
         print(f"| {label} | {int(row['fits'])} | {row['low_ess']:.0%} | {row['divergent']:.0%} |")
+    rel = pd.cut(d["reliability"], [0, 0.1, 0.5, 0.9, 1.0], labels=["< 0.1", "0.1-0.5", "0.5-0.9", ">= 0.9"])
+    table = d.groupby(rel, observed=True).agg(fits=("low_ess", "size"), low_ess=("low_ess", "mean"),
+                                              divergent=("divergent", "mean"), warned=("a4_warning", "mean"))
+    print("\n| true reliability of the metric (A4) | fits | share with ESS < 100 | share with divergences "
+          "| share where the A4 warning fires |")
+    print("|---|---|---|---|---|")
+    for label, row in table.iterrows():
+        print(f"| {label} | {int(row['fits'])} | {row['low_ess']:.0%} | {row['divergent']:.0%} | {row['warned']:.0%} |")
+    low = d[d["low_ess"]]
+    print(f"\nOf the {len(low)} fits with ESS < 100, the A4 warning fires on {int(low['a4_warning'].sum())}; "
+          f"on the {int((~d['low_ess']).sum())} others, {int(d.loc[~d['low_ess'], 'a4_warning'].sum())}.")
 
 
 if __name__ == "__main__":
