@@ -237,6 +237,8 @@ def z_moments(z: np.ndarray) -> dict[str, float]:
     """
     z = z[np.isfinite(z)]
     n = len(z)
+    if n == 0:
+        return {"z_mean": float("nan"), "z2_mean": float("nan"), "z_mean_p": float("nan"), "z2_p": float("nan")}
     out = {"z_mean": float(np.mean(z)), "z2_mean": float(np.mean(z**2))}
     if n < 3:
         return {**out, "z_mean_p": float("nan"), "z2_p": float("nan")}

@@ -98,6 +98,11 @@ def test_z_moments_are_calibrated_for_exact_posteriors_and_flag_shift_and_spread
     assert bad["z2_mean"] > 1.6 and bad["z2_p"] < 1e-4
 
 
+def test_z_moments_without_any_defined_z_are_undefined_not_an_error():
+    out = z_moments(np.array([np.nan, np.nan]))
+    assert all(np.isnan(v) for v in out.values())
+
+
 def test_z_score_of_known_draws():
     assert _z_score(np.array([1.0, 2.0, 3.0]), 4.0) == pytest.approx(2.0)  # (4 - 2) / sd 1
     assert np.isnan(_z_score(np.ones(5), 1.0))  # no spread: undefined, not inf
