@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -116,6 +116,24 @@ def _simulate(truth: dict[str, np.ndarray], design: MetricDesign, S: np.ndarray,
     return mu + np.einsum("kij,kj->ki", np.linalg.cholesky(cov), rng.standard_normal(mu.shape))
 
 
+def simulations(
+    spec: ModelSpec, sims: int, *, n_trials: int = 60, n_teams: int = 4, seed: int = 2018
+) -> Iterator[tuple[int, dict[str, np.ndarray], MetricDesign]]:
+    """The data sets of an SBC run, in order: ``(i, true parameters, design with the simulated z)``.
+
+    The same prior draws and random stream as :func:`run_sbc` with these arguments, so scripts
+    can regenerate a committed run's data without fitting. The design's ``S`` is on the internal
+    scale (the template's, standardised once).
+    """
+    design, S = _template(n_trials, n_teams, spec.degree, seed)
+    priors = _prior_draws(spec, design, S, sims, seed)
+    rng = np.random.default_rng(seed)
+    for i in range(sims):
+        truth = {k: v[i] for k, v in priors.items()}
+        z = _simulate(truth, design, S, spec.degree, rng, spec.direct_effect_corr)
+        yield i, truth, replace(design, z=z, S=S)
+
+
 def run_sbc(
     spec: ModelSpec,
     *,
@@ -139,17 +157,13 @@ def run_sbc(
 
     t0 = time.perf_counter()
     P = spec.degree
-    design, S = _template(n_trials, n_teams, P, seed)
-    priors = _prior_draws(spec, design, S, sims, seed)
-    rng = np.random.default_rng(seed)
     rows = []
     L = None
-    for i in range(sims):
-        truth = {k: v[i] for k, v in priors.items()}
-        z = _simulate(truth, design, S, P, rng, spec.direct_effect_corr)
-        sim_design = replace(design, z=z, S=S)
+    for i, truth, sim_design in simulations(spec, sims, n_trials=n_trials, n_teams=n_teams, seed=seed):
+        z, S = sim_design.z, sim_design.S
+        teams = len(sim_design.teams)
 
-        def sample(s: ModelSpec, sim_design=sim_design, z=z, i=i):
+        def sample(s: ModelSpec, sim_design=sim_design, z=z, S=S, i=i):
             compiled, _ = compiled_model(s, sim_design, Standardised(z, S, 1.0, np.eye(P)))
             return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
                                  seed=seed + i, progress_bar=False, target_accept=float(s.sampler["target_accept"]))
@@ -159,7 +173,7 @@ def run_sbc(
             used = "centred"
             trace = sample(_with_team_effects(spec, "centred"))
             first = int(trace["sample_stats"]["diverging"].values.sum())
-            if first and pooled(len(design.teams)):
+            if first and pooled(teams):
                 other = sample(_with_team_effects(spec, "non_centred"))
                 if int(other["sample_stats"]["diverging"].values.sum()) < first:
                     trace, used = other, "non_centred"
@@ -167,10 +181,9 @@ def run_sbc(
             trace = sample(spec)
         post = trace["posterior"].to_dataset()
         n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
-        every = _scalars({k: post[k].values.reshape(-1, *post[k].shape[2:]) for k in post.data_vars}, P,
-                         len(design.teams))
+        every = _scalars({k: post[k].values.reshape(-1, *post[k].shape[2:]) for k in post.data_vars}, P, teams)
         div = int(trace["sample_stats"]["diverging"].values.sum())
-        true = _scalars({k: np.asarray(v) for k, v in truth.items()}, P, len(design.teams))
+        true = _scalars({k: np.asarray(v) for k, v in truth.items()}, P, teams)
         for name, values in every.items():
             thinned = values[::thin]
             L = len(thinned)

@@ -17,14 +17,13 @@ Usage: ``python benchmarks/sbc_convergence.py benchmarks/results/sbc_cubic_auto_
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from bayes_cmma.assumptions import relevance_check
-from bayes_cmma.calibration import _prior_draws, _scalars, _simulate, _template
+from bayes_cmma.calibration import _scalars, simulations
 from bayes_cmma.fitting import resolve_spec
 
 
@@ -39,18 +38,12 @@ def main() -> None:
     ranks = pd.read_csv(args.ranks)
     sims = int(ranks["sim"].max()) + 1
     spec = resolve_spec(int(args.model) if args.model.isdigit() else args.model)
-    design, S = _template(args.trials, args.teams, spec.degree, args.seed)
-    priors = _prior_draws(spec, design, S, sims, args.seed)
-    rng = np.random.default_rng(args.seed)  # the same stream as run_sbc: simulations in order
     kpi_sd, reliability, weak = [], [], []
-    noise = float(S[:, 1, 1].mean())
-    for i in range(sims):
-        truth = {k: v[i] for k, v in priors.items()}
-        z = _simulate(truth, design, S, spec.degree, rng, spec.direct_effect_corr)
-        kpi_sd.append(float(z[:, 0].std()))
+    for _, truth, design in simulations(spec, sims, n_trials=args.trials, n_teams=args.teams, seed=args.seed):
+        kpi_sd.append(float(design.z[:, 0].std()))
         omega2 = float(_scalars(truth, spec.degree, args.teams)["metric_sd[1]"]) ** 2
-        reliability.append(omega2 / (omega2 + noise))
-        weak.append(relevance_check(replace(design, z=z, S=S)).weak)
+        reliability.append(omega2 / (omega2 + float(design.S[:, 1, 1].mean())))
+        weak.append(relevance_check(design).weak)
     d = pd.DataFrame({"kpi_sd": kpi_sd, "reliability": reliability, "a4_warning": weak})
     d["ess_min"] = ranks.groupby("sim")["ess_bulk"].min()
     d["divergent"] = ranks.groupby("sim")["divergences"].first() > 0

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import warnings
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.calibration import _prior_draws, _simulate, _template
+from bayes_cmma.calibration import simulations
 from bayes_cmma.data import MetricDesign
 from bayes_cmma.fitting import resolve_spec
 
@@ -69,17 +68,10 @@ def team_effect_reliability(design: MetricDesign) -> tuple[float, float, float]:
 def reliabilities(model: str, n_sims: int, trials: int = 60, teams: int = 4, seed: int = 2018) -> np.ndarray:
     """R of each data set of ``calibrate --model MODEL`` (its defaults), in simulation order."""
     spec = resolve_spec(model)
-    design, S = _template(trials, teams, spec.degree, seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # the prior draws (as before: PyMC's note on the Potential)
         warnings.simplefilter("ignore")
-        priors = _prior_draws(spec, design, S, n_sims, seed)
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n_sims):
-        truth = {k: v[i] for k, v in priors.items()}
-        z = _simulate(truth, design, S, spec.degree, rng)
-        out.append(team_effect_reliability(replace(design, z=z, S=S))[0])
-    return np.array(out)
+        designs = [d for _, _, d in simulations(spec, n_sims, n_trials=trials, n_teams=teams, seed=seed)]
+    return np.array([team_effect_reliability(d)[0] for d in designs])
 
 
 def main() -> None:
