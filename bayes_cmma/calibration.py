@@ -25,13 +25,13 @@ import pandas as pd
 import pymc as pm
 from scipy import stats
 
+from bayes_cmma import measurement
 from bayes_cmma.data import MetricDesign, metric_design
 from bayes_cmma.errors import AssumptionWarning
 from bayes_cmma.model import (
     A3_VAR,
     Standardised,
     a3_terms,
-    beta_from_std,
     build_model,
     compiled_model,
     pooled,
@@ -51,18 +51,31 @@ class SBCResult:
     wall_s: float
     spec: ModelSpec
     thin: int = 1  # ranks use every thin-th draw
+    informative_precision: float = 0.0  # > 0: data not from the model (see simulations)
 
 
-def _template(n_trials: int, n_teams: int, degree: int, seed: int) -> tuple[MetricDesign, np.ndarray]:
-    """A design with realistic measurement covariances, standardised once (S on the internal scale)."""
+#: Arm sizes of the SBC template's trials (uniform in this range, per arm).
+TEMPLATE_ARM_SIZES = (200, 2000)
+
+
+def _template(n_trials: int, n_teams: int, spec: ModelSpec, seed: int) -> tuple[MetricDesign, np.ndarray]:
+    """A design with realistic measurement covariances and arm sizes, standardised once.
+
+    Returns the design with its reported covariances on the internal scale, and the covariances the
+    spec's measurement model makes of them (what the model's likelihood uses; pooling commutes with
+    the linear standardisation).
+    """
     from bayes_cmma.synthetic import simulate_summaries
 
-    beta = tuple([1.0, 0.5, -0.3, 0.2, -0.1][:degree])
-    data, _ = simulate_summaries(np.random.default_rng(seed), n_trials=n_trials, n_teams=n_teams, beta=beta)
+    beta = tuple([1.0, 0.5, -0.3, 0.2, -0.1][:spec.degree])
+    data, _ = simulate_summaries(np.random.default_rng(seed), n_trials=n_trials, n_teams=n_teams, beta=beta,
+                                 arm_sizes=TEMPLATE_ARM_SIZES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AssumptionWarning)
-        design = metric_design(data, "y", "m", degree)
-    return design, standardise(design).S
+        design = metric_design(data, "y", "m", spec.degree)
+    std = standardise(design)
+    internal = replace(design, z=std.z, S=std.S)
+    return internal, measurement.for_spec(internal, spec).S
 
 
 def _prior_draws(spec: ModelSpec, design: MetricDesign, S: np.ndarray, n: int, seed: int) -> dict[str, np.ndarray]:
@@ -80,7 +93,7 @@ def _prior_draws(spec: ModelSpec, design: MetricDesign, S: np.ndarray, n: int, s
 def _scalars(draw: dict[str, np.ndarray], degree: int, n_teams: int) -> dict[str, np.ndarray]:
     """The scalar quantities whose ranks are recorded, from (possibly many) draws (leading axis)."""
     chol = unpack_chol(np.asarray(draw["metric_chol"]), degree)
-    beta = beta_from_std(np.asarray(draw["beta_std"]), chol)
+    beta = np.asarray(draw["beta_std"])
     out = {f"beta[{p + 1}]": beta[..., p] for p in range(degree)}
     sd = np.sqrt(np.einsum("...ij,...ij->...i", chol, chol))
     out.update({f"metric_sd[{p + 1}]": sd[..., p] for p in range(degree)})
@@ -98,9 +111,11 @@ def _scalars(draw: dict[str, np.ndarray], degree: int, n_teams: int) -> dict[str
 def _simulate(truth: dict[str, np.ndarray], design: MetricDesign, S: np.ndarray, degree: int,
               rng: np.random.Generator, a3_corr: float = 0.0) -> np.ndarray:
     """Trial summaries z_k from the model's marginal law; the A3 correlation is the truth's if it
-    has a prior, else the spec's fixed ``a3_corr``."""
-    gamma, alpha, eta = truth["beta_std"], truth["alpha"], truth["kpi_mean"]
+    has a prior, else the spec's fixed ``a3_corr``. ``S`` (trial, d, d) is each trial's measurement
+    covariance."""
+    alpha, eta = truth["alpha"], truth["kpi_mean"]
     chol = unpack_chol(np.asarray(truth["metric_chol"]), degree)
+    gamma = chol.T @ np.asarray(truth["beta_std"])  # A chol = [gamma'; chol]
     AL = np.vstack([gamma[None, :], chol])  # (d, P): the latent (y, m) covariance is AL AL'
     G = AL @ AL.T
     G[0, 0] += float(truth["residual_sd"]) ** 2
@@ -116,22 +131,56 @@ def _simulate(truth: dict[str, np.ndarray], design: MetricDesign, S: np.ndarray,
     return mu + np.einsum("kij,kj->ki", np.linalg.cholesky(cov), rng.standard_normal(mu.shape))
 
 
+def _simulate_informative(truth: dict[str, np.ndarray], design: MetricDesign, S: np.ndarray, degree: int,
+                          rng: np.random.Generator, kappa: float) -> tuple[np.ndarray, np.ndarray]:
+    """Trial summaries whose measurement covariance grows with the trial's latent metric level.
+
+    The latent effects are drawn explicitly (m_k ~ N(alpha_g, Omega), y_k = beta' m_k + pi_g + u_k),
+    then S_k is multiplied by exp(2 kappa s_k), s_k = (m_k1 - alpha_g1) / omega_1, and
+    z_k ~ N((y_k, m_k), S_k). Returns (z, the S_k used). Assumption A3 is taken to hold.
+    """
+    alpha, eta = np.asarray(truth["alpha"]), np.asarray(truth["kpi_mean"])
+    chol = unpack_chol(np.asarray(truth["metric_chol"]), degree)
+    beta = np.asarray(truth["beta_std"])
+    g = design.team_idx
+    K = len(g)
+    m = alpha[g] + rng.standard_normal((K, degree)) @ chol.T
+    y = eta[g] + (m - alpha[g]) @ beta + float(truth["residual_sd"]) * rng.standard_normal(K)
+    level = (m[:, 0] - alpha[g, 0]) / chol[0, 0]
+    S_true = S * np.exp(2.0 * kappa * level)[:, None, None]
+    noise = np.einsum("kij,kj->ki", np.linalg.cholesky(S_true), rng.standard_normal((K, degree + 1)))
+    return np.column_stack([y, m]) + noise, S_true
+
+
 def simulations(
-    spec: ModelSpec, sims: int, *, n_trials: int = 60, n_teams: int = 4, seed: int = 2018
+    spec: ModelSpec, sims: int, *, n_trials: int = 60, n_teams: int = 4, seed: int = 2018,
+    informative_precision: float = 0.0,
 ) -> Iterator[tuple[int, dict[str, np.ndarray], MetricDesign]]:
-    """The data sets of an SBC run, in order: ``(i, true parameters, design with the simulated z)``.
+    """The data sets of an SBC run, in order: ``(i, true parameters, design the fit is given)``.
 
     The same prior draws and random stream as :func:`run_sbc` with these arguments, so scripts
-    can regenerate a committed run's data without fitting. The design's ``S`` is on the internal
-    scale (the template's, standardised once).
+    can regenerate a committed run's data without fitting. Everything is on the internal scale: the
+    template's covariances, standardised once, and made what the spec's measurement model uses
+    (pooled by default).
+
+    With ``informative_precision = kappa`` the data are *not* drawn from the model: each trial's
+    measurement covariance grows with its latent metric level (:func:`_simulate_informative`), and
+    the fit is given those covariances through the spec's measurement model. A per-trial model is
+    then misspecified and a pooled one should stay close to calibrated.
     """
-    design, S = _template(n_trials, n_teams, spec.degree, seed)
+    design, S = _template(n_trials, n_teams, spec, seed)
+    label = measurement.for_spec(design, spec).measurement
     priors = _prior_draws(spec, design, S, sims, seed)
     rng = np.random.default_rng(seed)
     for i in range(sims):
         truth = {k: v[i] for k, v in priors.items()}
-        z = _simulate(truth, design, S, spec.degree, rng, spec.direct_effect_corr)
-        yield i, truth, replace(design, z=z, S=S)
+        if informative_precision:
+            z, S_true = _simulate_informative(truth, design, S, spec.degree, rng, informative_precision)
+            reported = replace(design, z=z, S=S_true)
+            yield i, truth, measurement.for_spec(reported, spec)
+        else:
+            z = _simulate(truth, design, S, spec.degree, rng, spec.direct_effect_corr)
+            yield i, truth, replace(design, z=z, S=S, measurement=label)
 
 
 def run_sbc(
@@ -146,12 +195,15 @@ def run_sbc(
     thin: int = 5,
     bins: int = 10,
     seed: int = 2018,
+    informative_precision: float = 0.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> SBCResult:
     """Simulation-based calibration of the model of ``spec`` on a template of ``n_trials`` trials.
 
     Ranks use every ``thin``-th draw, L = chains * draws / thin. Uniformity per parameter: a
-    chi-square test of the ranks in ``bins`` equal bins.
+    chi-square test of the ranks in ``bins`` equal bins. ``informative_precision`` > 0 simulates
+    data whose measurement covariance grows with the latent metric level (see :func:`simulations`):
+    a robustness check of the measurement model rather than a check of the code.
     """
     import nutpie
 
@@ -159,7 +211,8 @@ def run_sbc(
     P = spec.degree
     rows = []
     L = None
-    for i, truth, sim_design in simulations(spec, sims, n_trials=n_trials, n_teams=n_teams, seed=seed):
+    for i, truth, sim_design in simulations(spec, sims, n_trials=n_trials, n_teams=n_teams, seed=seed,
+                                            informative_precision=informative_precision):
         z, S = sim_design.z, sim_design.S
         teams = len(sim_design.teams)
 
@@ -195,7 +248,8 @@ def run_sbc(
             progress(i + 1, sims)
     ranks = pd.DataFrame(rows)
     return SBCResult(ranks=ranks, n_draws=int(L), tests=uniformity(ranks, int(L), bins),
-                     wall_s=time.perf_counter() - t0, spec=spec, thin=thin)
+                     wall_s=time.perf_counter() - t0, spec=spec, thin=thin,
+                     informative_precision=informative_precision)
 
 
 def _z_score(draws: np.ndarray, truth: float) -> float:
@@ -270,6 +324,10 @@ def sbc_report(result: SBCResult, command: str = "") -> str:
         "",
         (f"{r['sim'].nunique()} simulations, ranks among L = {result.n_draws} thinned posterior draws; "
          f"{result.wall_s:.0f} s." + (f" Command: `{command}`" if command else "")),
+        *([f"Data NOT from the model: each trial's measurement covariance grows with its latent metric level "
+           f"(informative precision, kappa = {result.informative_precision:g}); the fit uses the spec's measurement "
+           f"model ({result.spec.error_covariance}), so this checks its robustness, not the code.", ""]
+          if result.informative_precision else []),
         f"Fits with any divergence: {int((per_sim > 0).sum())} of {len(per_sim)} "
         f"(median {per_sim.median():.0f} divergent transitions among those fits' draws).",
         *([f"Fits where a recorded parameter's bulk ESS is below 100 (chains disagree or stick): "

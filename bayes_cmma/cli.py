@@ -110,9 +110,18 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--max-refits", type=int, default=20,
                       help="exact LOO refits per degree for trials with Pareto k > 0.7 (default 20)")
     cmp_.add_argument("--out", help="folder for compare.csv, top_coefficient.csv and pareto_k.csv")
-    ols = sub.add_parser("ols", help="the paper's OLS estimator (Algorithm 1) with nested Wald tests")
+    ols = sub.add_parser("ols", help="frequentist estimators on the trial summaries (the paper's OLS, or "
+                         "errors-in-variables peers) with nested Wald tests")
     _add_data_args(ols)
     ols.add_argument("--degree", type=int, default=1, help="degree of the polynomial DRF (default 1)")
+    ols.add_argument("--method", choices=["ols", "tc", "liml"], default="ols",
+                     help="ols: the paper's Algorithm 1 (ignores measurement error; default); tc: total covariance "
+                          "= Fuller's method-of-moments errors-in-variables regression; liml: LIML as total least "
+                          "squares (assumes no trial-level KPI residual). tc and liml use the standard errors "
+                          "and --cov")
+    ols.add_argument("--within-trial-correlation", type=float, default=None,
+                     help="tc/liml: correlation assumed for within-trial covariance pairs --cov does not give "
+                          "(default 0, with a warning)")
     summ = sub.add_parser("summarize", help="unit-level logs to trial summaries (trial table + covariance table)")
     summ.add_argument("units", nargs="+",
                       help="unit-level table(s) (CSV or Parquet files, or Parquet folders), one row per unit")
@@ -146,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--trials", type=int, default=60, help="trials per simulated data set (default 60)")
     cal.add_argument("--teams", type=int, default=4, help="teams (default 4)")
     cal.add_argument("--seed", type=int, default=2018)
+    cal.add_argument("--informative-precision", type=float, default=0.0, metavar="KAPPA",
+                     help="simulate data NOT from the model: each trial's measurement covariance grows like "
+                          "exp(2 KAPPA s_k) with its standardised latent metric level s_k (a robustness check "
+                          "of the spec's measurement model; default 0)")
     cal.add_argument("--out", required=True, help="folder for ranks.csv and summary.md")
     sim = sub.add_parser("simulate", help="the paper's simulation study (Tables 1-3) with the Bayesian model added")
     sim.add_argument("--study", required=True,
@@ -153,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--sims", type=int, help="replications per setting (default: the study's, 100)")
     sim.add_argument("--n-per", type=int, nargs="+", help="units per trial (overrides the study's)")
     sim.add_argument("--n-trials", type=int, nargs="+", help="trials per data set (overrides the study's)")
-    sim.add_argument("--estimators", nargs="+", help="subset of liml 2sls sobel_iv lsem cmma_ols bayes")
+    sim.add_argument("--estimators", nargs="+",
+                     help="subset of liml 2sls sobel_iv lsem cmma_ols summary_tc summary_liml bayes")
     sim.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     sim.add_argument("--seed", type=int, help="base seed (default: the study's)")
     sim.add_argument("--draws", type=int, help="posterior draws per chain of each Bayesian fit (default 1000)")
@@ -377,7 +391,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compare":
         return run_compare(args)
     if args.command == "ols":
-        return run_ols(args.trials, args.cov, args.kpi, args.metric, args.degree)
+        return run_ols(args.trials, args.cov, args.kpi, args.metric, args.degree, args.method,
+                       args.within_trial_correlation)
     if args.command == "summarize":
         return run_summarize(args)
     if args.command == "simulate":
@@ -493,8 +508,10 @@ def run_calibrate(args: argparse.Namespace) -> int:
             _status(f"{i}/{n} simulations")
 
     _status(f"SBC of model {spec.name!r}: {args.sims} simulations of {args.trials} trials, {args.teams} teams")
+    if not np.isfinite(args.informative_precision) or args.informative_precision < 0:
+        raise BayesCMMAError(f"--informative-precision must be a number >= 0, got {args.informative_precision}.")
     result = run_sbc(spec, sims=args.sims, n_trials=args.trials, n_teams=args.teams, seed=args.seed,
-                     progress=progress)
+                     informative_precision=args.informative_precision, progress=progress)
     command = "bayes-cmma " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
     report = sbc_report(result, command)
     from bayes_cmma.plots import sbc_rank_histograms
@@ -604,23 +621,43 @@ def run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_ols(trials_path: str, cov_path: str | None, kpi: str, metrics: list[str], degree: int) -> int:
-    """``bayes-cmma ols``: coefficient table and nested Wald tests per metric."""
+def run_ols(trials_path: str, cov_path: str | None, kpi: str, metrics: list[str], degree: int,
+            method: str = "ols", within_trial_correlation: float | None = None) -> int:
+    """``bayes-cmma ols``: coefficient table and nested Wald tests per metric, for the chosen estimator."""
     import pandas as pd
 
     from bayes_cmma.data import read_trials
+    from bayes_cmma.eiv import summary_estimate
     from bayes_cmma.ols import cmma_ols
 
     if degree < 1:
         raise BayesCMMAError(f"--degree must be at least 1, got {degree}.")
+    if within_trial_correlation is not None and not -1 < within_trial_correlation < 1:
+        raise BayesCMMAError(f"--within-trial-correlation must be strictly between -1 and 1, got "
+                             f"{within_trial_correlation}.")
     trials = read_trials(trials_path, cov_path)
+    if method == "ols" and (cov_path is not None or within_trial_correlation is not None):
+        print("note: the OLS ignores measurement error, so --cov and --within-trial-correlation do not change it; "
+              "--method tc or liml use them.")
+    titles = {
+        "ols": "CMMA OLS (Algorithm 1): {kpi} on {m} powers 1..{d}, intercept and team dummies",
+        "tc": "Total covariance (Fuller's method-of-moments errors-in-variables): {kpi} on {m} powers 1..{d} "
+              "within teams, measurement error subtracted",
+        "liml": "LIML (total least squares on the whitened scatter): {kpi} on {m} powers 1..{d} within teams; "
+                "assumes no trial-level KPI residual",
+    }
     with pd.option_context("display.width", 120, "display.max_columns", 20):
         for m in metrics:
-            r = cmma_ols(trials, kpi, m, degree)
-            print(f"CMMA OLS (Algorithm 1): {kpi} on {m} powers 1..{degree}, intercept and team dummies; "
-                  f"n = {r.nobs}, residual df = {r.df_resid}")
-            print(r.coefficient_table().to_string(float_format=lambda x: f"{x:.6g}"))
-            print("\nNested Wald tests:")
+            if method == "ols":
+                r = cmma_ols(trials, kpi, m, degree)
+            else:
+                r = summary_estimate(trials, kpi, m, degree, method, within_trial_correlation)
+            extra = f"; LIML kappa = {r.sigma2:.4f}" if method == "liml" else ""
+            print(titles[method].format(kpi=kpi, m=m, d=degree) + f"; n = {r.nobs}, residual df = {r.df_resid}{extra}")
+            table = r.coefficient_table()
+            table.index.name = None
+            print(table.to_string(float_format=lambda x: f"{x:.6g}"))
+            print("\nNested Wald tests" + ("" if method == "ols" else " (sandwich covariance)") + ":")
             print(r.wald_tests().to_string(index=False, float_format=lambda x: f"{x:.6g}"))
             print()
     return 0

@@ -3,7 +3,8 @@
 The interchange format (see README):
 
 * trial table, one row per trial and quantity: ``trial``, ``team`` (optional), ``quantity``,
-  ``estimate``, ``std_error``; extra columns are kept. A quantity is the KPI (``gmv``) or a metric
+  ``estimate``, ``std_error``, and optionally the trial's arm sizes ``n_treated``, ``n_control``
+  (the same on every row of a trial); extra columns are kept. A quantity is the KPI (``gmv``) or a metric
   power (``ndcg`` = ``ndcg^1``, ``ndcg^2``, ``ndcg^3``): the estimated ATE of the p-th power of the
   unit-level metric.
 * covariance table (optional): ``trial``, ``quantity_1``, ``quantity_2``, ``covariance``. Pairs not
@@ -29,6 +30,8 @@ from bayes_cmma import dims
 from bayes_cmma.errors import AssumptionWarning, DataError
 
 REQUIRED = ("trial", "quantity", "estimate", "std_error")
+#: Optional per-trial columns: the number of units in each arm (both or neither).
+ARM_SIZES = ("n_treated", "n_control")
 COV_REQUIRED = ("trial", "quantity_1", "quantity_2", "covariance")
 DEFAULT_TEAM = "all"
 _QUANTITY_RE = re.compile(r"^(?P<base>.+?)(\^(?P<power>[0-9]+))?$")
@@ -56,7 +59,8 @@ class TrialData:
     dataset : xarray.Dataset
         ``estimate`` and ``std_error`` (trial, quantity), NaN where a trial lacks a quantity;
         ``covariance`` (trial, quantity, quantity_other), NaN where unknown, the squared standard
-        error on the diagonal; coordinate ``team`` on ``trial``.
+        error on the diagonal; coordinate ``team`` on ``trial``; ``n_treated`` and ``n_control``
+        (trial, integers) when the table gives arm sizes.
     extra : pandas.DataFrame
         Extra columns of the trial table, indexed by (trial, quantity).
     source : str
@@ -85,10 +89,23 @@ class TrialData:
         off = ~np.eye(cov.shape[1], dtype=bool)
         return bool(np.isfinite(cov[:, off]).any())
 
+    @property
+    def has_arm_sizes(self) -> bool:
+        """Whether the table gave every trial's arm sizes (``n_treated``, ``n_control``)."""
+        return all(name in self.dataset for name in ARM_SIZES)
+
+    def arm_sizes(self) -> np.ndarray | None:
+        """(trial, 2) integer array of (n_treated, n_control), or None when the table has none."""
+        if not self.has_arm_sizes:
+            return None
+        return np.column_stack([self.dataset[name].values for name in ARM_SIZES]).astype(np.int64)
+
     def data_hash(self) -> str:
         """SHA-256 of the numbers and labels, for provenance."""
         h = hashlib.sha256()
-        for name in ("estimate", "std_error", "covariance"):
+        for name in ("estimate", "std_error", "covariance", *ARM_SIZES):
+            if name not in self.dataset:  # tables without arm sizes hash as before
+                continue
             h.update(np.ascontiguousarray(self.dataset[name].values).tobytes())
         h.update("|".join(self.trials + self.quantities).encode())
         h.update("|".join(map(str, self.dataset["team"].values)).encode())
@@ -266,6 +283,8 @@ def read_trials(
     if covariance is not None:
         _fill_covariance(cov, covariance, trial_labels, quantity_labels, ses)
 
+    sizes = _arm_sizes(df, trial_labels, what)
+
     ds = xr.Dataset(
         {
             "estimate": ((dims.TRIAL, dims.QUANTITY), est.to_numpy(dtype=float)),
@@ -280,9 +299,59 @@ def read_trials(
         },
         attrs={"source": source},
     )
-    extra_cols = [c for c in df.columns if c not in (*REQUIRED, "team")]
+    for name, values in sizes.items():
+        ds[name] = ((dims.TRIAL,), values)
+    extra_cols = [c for c in df.columns if c not in (*REQUIRED, "team", *ARM_SIZES)]
     extra = df.set_index(["trial", "quantity"])[extra_cols]
     return TrialData(dataset=ds, extra=extra, source=source)
+
+
+def _arm_sizes(df: pd.DataFrame, trial_labels: list[str], what: str) -> dict[str, np.ndarray]:
+    """The per-trial arm sizes, checked: both columns or neither, positive integers, one value per trial.
+
+    A trial's value may be given on every row or on some rows (blank on the others); rows of one
+    trial must not disagree.
+    """
+    present = [c for c in ARM_SIZES if c in df.columns]
+    if not present:
+        return {}
+    if len(present) == 1:
+        other = next(c for c in ARM_SIZES if c not in present)
+        raise DataError(
+            f"{what} has column {present[0]!r} but not {other!r}; give both arm sizes (units in the treatment "
+            "and in the control arm) or neither."
+        )
+    out = {}
+    for column in ARM_SIZES:
+        raw = df[column]
+        values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=float)
+        blank = raw.isna().to_numpy()
+        bad = ~blank & ~(np.isfinite(values) & (values >= 1) & (values == np.round(values)))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DataError(
+                f"{what}: column {column!r} must hold a positive whole number of units, got {_show(raw.iloc[i])} "
+                f"for trial {df['trial'].iloc[i]!r} ({int(bad.sum())} such row(s)). Fix the value or leave it blank."
+            )
+        per_trial = pd.Series(values, index=df["trial"].to_numpy()).dropna()
+        spread = per_trial.groupby(level=0).agg(["min", "max"])
+        clash = spread[spread["min"] != spread["max"]]
+        if len(clash):
+            t = clash.index[0]
+            raise DataError(
+                f"{what}: trial {t!r} has different {column!r} values on its rows ({clash.loc[t, 'min']:.0f} and "
+                f"{clash.loc[t, 'max']:.0f}); a trial has one arm size: give the same value on every row."
+            )
+        value = spread["min"].reindex(trial_labels)
+        if value.isna().any():
+            missing = [str(t) for t in value.index[value.isna()]]
+            shown = ", ".join(map(repr, missing[:5])) + (" ..." if len(missing) > 5 else "")
+            raise DataError(
+                f"{what}: column {column!r} is blank on every row of {len(missing)} trial(s): {shown}; give each "
+                "trial its arm sizes, or drop the n_treated and n_control columns."
+            )
+        out[column] = value.to_numpy().astype(np.int64)
+    return out
 
 
 def _fill_covariance(
@@ -361,6 +430,12 @@ class MetricDesign:
     degree : int
     n_filled : int
         How many off-diagonal pairs were filled with the assumed correlation.
+    arm_sizes : ndarray of int, shape (trial, 2), optional
+        (n_treated, n_control) per trial, when the trial table gives them.
+    measurement : str
+        What ``S`` holds: ``"per_trial"`` (as reported) until
+        :func:`bayes_cmma.measurement.apply_measurement` replaces it with a pooled form, whose
+        description it stores here.
     """
 
     z: np.ndarray
@@ -373,6 +448,8 @@ class MetricDesign:
     metric: str
     degree: int
     n_filled: int
+    arm_sizes: np.ndarray | None = None
+    measurement: str = "per_trial"
 
     @property
     def n_trials(self) -> int:
@@ -482,4 +559,5 @@ def metric_design(
         metric=metric,
         degree=degree,
         n_filled=n_filled,
+        arm_sizes=data.arm_sizes(),
     )

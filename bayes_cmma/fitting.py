@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from bayes_cmma import derived, dims
+from bayes_cmma import derived, dims, measurement
 from bayes_cmma.assumptions import relevance_check
 from bayes_cmma.data import MetricDesign, TrialData, metric_design
 from bayes_cmma.diagnostics import divergences, warn_on_problems
@@ -30,10 +30,9 @@ from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, RelevanceWarnin
 from bayes_cmma.model import (
     A3_VAR,
     Standardised,
-    beta_from_std,
     compiled_model,
     is_compiled,
-    pad_gamma,
+    pad_beta,
     pooled,
     standardise,
     trial_loglik_numpy,
@@ -109,10 +108,9 @@ def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised)
     P = design.degree
     Linv = np.linalg.inv(L)
     chol_std = unpack_chol(raw["metric_chol"].values, P)
-    gamma = pad_gamma(raw["beta_std"].values, P)
-    beta = s0 * beta_from_std(gamma, chol_std) @ Linv  # beta_j = s0 sum_i b_i Linv[i, j]
+    beta_std_scale = pad_beta(raw["beta_std"].values, P)
+    beta = s0 * beta_std_scale @ Linv  # beta_j = s0 sum_i b_i Linv[i, j]
     alpha = raw["alpha"].values @ L.T
-    beta_std_scale = beta_from_std(gamma, chol_std)
     eta = raw["kpi_mean"].values
     pi = (eta - np.einsum("...tp,...p->...t", raw["alpha"].values, beta_std_scale)) * s0
     kpi_mean = eta * s0
@@ -161,7 +159,7 @@ def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised, a3
     Evaluated in blocks of draws (:data:`LOGLIK_BLOCK_ENTRIES`); returns (chain, draw, trial).
     """
     chol = unpack_chol(raw["metric_chol"].values, design.degree)
-    beta = beta_from_std(pad_gamma(raw["beta_std"].values, design.degree), chol)
+    beta = pad_beta(raw["beta_std"].values, design.degree)
     alpha = raw["alpha"].values
     pi = raw["kpi_mean"].values - np.einsum("...tp,...p->...t", alpha, beta)
     residual_sd = raw["residual_sd"].values
@@ -285,6 +283,11 @@ def fit_design(
     ``check_convergence=False`` skips the :class:`ConvergenceWarning` check (a summary of every
     parameter), for callers that record diagnostics themselves.
 
+    The spec's measurement model is applied first (:func:`bayes_cmma.measurement.for_spec`: by
+    default each trial's error covariance is the pooled per-unit covariance scaled by its arm
+    sizes); the returned fit's ``design`` holds the covariances the likelihood used, and the
+    posterior's ``measurement`` attribute says which.
+
     With ``spec.team_effects == "auto"`` (the default) and partially pooled teams (>= 4), the
     centred parametrization is fitted first; if it has divergent transitions, the non-centred one
     is fitted too (same seed) and the fit with fewer divergences is kept (the centred one on a tie).
@@ -293,6 +296,7 @@ def fit_design(
     weakly identified or barely differ (``benchmarks/team_effects.py``, the SBC results).
     The posterior's ``team_effects`` attribute says what was used and why.
     """
+    design = measurement.for_spec(design, spec)
     kwargs = dict(seed=seed, draws=draws, tune=tune, chains=chains, cores=cores, progress_bar=progress_bar,
                   progress=progress, data_hash=data_hash)
     if spec.team_effects != "auto":
@@ -370,7 +374,8 @@ def _fit_concrete(
     )
     t_sample = time.perf_counter() - t1
     attrs = provenance(spec, seed=seed, data_hash=data_hash)
-    attrs.update({"kpi": design.kpi, "metric": design.metric, "degree": spec.degree})
+    attrs.update({"kpi": design.kpi, "metric": design.metric, "degree": spec.degree,
+                  "measurement": design.measurement})
     tree = _assemble(trace, design, std, attrs, spec.direct_effect_corr)
     return MetricFit(posterior=tree, spec=spec, design=design,
                      timings={"compile_s": t_compile, "sample_s": t_sample})

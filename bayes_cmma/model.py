@@ -1,13 +1,13 @@
-"""The marginalised measurement-error CMMA model (DESIGN §2) in PyMC, compiled once per shape.
+"""The marginalised measurement-error CMMA model in PyMC (README, "The model"), compiled once per shape.
 
 Per trial k of team g, on the internal scale (see :func:`standardise`)::
 
     z_k ~ MvNormal( (eta_g, alpha_g),  A Omega A' + S_k + diag(sigma_u^2, 0, ..., 0) )
-    A = [beta'; I_P],   Omega = C C' (C lower triangular),   beta = C'^-1 gamma
+    A = [beta'; I_P],   Omega = C C' (C lower triangular),   A C = [(C' beta)'; C]
     eta_g = beta' alpha_g + pi_g,
     pi_g ~ Normal(pi_mean, pi_sd)   (>= 4 teams; else independent)
 
-Sampled: gamma (``beta_std``, prior ``beta_std``: a g-prior on beta), alpha, eta (``kpi_mean``,
+Sampled: beta on the internal scale (``beta_std``, prior ``beta_std``), alpha, eta (``kpi_mean``,
 centred; or ``team_z`` with eta_g = pi_mean + beta' alpha_g + pi_sd z_g when the spec says
 ``team_effects = "non_centred"``), pi_mean and pi_sd (only with >= 4 teams; fewer teams get independent effects),
 C (LKJ Cholesky, ``metric_chol``), sigma_u (``residual_sd``).
@@ -153,24 +153,24 @@ def _scale(name: str, prior: Prior, **kw: Any) -> pt.TensorVariable:
 
 
 def trial_logp_graph(
-    z: Any, S: Any, team_idx: Any, beta_std: Any, alpha: Any, kpi_mean: Any, chol: Any, residual_sd: Any,
+    z: Any, S: Any, team_idx: Any, gamma: Any, alpha: Any, kpi_mean: Any, chol: Any, residual_sd: Any,
     degree: int, a3_corr: Any = 0.0,
 ) -> Any:
     """Per-trial marginal log-density as a PyTensor graph (standardised scale).
 
-    ``beta_std`` is gamma = chol' beta, so A chol = [gamma'; chol] and
+    ``gamma`` is chol' beta, so A chol = [gamma'; chol] and
     A Omega A' = [gamma'; chol][gamma'; chol]' needs no solve. ``kpi_mean`` (team) is
     eta_g = beta' alpha_g + pi_g, the team's mean latent KPI effect. ``a3_corr`` is the assumed
     within-team correlation rho between a trial's KPI residual u_k and its first metric power's
     effect (assumption A3 says 0); see :func:`a3_terms`.
     """
     d = degree + 1
-    AL = pt.concatenate([beta_std[None, :], chol], axis=0)  # (d, P)
+    AL = pt.concatenate([gamma[None, :], chol], axis=0)  # (d, P)
     G = AL @ AL.T  # (d, d) between-trial covariance of the latent (y, m)
     mean_by_team = pt.concatenate([kpi_mean[:, None], alpha], axis=1)  # (team, d)
     mu = mean_by_team[team_idx]
     resid = [z[:, i] - mu[:, i] for i in range(d)]
-    cross, extra_var = a3_terms(beta_std, chol, residual_sd, a3_corr, pt.sqrt)
+    cross, extra_var = a3_terms(gamma, chol, residual_sd, a3_corr, pt.sqrt)
     cov = [[G[i, j] + S[:, i, j] for j in range(d)] for i in range(d)]
     cov[0][0] = cov[0][0] + residual_sd**2 + extra_var
     for j in range(1, d):
@@ -215,8 +215,14 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
     -----
     The data may carry more metric powers (P) than the DRF's degree q = ``spec.degree``: the
     degree-q model is then the degree-P model with beta_{q+1..P} = 0, fitted to the same numbers
-    (how :mod:`bayes_cmma.compare` scores degrees on equal footing). Since both chol' and the
-    whitening map are triangular, that is exactly gamma_{q+1..P} = 0 on the internal scale.
+    (how :mod:`bayes_cmma.compare` scores degrees on equal footing). The whitening map is lower
+    triangular, so that is exactly beta_{q+1..P} = 0 on the internal scale too.
+
+    beta is sampled directly on the internal scale, with the ``beta_std`` prior. (Until version
+    0.1 the model sampled gamma = chol' beta with that prior, Zellner's g-prior on beta: with
+    well-identified data, e.g. the paper's cubic simulation, the posterior of (gamma, chol) is a
+    curved ridge, 14-70 divergent transitions and 33 s per fit, against none and 5-9 s sampling
+    beta; and with weak A4 nothing bounded beta itself.)
     """
     P = data.z.shape[1] - 1
     q = spec.degree
@@ -228,9 +234,9 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         z = pm.Data("z", data.z)
         S = pm.Data("S", data.S)
         tidx = pm.Data("team_idx", np.asarray(team_idx, dtype=np.int64))
-        beta_std = _location("beta_std", pri["beta_std"], dims="drf_power")
+        beta = _location("beta_std", pri["beta_std"], dims="drf_power")  # beta on the internal scale
         if q < P:
-            beta_std = pt.concatenate([beta_std, pt.zeros(P - q)])
+            beta = pt.concatenate([beta, pt.zeros(P - q)])
         alpha = _location("alpha", pri["alpha"], dims=("team", "power"))
         if P == 1:
             sd = _scale("metric_chol", pri["metric_sd"], shape=(1,))
@@ -247,8 +253,8 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         residual_sd = _scale("residual_sd", pri["residual_sd"])
         # Centred in the team KPI mean eta_g = beta' alpha_g + pi_g: the data pin eta_g directly, so
         # sampling it (rather than pi_g) keeps alpha_g's components uncorrelated. pi_g = eta_g -
-        # beta' alpha_g is a unit-Jacobian shift, so pi_g ~ Normal(pi_mean, pi_sd) exactly as in §2.
-        beta = pt.linalg.solve_triangular(chol.T, beta_std, lower=False)
+        # beta' alpha_g is a unit-Jacobian shift, so pi_g ~ Normal(pi_mean, pi_sd) exactly.
+        gamma = chol.T @ beta  # A chol = [gamma'; chol]
         if pooled(n_teams):
             pi_mean = _location("pi_mean", pri["pi_mean"])
             pi_sd = _scale("pi_sd", pri["pi_sd"])
@@ -266,7 +272,7 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
             a3_corr = pm.Uniform(A3_VAR, lower=lower, upper=upper)
         else:
             a3_corr = pm.Data("a3_corr", np.asarray(0.0))
-        logp = trial_logp_graph(z, S, tidx, beta_std, alpha, kpi_mean, chol, residual_sd, P, a3_corr)
+        logp = trial_logp_graph(z, S, tidx, gamma, alpha, kpi_mean, chol, residual_sd, P, a3_corr)
         pm.Potential("trial_loglik", logp.sum())
     return model
 
@@ -304,7 +310,7 @@ def is_compiled(spec: ModelSpec, n_teams: int, data_degree: int | None = None) -
         return (spec.degree, P, n_teams, spec.structure_key()) in _CACHE
 
 
-def pad_gamma(beta_std: np.ndarray, P: int) -> np.ndarray:
+def pad_beta(beta_std: np.ndarray, P: int) -> np.ndarray:
     """Internal-scale DRF coefficients (..., q) padded with zeros to the data's P powers."""
     q = beta_std.shape[-1]
     if q == P:
@@ -325,11 +331,6 @@ def unpack_chol(packed: np.ndarray, degree: int) -> np.ndarray:
     rows, cols = np.tril_indices(P)
     out[..., rows, cols] = packed
     return out
-
-
-def beta_from_std(beta_std: np.ndarray, chol: np.ndarray) -> np.ndarray:
-    """beta = chol'^-1 gamma per draw: ``beta_std`` (..., P), ``chol`` (..., P, P) -> (..., P)."""
-    return np.linalg.solve(np.swapaxes(chol, -1, -2), beta_std[..., None])[..., 0]
 
 
 def marginal_moments(

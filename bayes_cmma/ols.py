@@ -2,7 +2,7 @@
 
 OLS across trials of the KPI ATE on the ATEs of the metric powers M^1..M^P, an intercept and team
 dummies (first team as reference); classical standard errors. Ignores the measurement error of the
-ATEs: biased and overconfident for small trials (DESIGN §1), kept as the baseline.
+ATEs: biased and overconfident for small trials (README, "The paper's simulation study"), kept as the baseline.
 """
 
 from __future__ import annotations
@@ -33,6 +33,9 @@ class OLSResult:
     nobs, df_resid : int
     degree : int
     kpi, metric : str
+    method : str
+        ``"ols"`` (Algorithm 1), or a summary-level errors-in-variables estimator of
+        :mod:`bayes_cmma.eiv` (``"tc"``, ``"liml"``), whose ``params`` hold the DRF coefficients only.
     """
 
     params: pd.Series
@@ -43,6 +46,7 @@ class OLSResult:
     degree: int
     kpi: str
     metric: str
+    method: str = "ols"
 
     @property
     def beta_names(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""The unit-level data-generating process of the paper's simulation study (DESIGN §4).
+"""The unit-level data-generating process of the paper's simulation study (the KDD 2020 paper's Tables 1-3).
 
 Per trial k of team g = k mod n_teams, units i = 1..N_per, treatment T_i ~ Bernoulli(1/2)::
 
@@ -43,6 +43,10 @@ class SimulationSettings:
     ----------
     n_trials, n_per : int
         K trials with N_per units each.
+    n_per_max : int, optional
+        When given (> n_per), trial sizes differ: N_k is log-uniform between n_per and n_per_max
+        (rounded), drawn independently of everything else (precision ignorable, as the pooled
+        measurement model assumes).
     beta : tuple of float
         DRF coefficients beta_1..beta_P of mu(m) = sum_p beta_p m^p.
     violation : str or None
@@ -69,6 +73,7 @@ class SimulationSettings:
 
     n_trials: int = 50
     n_per: int = 200
+    n_per_max: int | None = None
     beta: tuple[float, ...] = (4.0,)
     violation: str | None = None
     random_slope: bool = True
@@ -95,6 +100,8 @@ class SimulationSettings:
             problems.append(f"n_trials must be at least 2, got {self.n_trials}")
         if self.n_per < 4:
             problems.append(f"n_per must be at least 4 (two units per arm), got {self.n_per}")
+        if self.n_per_max is not None and not (isinstance(self.n_per_max, int) and self.n_per_max >= self.n_per):
+            problems.append(f"n_per_max must be an integer >= n_per ({self.n_per}), got {self.n_per_max!r}")
         if not 1 <= len(self.beta) <= 5:
             problems.append(f"beta needs 1 to 5 coefficients, got {len(self.beta)}")
         if self.violation not in (None, *VIOLATIONS):
@@ -125,6 +132,8 @@ class SimulationSettings:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
+            if v is None and f.name == "n_per_max":  # absent, so that earlier studies keep their seeds
+                continue
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
@@ -172,7 +181,7 @@ def _unit_noise_chol(s: SimulationSettings) -> np.ndarray:
 
 
 def simulate_units(settings: SimulationSettings, rng: np.random.Generator) -> SimulatedUnits:
-    """Draw one unit-level data set from the paper's DGP (DESIGN §4).
+    """Draw one unit-level data set from the paper's DGP (module docstring).
 
     Parameters
     ----------
@@ -199,8 +208,14 @@ def simulate_units(settings: SimulationSettings, rng: np.random.Generator) -> Si
         u_sd = s.tau_spread / np.sqrt(3.0) if s.tau_spread > 0 else 1.0
         delta = s.a3_direct_sd * (s.a3_corr * spread / u_sd + np.sqrt(1 - s.a3_corr**2) * rng.standard_normal(K))
 
-    n = K * N
-    k = np.repeat(np.arange(K), N)
+    if s.n_per_max is not None and s.n_per_max > s.n_per:
+        # drawn from a separate stream so that the rest of the data set is as with equal sizes
+        size_rng = np.random.default_rng(rng.integers(2**63))
+        sizes = np.rint(np.exp(size_rng.uniform(np.log(s.n_per), np.log(s.n_per_max), K))).astype(np.int64)
+    else:
+        sizes = np.full(K, N)
+    n = int(sizes.sum())
+    k = np.repeat(np.arange(K), sizes)
     T = (rng.random(n) < s.treat_prob).astype(np.int8)
     noise = rng.standard_normal((n, 3)) @ _unit_noise_chol(s).T
     m_star, y_star, e = noise[:, 0], noise[:, 1], noise[:, 2]

@@ -18,6 +18,9 @@ Example (``models/cubic.toml``)::
 
     [measurement]
     within_trial_correlation = 0.0
+    error_covariance = "pooled"     # or "per_trial"; see bayes_cmma.measurement
+    pool_by = "all"                 # or "team"
+    size_proxy = "metric_se"        # c_k without arm sizes: "metric_se", "kpi_se" or "equal"
 """
 
 from __future__ import annotations
@@ -67,6 +70,14 @@ ADAPTATIONS = ("low_rank", "diag")
 #: pi_g = pi_mean + pi_sd z_g (best when pi_sd may be near 0 or teams have few trials).
 TEAM_EFFECTS = ("auto", "centred", "non_centred")
 
+#: ``[measurement]`` keys besides ``within_trial_correlation``, their allowed values (the first is the
+#: default); see :mod:`bayes_cmma.measurement`.
+MEASUREMENT_CHOICES = {
+    "error_covariance": ("pooled", "per_trial"),
+    "pool_by": ("all", "team"),
+    "size_proxy": ("metric_se", "kpi_se", "equal"),
+}
+
 BUNDLED = ("linear", "quadratic", "cubic")
 _DEGREE_NAMES = {1: "linear", 2: "quadratic", 3: "cubic"}
 
@@ -98,6 +109,11 @@ class ModelSpec:
         LKJ concentration of the between-trial correlation of the latent metric powers.
     within_trial_correlation : float
         Correlation used for every within-trial covariance pair the user did not supply.
+    error_covariance, pool_by, size_proxy : str
+        The measurement model (``[measurement]``; :mod:`bayes_cmma.measurement`): each trial's
+        error covariance ``"pooled"`` (default: S_k = c_k U, U pooled over ``pool_by`` = ``"all"``
+        trials or per ``"team"``, c_k from the arm sizes or, without them, from ``size_proxy``) or
+        ``"per_trial"`` (as reported).
     sampler : dict
         ``draws``, ``tune``, ``chains``, ``target_accept``, ``adaptation``.
     source : str
@@ -124,6 +140,9 @@ class ModelSpec:
     metric_corr_eta: float = DEFAULT_METRIC_CORR_ETA
     within_trial_correlation: float = 0.0
     within_trial_correlation_given: bool = False
+    error_covariance: str = "pooled"
+    pool_by: str = "all"
+    size_proxy: str = "metric_se"
     sampler: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SAMPLER))
     description: str = ""
     source: str = ""
@@ -143,7 +162,7 @@ class ModelSpec:
                 {"within_trial_correlation": self.within_trial_correlation}
                 if self.within_trial_correlation_given
                 else {}
-            ),
+            ) | {"error_covariance": self.error_covariance, "pool_by": self.pool_by, "size_proxy": self.size_proxy},
             "sampler": dict(self.sampler),
             "team_effects": self.team_effects,
             "assumptions": self._assumptions(),
@@ -268,7 +287,15 @@ def parse_spec(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
     meas = raw.get("measurement", {})
     if not isinstance(meas, dict):
         raise SpecError(f"{where}: [measurement] must be a table.")
-    _check_keys(meas, ("within_trial_correlation",), f"{where} [measurement]")
+    _check_keys(meas, ("within_trial_correlation", *MEASUREMENT_CHOICES), f"{where} [measurement]")
+    choices = {}
+    for key, allowed in MEASUREMENT_CHOICES.items():
+        value = meas.get(key, allowed[0])
+        if value not in allowed:
+            hint = difflib.get_close_matches(str(value), allowed, n=1)
+            raise SpecError(f"{where} [measurement].{key} must be one of {', '.join(map(repr, allowed))}, got "
+                            f"{value!r}." + (f" Did you mean {hint[0]!r}?" if hint else ""))
+        choices[key] = value
     given = "within_trial_correlation" in meas
     rho = _number(
         meas.get("within_trial_correlation", 0.0),
@@ -312,6 +339,7 @@ def parse_spec(raw: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         metric_corr_eta=eta,
         within_trial_correlation=rho,
         within_trial_correlation_given=given,
+        **choices,
         sampler=sampler,
         description=str(raw.get("description", "")),
         source=source,
@@ -390,6 +418,9 @@ def replace_spec(spec: ModelSpec, **changes: Any) -> ModelSpec:
     raw = spec.to_dict()
     if "within_trial_correlation" in changes:
         raw["measurement"]["within_trial_correlation"] = changes.pop("within_trial_correlation")
+    for key in MEASUREMENT_CHOICES:
+        if key in changes:
+            raw["measurement"][key] = changes.pop(key)
     if "sampler" in changes:
         raw["sampler"] = {**raw["sampler"], **changes.pop("sampler")}
     if "degree" in changes:

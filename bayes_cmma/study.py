@@ -1,4 +1,4 @@
-"""The paper's simulation study (DESIGN §4) as data: study definitions and one replication.
+"""The paper's simulation study as data: study definitions and one replication.
 
 A :class:`Study` is a list of settings (each a :class:`~bayes_cmma.simulate.SimulationSettings`
 with a label), the estimators to run and the degrees to fit. :func:`replicate` simulates one data
@@ -8,11 +8,13 @@ executes replications in parallel and resumably; :func:`summary_table` and :func
 turn the rows into the paper's Tables 1-3.
 
 Estimators: ``liml``, ``2sls``, ``sobel_iv``, ``lsem`` on the unit-level data (linear DRF only,
-:mod:`bayes_cmma.iv`); ``cmma_ols`` (Algorithm 1) and ``bayes`` (the marginalised model) on the
-trial summaries. With several degrees, the degree is also *selected*: for ``cmma_ols`` by backward
-Wald tests (fit the highest degree; keep it if its top coefficient is significant at 5%, else drop
-one degree and repeat), for ``bayes`` by the same rule on the 95% credible interval of the top
-coefficient (keep the degree if the interval excludes 0).
+:mod:`bayes_cmma.iv`); on the trial summaries ``cmma_ols`` (Algorithm 1), the summary-level
+errors-in-variables peers ``summary_tc`` (total covariance = Fuller's method of moments) and
+``summary_liml`` (:mod:`bayes_cmma.eiv`), and ``bayes`` (the marginalised model). With several
+degrees, the degree is also *selected*: for the frequentist estimators by backward Wald tests (fit the
+highest degree; keep it if its top coefficient is significant at 5%, else drop one degree and
+repeat), for ``bayes`` by the same rule on the 95% credible interval of the top coefficient (keep the
+degree if the interval excludes 0).
 
 Seeds: replication ``r`` of a setting draws from ``SeedSequence([study.seed, key, r])`` where
 ``key`` is a hash of the setting's simulation parameters, so results do not depend on the number
@@ -21,6 +23,7 @@ of workers or on the order in which replications run.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -32,17 +35,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.errors import BayesCMMAError, SpecError
+from bayes_cmma.errors import BayesCMMAError, DataError, SpecError
 from bayes_cmma.simulate import SimulationSettings, simulate_units
 from bayes_cmma.spec import _check_keys
 
 UNIT_ESTIMATORS = ("liml", "2sls", "sobel_iv", "lsem")
-SUMMARY_ESTIMATORS = ("cmma_ols", "bayes")
+#: Frequentist estimators on the trial summaries: the study's name -> :mod:`bayes_cmma.eiv` method.
+EIV_ESTIMATORS = {"summary_tc": "tc", "summary_liml": "liml"}
+SUMMARY_ESTIMATORS = ("cmma_ols", *EIV_ESTIMATORS, "bayes")
 ALL_ESTIMATORS = (*UNIT_ESTIMATORS, *SUMMARY_ESTIMATORS)
 CI_PROB = 0.95
-DEFAULT_BAYES: dict[str, float] = {"draws": 1000, "tune": 1000, "chains": 4}
+DEFAULT_BAYES: dict[str, Any] = {"draws": 1000, "tune": 1000, "chains": 4}
 #: Sampler settings a study may set; ``target_accept`` defaults to the bundled spec's (0.9).
 BAYES_KEYS = ("draws", "tune", "chains", "target_accept")
+#: Measurement-model settings of the Bayesian fits a study may set (the spec's ``[measurement]``
+#: choices), and ``arm_sizes = false`` to withhold the summaries' arm sizes from the model.
+BAYES_MEASUREMENT_KEYS = ("error_covariance", "pool_by", "size_proxy", "arm_sizes")
 
 #: Columns of a results row, in order.
 RESULT_COLUMNS = (
@@ -83,7 +91,8 @@ class Study:
         Base seed of every replication's :class:`numpy.random.SeedSequence`.
     bayes : dict
         Sampler settings of the Bayesian fits (``draws``, ``tune``, ``chains``, optionally
-        ``target_accept``).
+        ``target_accept``) and optionally their measurement model (``error_covariance``,
+        ``pool_by``, ``size_proxy``; ``arm_sizes = False`` fits without the arm sizes).
     """
 
     name: str
@@ -111,12 +120,22 @@ class Study:
             raise BayesCMMAError(f"study {self.name!r}: degrees must be among 1, 2, 3, got {list(self.degrees)}.")
         if self.sims < 1:
             raise BayesCMMAError(f"study {self.name!r}: sims must be at least 1, got {self.sims}.")
+        from bayes_cmma.spec import MEASUREMENT_CHOICES
+
         for k, v in self.bayes.items():
-            ok = (0 < v < 1) if k == "target_accept" else (isinstance(v, int) and v >= 1)
-            if k not in BAYES_KEYS or isinstance(v, bool) or not isinstance(v, int | float) or not ok:
+            if k in MEASUREMENT_CHOICES:
+                ok = v in MEASUREMENT_CHOICES[k]
+            elif k == "arm_sizes":
+                ok = isinstance(v, bool)
+            else:
+                ok = (not isinstance(v, bool) and isinstance(v, int | float)
+                      and ((0 < v < 1) if k == "target_accept" else (isinstance(v, int) and v >= 1)))
+            if k not in (*BAYES_KEYS, *BAYES_MEASUREMENT_KEYS) or not ok:
                 raise BayesCMMAError(
-                    f"study {self.name!r}: bayes setting {k}={v!r}; allowed keys {', '.join(BAYES_KEYS)}: "
-                    "draws, tune, chains positive integers, target_accept between 0 and 1."
+                    f"study {self.name!r}: bayes setting {k}={v!r}; allowed keys "
+                    f"{', '.join((*BAYES_KEYS, *BAYES_MEASUREMENT_KEYS))}: draws, tune, chains positive integers, "
+                    "target_accept between 0 and 1, error_covariance / pool_by / size_proxy as in a model spec's "
+                    "[measurement], arm_sizes true or false."
                 )
         if any(e in UNIT_ESTIMATORS for e in self.estimators):
             for s in self.settings:
@@ -224,7 +243,7 @@ def load_study(path: str | Path) -> Study:
     where = f"study file {str(path)!r}"
     _check_keys(raw, _STUDY_KEYS, where)
     base = raw.get("base", {})
-    sim_fields = list(SimulationSettings().to_dict())
+    sim_fields = [f.name for f in dataclasses.fields(SimulationSettings)]
     _check_keys(base, sim_fields, f"[base] of {where}")
     entries = raw.get("settings") or [{}]
     settings = []
@@ -273,16 +292,20 @@ def _row(study: Study, setting: Setting, rep: int, seed: int, estimator: str, de
     return row
 
 
-def _bayes_fit(design: Any, degree: int, bayes: dict[str, float], seed: int) -> tuple[np.ndarray, dict[str, float]]:
+def _bayes_fit(design: Any, degree: int, bayes: dict[str, Any], seed: int) -> tuple[np.ndarray, dict[str, float]]:
     """Posterior draws of beta (n_draws, P) and diagnostics; reuses the process's compiled model."""
     import arviz_stats as azs
 
     from bayes_cmma.diagnostics import divergences
     from bayes_cmma.fitting import fit_design
-    from bayes_cmma.spec import replace_spec, spec_for_degree
+    from bayes_cmma.spec import MEASUREMENT_CHOICES, replace_spec, spec_for_degree
 
     spec = spec_for_degree(degree)
-    spec = replace_spec(spec, sampler={**spec.sampler, **bayes})
+    sampler = {k: v for k, v in bayes.items() if k in BAYES_KEYS}
+    meas = {k: v for k, v in bayes.items() if k in MEASUREMENT_CHOICES}
+    spec = replace_spec(spec, sampler={**spec.sampler, **sampler}, **meas)
+    if not bayes.get("arm_sizes", True):
+        design = dataclasses.replace(design, arm_sizes=None)
     # convergence is recorded in the results (rhat_max, divergences) instead of warned about
     fit = fit_design(design, spec, seed=seed, cores=1, check_convergence=False)
     beta = fit.beta
@@ -298,6 +321,7 @@ def _bayes_fit(design: Any, degree: int, bayes: dict[str, float], seed: int) -> 
 def replicate(study: Study, setting_index: int, rep: int) -> list[dict[str, Any]]:
     """Simulate, summarize and estimate one replication; one row per (estimator, degree, power)."""
     from bayes_cmma.data import metric_design, read_trials
+    from bayes_cmma.eiv import eiv_estimate
     from bayes_cmma.iv import unit_estimate
     from bayes_cmma.ols import cmma_ols_design
     from bayes_cmma.summarizer import summarize_units
@@ -324,21 +348,35 @@ def replicate(study: Study, setting_index: int, rep: int) -> list[dict[str, Any]
     top_down = sorted(study.degrees, reverse=True)
     pct = f"{100 * CI_PROB:g}"
 
-    if "cmma_ols" in study.estimators:
+    frequentist = {"cmma_ols": cmma_ols_design} | {
+        name: (lambda design, method=method: eiv_estimate(design, method)) for name, method in EIV_ESTIMATORS.items()
+    }
+    for est, estimator in frequentist.items():
+        if est not in study.estimators:
+            continue
         fits, times = {}, {}
         for d in study.degrees:
             t0 = time.perf_counter()
-            fits[d] = cmma_ols_design(designs[d])
+            try:
+                fits[d] = estimator(designs[d])
+            except DataError:  # e.g. the errors-in-variables correction undefined under weak A4
+                fits[d] = None
             times[d] = time.perf_counter() - t0 + t_summary
         selected = top_down[-1]
         for d in top_down:
-            if d == top_down[-1] or float(fits[d].wald_tests()["p_value"].iloc[0]) < 1 - CI_PROB:
+            if fits[d] is not None and (
+                    d == top_down[-1] or float(fits[d].wald_tests()["p_value"].iloc[0]) < 1 - CI_PROB):
                 selected = d
                 break
         for d, r in fits.items():
+            if r is None:
+                for p in range(1, d + 1):
+                    rows.append(_row(study, setting, rep, seed_int, est, d, p, np.nan, np.nan, np.nan, np.nan,
+                                     times[d], selected_degree=selected))
+                continue
             table = r.coefficient_table(CI_PROB).iloc[-d:]
             for p, (_, c) in enumerate(table.iterrows(), start=1):
-                rows.append(_row(study, setting, rep, seed_int, "cmma_ols", d, p, c["estimate"], c["std_error"],
+                rows.append(_row(study, setting, rep, seed_int, est, d, p, c["estimate"], c["std_error"],
                                  c[f"ci{pct}_lower"], c[f"ci{pct}_upper"], times[d], selected_degree=selected))
 
     if "bayes" in study.estimators:
@@ -387,6 +425,7 @@ def summary_table(results: pd.DataFrame) -> pd.DataFrame:
             "sd_estimate": float(g["estimate"].std(ddof=1)) if n > 1 else np.nan,
             "coverage": cov, "coverage_mcse": float(np.sqrt(cov * (1 - cov) / n)),
             "mean_width": float(g["width"].mean()), "mean_time_s": float(g["time_s"].mean()),
+            "failed": int(g["estimate"].isna().sum()),
             "max_rhat": float(g["rhat_max"].max()) if g["rhat_max"].notna().any() else np.nan,
             "divergent_reps": int((g["divergences"] > 0).sum()) if g["divergences"].notna().any() else 0,
         })

@@ -1,4 +1,4 @@
-"""Unit-level logs to trial summaries (DESIGN §3), on pandas or on Dask.
+"""Unit-level logs to trial summaries, on pandas or on Dask.
 
 The ATE of the KPI and of each metric power is a difference in arm means; their joint covariance is
 Cov_t / n_t + Cov_c / n_c of the vector (Y, M, M^2, ..., M^P) within each arm. So only per-arm
@@ -254,10 +254,13 @@ def _tables(moments: ArmMoments, cols: Columns) -> tuple[pd.DataFrame, pd.DataFr
     rows = {"trial": np.repeat(trials, q)}
     if moments.teams is not None:
         rows["team"] = np.repeat(moments.teams[idx], q)
+    n = moments.n[idx].astype(np.int64)
     rows.update(
         quantity=np.tile(names, K),
         estimate=ate.ravel(),
         std_error=np.sqrt(np.diagonal(cov, axis1=1, axis2=2)).ravel(),
+        n_treated=np.repeat(n[:, 1], q),
+        n_control=np.repeat(n[:, 0], q),
     )
     j, i = np.tril_indices(q, -1)  # pairs (quantity_1 = names[i], quantity_2 = names[j]), i < j
     cov_rows = pd.DataFrame(
@@ -343,7 +346,8 @@ def summarize(
     Returns
     -------
     (trials, covariance) : tuple of DataFrames
-        Trials in the order they first appear.
+        Trials in the order they first appear. The trial table carries each trial's arm sizes
+        (``n_treated``, ``n_control``), which the pooled measurement model uses.
 
     Raises
     ------

@@ -1,6 +1,6 @@
 """How often the A4 (relevance) warning fires on the paper's simulation, with A4 violated and holding.
 
-For each setting, ``--sims`` data sets are simulated at the unit level (DESIGN §4), summarised per
+For each setting, ``--sims`` data sets are simulated at the unit level (bayes_cmma.simulate), summarised per
 trial, and checked with :func:`bayes_cmma.relevance_check` (Cochran's Q within teams, weak when
 p >= 0.001 or I^2 < 0.1). Prints, per setting, the firing rate with a 95% Wilson interval and the median F
 and I^2; writes the table to ``--out`` (Markdown). Targets (issue 5): fire in >= 95% of data sets

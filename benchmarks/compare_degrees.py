@@ -1,7 +1,7 @@
 """Degree selection by LOO (``bayes-cmma compare``) on the paper's Table 3 data.
 
 For each Table 3 shape (mu(m) = 4m, 4m + 2m^2, 4m + 0m^2 + 5m^3; K = 100 trials, N_per = 1000,
-DESIGN §4), ``--sims`` data sets are simulated at the unit level, summarised per trial, and
+bayes_cmma.simulate), ``--sims`` data sets are simulated at the unit level, summarised per trial, and
 :func:`bayes_cmma.compare.compare_degrees` picks a degree among 1-3 (PSIS-LOO over trials, exact
 refits for Pareto k > 0.7, the lowest degree not clearly worse than the best). Prints and writes
 (``--out``, Markdown) the share of data sets recommending each degree, with the mean number of

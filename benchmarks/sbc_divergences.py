@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     spec = resolve_spec(args.model)
     div = pd.read_csv(args.ranks).drop_duplicates("sim").set_index("sim")["divergences"].sort_index()
-    design, S = _template(args.trials, args.teams, spec.degree, args.seed)
+    design, S = _template(args.trials, args.teams, spec, args.seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prior = _prior_draws(spec, design, S, len(div), args.seed)

@@ -10,7 +10,8 @@ import xarray as xr
 
 from bayes_cmma.data import TrialData, metric_design
 from bayes_cmma.fitting import CMMAResult, MetricFit, _assemble
-from bayes_cmma.model import pooled, standardise
+from bayes_cmma.measurement import for_spec
+from bayes_cmma.model import pooled, standardise, unpack_chol
 from bayes_cmma.provenance import provenance
 from bayes_cmma.spec import ModelSpec, spec_for_degree
 
@@ -29,8 +30,8 @@ def fake_fit(
     """A MetricFit whose draws scatter (``spread``) around plausible standardised-scale values."""
     spec = spec_for_degree(spec) if isinstance(spec, int) else spec
     rng = np.random.default_rng(seed)
-    design = metric_design(data, kpi, metric, spec.degree, spec.within_trial_correlation,
-                           warn_filled=False)
+    design = for_spec(metric_design(data, kpi, metric, spec.degree, spec.within_trial_correlation,
+                                    warn_filled=False), spec)  # the covariances a real fit's likelihood uses
     std = standardise(design)
     P, T = spec.degree, len(design.teams)
     sh = (chains, draws)
@@ -40,12 +41,16 @@ def fake_fit(
 
     rows, cols = np.tril_indices(P)
     chol = np.where(rows == cols, 0.8, 0.3)
+    gamma = jitter(np.linspace(0.6, 0.2, P), (P,))  # chol' beta: the scale the draws were first made on
+    alpha = jitter(rng.normal(0, 0.5, (T, P)), (T, P))
+    kpi_mean = jitter(rng.normal(0, 0.5, T), (T,))
+    packed = np.abs(jitter(chol, (len(chol),))) if P == 1 else jitter(chol, (len(chol),))
+    beta = np.linalg.solve(np.swapaxes(unpack_chol(packed, P), -1, -2), gamma[..., None])[..., 0]
     post = {
-        "beta_std": (("chain", "draw", "b"), jitter(np.linspace(0.6, 0.2, P), (P,))),
-        "alpha": (("chain", "draw", "t", "p"), jitter(rng.normal(0, 0.5, (T, P)), (T, P))),
-        "kpi_mean": (("chain", "draw", "t"), jitter(rng.normal(0, 0.5, T), (T,))),
-        "metric_chol": (("chain", "draw", "c"), np.abs(jitter(chol, (len(chol),))) if P == 1
-                        else jitter(chol, (len(chol),))),
+        "beta_std": (("chain", "draw", "b"), beta),
+        "alpha": (("chain", "draw", "t", "p"), alpha),
+        "kpi_mean": (("chain", "draw", "t"), kpi_mean),
+        "metric_chol": (("chain", "draw", "c"), packed),
         "residual_sd": (("chain", "draw"), np.abs(jitter(0.4))),
     }
     if pooled(T):

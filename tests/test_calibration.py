@@ -15,7 +15,7 @@ from bayes_cmma.spec import spec_for_degree
 
 def test_simulated_summaries_have_the_model_covariance():
     """z_k - mean ~ N(0, A Omega A' + S_k + diag(sigma_u^2, 0, ...)), the marginal the model integrates."""
-    design, S = _template(60, 4, 2, seed=1)
+    design, S = _template(60, 4, spec_for_degree(2), seed=1)
     K = 40_000
     big = replace(design, z=np.zeros((K, 3)), team_idx=np.zeros(K, dtype=int))
     S_big = np.broadcast_to(S[0], (K, 3, 3))
@@ -23,7 +23,7 @@ def test_simulated_summaries_have_the_model_covariance():
              "metric_chol": np.array([1.2, 0.3, 0.8]), "residual_sd": np.array(0.5)}
     z = _simulate(truth, big, S_big, 2, np.random.default_rng(0))
     chol = unpack_chol(truth["metric_chol"], 2)
-    AL = np.vstack([truth["beta_std"][None], chol])
+    AL = np.vstack([(chol.T @ truth["beta_std"])[None], chol])  # A chol = [(chol' beta)'; chol]
     want = AL @ AL.T + S[0]
     want[0, 0] += 0.25
     np.testing.assert_allclose(z.mean(0), [2.0, 0.3, -1.0], atol=4 * np.sqrt(np.diag(want) / K).max())
@@ -33,7 +33,7 @@ def test_simulated_summaries_have_the_model_covariance():
 def test_simulated_summaries_carry_the_a3_correlation():
     """With a prior on the A3 correlation the truth's rho enters the simulator: the covariance is the
     one built from the joint law of (m, u) with Corr(u, m_1) = rho (as in test_model_logp)."""
-    design, S = _template(60, 4, 2, seed=1)
+    design, S = _template(60, 4, spec_for_degree(2), seed=1)
     K = 40_000
     big = replace(design, z=np.zeros((K, 3)), team_idx=np.zeros(K, dtype=int))
     S_big = np.broadcast_to(S[0], (K, 3, 3))
@@ -43,7 +43,7 @@ def test_simulated_summaries_carry_the_a3_correlation():
     z = _simulate(truth, big, S_big, 2, np.random.default_rng(0))
     chol = unpack_chol(truth["metric_chol"], 2)
     omega = chol @ chol.T
-    beta = np.linalg.solve(chol.T, truth["beta_std"])
+    beta = truth["beta_std"]
     joint = np.zeros((3, 3))  # (m_1, m_2, u)
     joint[:2, :2] = omega
     joint[:2, 2] = joint[2, :2] = 0.6 * 0.9 * omega[:, 0] / np.sqrt(omega[0, 0])
@@ -57,12 +57,12 @@ def test_simulated_summaries_carry_the_a3_correlation():
     np.testing.assert_allclose(z0, z)
 
 
-def test_scalars_map_beta_back_through_the_cholesky_factor():
+def test_scalars_read_beta_and_the_metric_sds():
     draw = {"beta_std": np.array([1.0, 2.0]), "metric_chol": np.array([2.0, 1.0, 4.0]), "residual_sd": 0.3,
             "kpi_mean": np.array([1.0, 2.0]), "alpha": np.zeros((2, 2))}
     out = _scalars(draw, 2, n_teams=2)
-    # chol = [[2, 0], [1, 4]], beta = chol'^-1 gamma: chol' beta = gamma -> beta = (0.25, 0.5)
-    np.testing.assert_allclose([out["beta[1]"], out["beta[2]"]], [0.25, 0.5])
+    # beta is sampled on the internal scale; chol = [[2, 0], [1, 4]] gives the sds 2 and sqrt(17)
+    np.testing.assert_allclose([out["beta[1]"], out["beta[2]"]], [1.0, 2.0])
     np.testing.assert_allclose([out["metric_sd[1]"], out["metric_sd[2]"]], [2.0, np.sqrt(17.0)])
     assert "pi_sd" not in out  # two teams: no pooling parameters
 
@@ -128,6 +128,8 @@ def test_tiny_sbc_run_records_a_rank_per_parameter_and_simulation():
     (["--sims", "0"], "--sims must be a positive integer"),
     (["--trials", "5", "--model", "cubic"], "--trials 5 is too few for degree 3 with 4 teams"),
     (["--model", "nonsense"], "nonsense"),
+    (["--informative-precision", "-1"], "--informative-precision must be a number >= 0, got -1.0"),
+    (["--informative-precision", "nan"], "--informative-precision must be a number >= 0, got nan"),
 ])
 def test_calibrate_bad_input(args, message, tmp_path, capsys):
     code = main(["calibrate", *args, "--out", str(tmp_path / "sbc")])
@@ -139,7 +141,10 @@ def test_calibrate_bad_input(args, message, tmp_path, capsys):
 @pytest.mark.mcmc
 def test_calibrate_cli_writes_ranks_tests_and_histograms(tmp_path, capsys):
     out = tmp_path / "sbc"
-    assert main(["calibrate", "--model", "linear", "--sims", "2", "--trials", "12", "--out", str(out)]) == 0
+    assert main(["calibrate", "--model", "linear", "--sims", "2", "--trials", "12", "--informative-precision",
+                 "0.5", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["ranks.csv", "ranks.png", "summary.md", "uniformity.csv"]
-    assert "Simulation-based calibration: model 'linear'" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "Simulation-based calibration: model 'linear'" in text
+    assert "Data NOT from the model" in text and "kappa = 0.5" in text
     assert (out / "ranks.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

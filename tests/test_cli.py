@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import bayes_cmma as bc
 from bayes_cmma.cli import main
 
 
@@ -122,6 +123,25 @@ def test_ols_command_prints_table_and_wald_tests(files, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "ndcg^3" in out and "ndcg^2 = ndcg^3 = 0" in out and "ndcg = ndcg^2 = ndcg^3 = 0" in out
+
+
+def test_ols_command_methods(files, capsys):
+    """--method tc / liml print the errors-in-variables estimates of bayes_cmma.eiv; OLS says it ignores --cov."""
+    from bayes_cmma.eiv import summary_estimate
+
+    tmp_path, trials, cov = files
+    paths = _write(tmp_path, trials, cov)
+    for method, title in (("tc", "Total covariance"), ("liml", "LIML")):
+        assert main(["ols", *paths, "--kpi", "gmv", "--metric", "ndcg", "--degree", "2", "--method", method,
+                     "--within-trial-correlation", "0.3"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(title) and "sandwich covariance" in out and "coefficient" not in out
+        r = summary_estimate(bc.read_trials(paths[0], paths[2]), "gmv", "ndcg", 2, method, 0.3)
+        assert f"{r.beta.iloc[0]:.6g}" in out
+    assert main(["ols", *paths, "--kpi", "gmv", "--metric", "ndcg"]) == 0
+    assert "--cov and --within-trial-correlation do not change it" in capsys.readouterr().out
+    _run_bad(capsys, tmp_path, ["ols", *paths, "--kpi", "gmv", "--metric", "ndcg", "--method", "tc",
+                                "--within-trial-correlation", "1"], "strictly between -1 and 1")
 
 
 def test_ols_command_bad_input(files, capsys, tmp_path):

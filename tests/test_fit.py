@@ -15,6 +15,7 @@ import bayes_cmma as bc
 from bayes_cmma.cli import main
 from bayes_cmma.data import metric_design
 from bayes_cmma.fitting import fit_design
+from bayes_cmma.measurement import for_spec
 from bayes_cmma.model import standardise
 from bayes_cmma.spec import spec_for_degree
 from bayes_cmma.synthetic import simulate_summaries
@@ -74,12 +75,11 @@ def test_same_seed_same_draws_and_compiled_model_is_reused(recovery_fit):
 
 
 def _latent_model(std, design):
-    """DESIGN §2 written with explicit latent (y_k, m_k), same priors, degree 1, standardised scale."""
+    """The model written with explicit latent (y_k, m_k), same priors, degree 1, standardised scale."""
     K = design.n_trials
     with pm.Model(coords={"team": design.teams, "trial": design.trials}) as model:
-        beta_std = pm.Normal("beta_std", 0, 2)
+        beta = pm.Normal("beta_std", 0, 2)  # beta on the internal scale
         sd = pm.HalfNormal("metric_sd", 1)
-        beta = beta_std / sd
         alpha = pm.Normal("alpha", 0, 5, dims="team")
         kpi_mean = pm.Normal("kpi_mean", alpha * beta, 5, dims="team")  # < 4 teams: independent effects
         residual_sd = pm.HalfNormal("residual_sd", 1)
@@ -96,9 +96,10 @@ def test_marginal_model_agrees_with_latent_version():
     import nutpie
 
     data, _ = simulate_summaries(np.random.default_rng(8), n_trials=40, n_teams=2, beta=(1.5,))
-    design = metric_design(data, "y", "m", 1)
+    spec = spec_for_degree(1)
+    design = for_spec(metric_design(data, "y", "m", 1), spec)  # the measurement covariance the fit uses
     std = standardise(design)
-    marginal = fit_design(design, spec_for_degree(1), seed=1, draws=1000, tune=1000, chains=4)
+    marginal = fit_design(design, spec, seed=1, draws=1000, tune=1000, chains=4)
     compiled = nutpie.compile_pymc_model(_latent_model(std, design))
     trace = nutpie.sample(compiled, draws=1000, tune=1000, chains=4, cores=2, seed=1, progress_bar=False,
                           target_accept=0.9)

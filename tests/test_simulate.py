@@ -1,4 +1,4 @@
-"""The paper's unit-level DGP (DESIGN §4): moments for a fixed seed and what each violation changes."""
+"""The paper's unit-level DGP (bayes_cmma.simulate): moments for a fixed seed and what each violation changes."""
 
 import numpy as np
 import pandas as pd

@@ -149,6 +149,59 @@ def test_three_replications_end_to_end_with_the_bayesian_model(tmp_path):
     assert "| bayes |" in run.tables
 
 
+def test_summary_level_peers_and_the_measurement_choice_of_the_bayesian_fits(monkeypatch):
+    """The errors-in-variables rows equal bayes_cmma.eiv on the same summaries; [bayes] measurement keys reach
+    the fit (arm sizes withheld -> the size proxy)."""
+    from bayes_cmma import study as study_mod
+
+    st = Study("peers", (Setting("quad", SimulationSettings(n_trials=30, n_per=400, beta=(4.0, 2.0))),),
+               estimators=("cmma_ols", "summary_tc", "summary_liml"), degrees=(1, 2))
+    df = pd.DataFrame(replicate(st, 0, 0))
+    assert df.groupby("estimator", sort=False).size().to_dict() == {"cmma_ols": 3, "summary_tc": 3, "summary_liml": 3}
+    from bayes_cmma.data import metric_design, read_trials
+    from bayes_cmma.eiv import eiv_estimate
+    from bayes_cmma.simulate import simulate_units
+    from bayes_cmma.summarizer import summarize_units
+
+    ss = study_mod.replication_seed(st, st.settings[0], 0)
+    data_seed, _ = ss.spawn(2)
+    sim = simulate_units(st.settings[0].sim, np.random.default_rng(data_seed))
+    trials, cov = summarize_units(sim.units, kpi="y", metrics=["m"], degree=2)
+    design = metric_design(read_trials(trials, cov), "y", "m", 2, warn_filled=False)
+    for est, method in (("summary_tc", "tc"), ("summary_liml", "liml")):
+        got = df[(df["estimator"] == est) & (df["degree"] == 2)]["estimate"].to_numpy()
+        np.testing.assert_allclose(got, eiv_estimate(design, method).beta.to_numpy(), rtol=1e-12)
+    seen = {}
+
+    def fake_fit(design, spec, **kw):
+        seen.update(measurement=spec.error_covariance, proxy=spec.size_proxy, sizes=design.arm_sizes)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr("bayes_cmma.fitting.fit_design", fake_fit)
+    bayes = Study("b", st.settings, estimators=("bayes",), degrees=(1,),
+                  bayes={"draws": 10, "arm_sizes": False, "size_proxy": "kpi_se"})
+    with pytest.raises(RuntimeError, match="stop"):
+        replicate(bayes, 0, 0)
+    assert seen == {"measurement": "pooled", "proxy": "kpi_se", "sizes": None}
+    per_trial = dataclasses.replace(bayes, bayes={"error_covariance": "per_trial"})
+    with pytest.raises(RuntimeError, match="stop"):
+        replicate(per_trial, 0, 0)
+    assert seen["measurement"] == "per_trial" and seen["sizes"].shape == (30, 2)
+
+
+def test_unequal_trial_sizes_are_log_uniform_and_keep_the_default_seeds():
+    from bayes_cmma.simulate import simulate_units
+
+    s = SimulationSettings(n_trials=400, n_per=200, n_per_max=5000)
+    units = simulate_units(s, np.random.default_rng(1)).units
+    sizes = units.groupby("trial").size()
+    assert sizes.min() >= 200 and sizes.max() <= 5000
+    # log-uniform: the median size is near the geometric mean sqrt(200 * 5000) = 1000
+    assert 850 < sizes.median() < 1150
+    assert "n_per_max" not in SimulationSettings().to_dict()  # absent: earlier studies keep their identity
+    assert s.to_dict()["n_per_max"] == 5000
+
+
 def test_builtin_studies():
     t1 = builtin_study("table1")
     assert [s.label for s in t1.settings] == ["N_per=200", "N_per=500", "N_per=1000"]
@@ -156,7 +209,7 @@ def test_builtin_studies():
     t2 = builtin_study("table2")
     assert [s.sim.violation for s in t2.settings] == ["A2", "A3", "A4"]
     t3 = builtin_study("table3")
-    assert t3.degrees == (1, 2, 3) and t3.estimators == ("cmma_ols", "bayes")
+    assert t3.degrees == (1, 2, 3) and t3.estimators == ("cmma_ols", "summary_tc", "summary_liml", "bayes")
     assert t3.settings[2].sim.beta == (4.0, 0.0, 5.0) and not t3.settings[2].sim.random_slope
     assert [s.sim.n_trials for s in builtin_study("small_k").settings] == [10, 20]
     with pytest.raises(BayesCMMAError, match="unknown study 'table9'"):
@@ -192,6 +245,9 @@ def test_load_study_file(tmp_path):
         ("[bayes]\ndraws = 0\n", "bayes setting draws=0"),
         ("[bayes]\ntarget_accept = 1.5\n", "bayes setting target_accept=1.5"),
         ("[bayes]\nadapt = 1\n", "bayes setting adapt=1"),
+        ("[bayes]\nerror_covariance = 'pooledd'\n", "bayes setting error_covariance='pooledd'"),
+        ("[bayes]\narm_sizes = 1\n", "bayes setting arm_sizes=1"),
+        ("[base]\nn_per = 200\nn_per_max = 100\n", "n_per_max must be an integer >= n_per"),
         ("name = \n", "not valid TOML"),
     ],
 )

@@ -106,7 +106,9 @@ def elasticity_panel(
         draw_bands(ax, grid, draws, "C0", "posterior mean")
         now = flat_draws(derived.elasticity(beta, m0, lift=lift, baseline=baseline))
         lo, hi = band_quantiles(now, BANDS[-1])
-        ax.errorbar([m0], [now.mean()], yerr=[[now.mean() - lo], [hi - now.mean()]], fmt="D", color="k",
+        # a heavy-tailed posterior (a baseline near 0) can put the mean outside its own interval: no negative bar
+        ax.errorbar([m0], [now.mean()], yerr=[[max(now.mean() - lo, 0.0)], [max(hi - now.mean(), 0.0)]], fmt="D",
+                    color="k",
                     ms=6, capsize=3, label=f"current value {m0:.4g}")
         ax.axvline(m0, color="k", lw=0.6, ls=":")
         ax.locator_params(axis="x", nbins=5)
