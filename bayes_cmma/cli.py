@@ -206,6 +206,7 @@ def run_fit(
     from bayes_cmma import report as report_mod
     from bayes_cmma.assumptions import relevance_check
     from bayes_cmma.fitting import fit, resolve_spec
+    from bayes_cmma.measurement import for_spec
     from bayes_cmma.ols import cmma_ols_design
 
     t_start = time.perf_counter()
@@ -224,16 +225,19 @@ def run_fit(
         if value is not None and value < 1:
             raise BayesCMMAError(f"{name} must be a positive integer, got {value}.")
     # validate every design up front (fit() does it again, cheaply) so errors come before sampling
-    ols_results, checks = {}, {}
+    ols_results, checks, measured = {}, {}, {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for m in metrics:
             design = data_mod.metric_design(trials, kpi, m, spec.degree, spec.within_trial_correlation)
             ols_results[m] = cmma_ols_design(design)
             checks[m] = relevance_check(design)
+            measured[m] = for_spec(design, spec).measurement
     n_teams = len(trials.teams)
     _status(f"{len(trials.trials)} trials, {n_teams} team(s); KPI {kpi!r}; metrics {', '.join(metrics)}; "
             f"model {spec.name!r} (degree {spec.degree})")
+    for label in dict.fromkeys(measured.values()):
+        _status(f"measurement covariance: {label}")
     result = fit(trials, kpi, metrics, spec, seed=seed, draws=draws, tune=tune, chains=chains,
                  progress_bar=sys.stderr.isatty(), progress=_status)
 

@@ -288,6 +288,7 @@ def _render(inp: ReportInputs) -> str:
     body += ["<h2>Model specification and versions</h2>",
              f"<p>Seed {esc(str(attrs.get('seed', '?')))}; input data SHA-256 "
              f"<code>{esc(str(attrs.get('data_sha256', '?')))}</code>; fitted {esc(str(attrs.get('created_at', '?')))}."
+             f" Measurement covariance: {esc(str(attrs.get('measurement', 'as reported, per trial')))}."
              "</p>", f"<pre>{html.escape(spec, quote=False)}</pre>", f"<pre>{html.escape(versions, quote=False)}</pre>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>bayes_cmma report: {esc(inp.kpi)}</title><style>{_CSS}</style></head><body>\n"

@@ -60,7 +60,7 @@ def fake_fit(
     stats = xr.Dataset({"diverging": (("chain", "draw"), np.zeros(sh, dtype=bool))}, coords=coords)
     trace = xr.DataTree.from_dict({"posterior": xr.Dataset(post, coords=coords), "sample_stats": stats})
     attrs = provenance(spec, seed=seed, data_hash=data.data_hash())
-    attrs.update({"kpi": kpi, "metric": metric, "degree": spec.degree})
+    attrs.update({"kpi": kpi, "metric": metric, "degree": spec.degree, "measurement": design.measurement})
     tree = _assemble(trace, design, std, attrs, spec.direct_effect_corr)
     return MetricFit(posterior=tree, spec=spec, design=design)
 

@@ -134,6 +134,8 @@ def test_fit_cli_end_to_end(tmp_path, example, capsys):
     stdout = captured.out
     assert code == 0
     assert "warning: ndcg: R-hat" not in captured.err
+    # no arm sizes in this table: the pooled covariance is scaled by the metric's variance, and it says so
+    assert "measurement covariance: pooled over all trials, scaled by the variance of the 'ndcg' ATE" in captured.err
     assert "Recommended north-star metric" in stdout
     for name in ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "assumptions.csv", "ndcg.nc",
                  "mrr.nc", "run.json", "report.html"):

@@ -44,6 +44,7 @@ def test_report_is_self_contained(page):
     assert "http://" not in page and "https://" not in page
     assert "<script" not in page and "<link" not in page
     assert '"pymc"' in page and '"degree": 2' in page  # versions and spec
+    assert "Measurement covariance: pooled over all trials, scaled by arm sizes." in page
 
 
 def test_report_without_current_values_has_no_ranking(fake):
