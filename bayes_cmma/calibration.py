@@ -18,16 +18,16 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import pymc as pm
 from scipy import stats
 
-from bayes_cmma import measurement
+from bayes_cmma import measurement, sampling
 from bayes_cmma.data import MetricDesign, metric_design
-from bayes_cmma.errors import AssumptionWarning
+from bayes_cmma.errors import AssumptionWarning, SamplingError
 from bayes_cmma.model import (
     A3_VAR,
     Standardised,
@@ -52,6 +52,7 @@ class SBCResult:
     spec: ModelSpec
     thin: int = 1  # ranks use every thin-th draw
     informative_precision: float = 0.0  # > 0: data not from the model (see simulations)
+    failed: list[str] = field(default_factory=list)  # simulations whose sampler returned no posterior
 
 
 #: Arm sizes of the SBC template's trials (uniform in this range, per arm).
@@ -205,11 +206,11 @@ def run_sbc(
     data whose measurement covariance grows with the latent metric level (see :func:`simulations`):
     a robustness check of the measurement model rather than a check of the code.
     """
-    import nutpie
 
     t0 = time.perf_counter()
     P = spec.degree
-    rows = []
+    rows: list[dict] = []
+    failed: list[str] = []
     L = None
     for i, truth, sim_design in simulations(spec, sims, n_trials=n_trials, n_teams=n_teams, seed=seed,
                                             informative_precision=informative_precision):
@@ -218,20 +219,27 @@ def run_sbc(
 
         def sample(s: ModelSpec, sim_design=sim_design, z=z, S=S, i=i):
             compiled, _ = compiled_model(s, sim_design, Standardised(z, S, 1.0, np.eye(P)))
-            return nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
-                                 seed=seed + i, progress_bar=False, target_accept=float(s.sampler["target_accept"]))
+            return sampling.sample(compiled, draws=draws, tune=tune, chains=chains, cores=min(chains, 2),
+                                   seed=seed + i, label=f"SBC simulation {i}", progress_bar=False,
+                                   target_accept=float(s.sampler["target_accept"]))
 
         used = spec.team_effects
-        if used == "auto":  # as fit_design does: centred, and non-centred too if centred diverges
-            used = "centred"
-            trace = sample(_with_team_effects(spec, "centred"))
-            first = int(trace["sample_stats"]["diverging"].values.sum())
-            if first and pooled(teams):
-                other = sample(_with_team_effects(spec, "non_centred"))
-                if int(other["sample_stats"]["diverging"].values.sum()) < first:
-                    trace, used = other, "non_centred"
-        else:
-            trace = sample(spec)
+        try:
+            if used == "auto":  # as fit_design does: centred, and non-centred too if centred diverges
+                used = "centred"
+                trace = sample(_with_team_effects(spec, "centred"))
+                first = int(trace["sample_stats"]["diverging"].values.sum())
+                if first and pooled(teams):
+                    other = sample(_with_team_effects(spec, "non_centred"))
+                    if int(other["sample_stats"]["diverging"].values.sum()) < first:
+                        trace, used = other, "non_centred"
+            else:
+                trace = sample(spec)
+        except SamplingError as exc:  # not a posterior: counted and reported, not ranked
+            failed.append(f"simulation {i}: {exc}")
+            if progress:
+                progress(i + 1, sims)
+            continue
         post = trace["posterior"].to_dataset()
         n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
         every = _scalars({k: post[k].values.reshape(-1, *post[k].shape[2:]) for k in post.data_vars}, P, teams)
@@ -249,7 +257,7 @@ def run_sbc(
     ranks = pd.DataFrame(rows)
     return SBCResult(ranks=ranks, n_draws=int(L), tests=uniformity(ranks, int(L), bins),
                      wall_s=time.perf_counter() - t0, spec=spec, thin=thin,
-                     informative_precision=informative_precision)
+                     informative_precision=informative_precision, failed=failed)
 
 
 def _z_score(draws: np.ndarray, truth: float) -> float:
@@ -328,6 +336,9 @@ def sbc_report(result: SBCResult, command: str = "") -> str:
            f"(informative precision, kappa = {result.informative_precision:g}); the fit uses the spec's measurement "
            f"model ({result.spec.error_covariance}), so this checks its robustness, not the code.", ""]
           if result.informative_precision else []),
+        *([f"Simulations whose sampler returned no complete posterior (not ranked): {len(result.failed)}: "
+           + "; ".join(result.failed[:3]) + (" ..." if len(result.failed) > 3 else ""), ""]
+          if result.failed else []),
         f"Fits with any divergence: {int((per_sim > 0).sum())} of {len(per_sim)} "
         f"(median {per_sim.median():.0f} divergent transitions among those fits' draws).",
         *([f"Fits where a recorded parameter's bulk ESS is below 100 (chains disagree or stick): "

@@ -28,6 +28,10 @@ if TYPE_CHECKING:
     from bayes_cmma.spec import ModelSpec
 
 PROB = 0.94
+#: nutpie takes an unsigned 64-bit seed.
+SEED_MAX = 2**64 - 1
+#: Degrees of the polynomial DRF every command accepts (the spec's range).
+DEGREES = (1, 5)
 
 
 def _status(msg: str) -> None:
@@ -79,10 +83,13 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from bayes_cmma import __version__
+
     parser = argparse.ArgumentParser(
         prog="bayes-cmma",
         description="Bayesian causal meta-mediation analysis: which metric should be the north star?",
     )
+    parser.add_argument("--version", action="version", version=f"bayes-cmma {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="fit the embedded example data and write the outputs")
     demo.add_argument("--out", default="bayes_cmma_demo", help="output folder (default ./bayes_cmma_demo)")
@@ -216,6 +223,16 @@ def run_fit(
         if m not in metrics:
             raise BayesCMMAError(
                 f"--at names metric {m!r}, which is not fitted; fitted metrics: {', '.join(metrics)}."
+            )
+    for m, value in at.items():
+        if value <= 0:
+            warnings.warn(
+                f"--at {m}={value:g}: a current metric level of {'0' if value == 0 else 'below 0'}. Most metrics "
+                "(NDCG, MRR, rates, averages of non-negative values) cannot be there; the elasticity is then the "
+                f"KPI change for moving {m} from {value:g} to {value * (1 + lift):g}, which may not mean what you "
+                "want. Give the metric's average in the control arms.",
+                AssumptionWarning,
+                stacklevel=2,
             )
     if not np.isfinite(lift) or lift == 0:
         raise BayesCMMAError(f"--lift must be a non-zero number (0.1 = +10%), got {lift}.")
@@ -363,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for category in (ConvergenceWarning, AssumptionWarning):
             warnings.simplefilter("always", category)
         try:
+            check_args(args)
             return _dispatch(args)
         except BayesCMMAError as exc:
             print(f"error: {exc}", file=sys.stderr)
@@ -374,6 +392,87 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print("interrupted; no output was written or the previous output is unchanged.", file=sys.stderr)
             return 130
+
+
+def check_writable(path: str | Path, flag: str = "--out", folder: bool = True) -> None:
+    """Fail now, not after the fit, when ``path`` cannot be written: create and remove a probe file.
+
+    The outputs go through a temporary folder beside the target (see :mod:`bayes_cmma.outputs`), so
+    the target's parent (or its nearest existing ancestor, where missing folders will be created)
+    must be writable, and the target itself when it exists.
+    """
+    import os
+    import tempfile
+
+    target = Path(path).absolute()
+    if target.exists() and folder and not target.is_dir():
+        raise BayesCMMAError(f"{flag} {str(path)!r} exists and is not a folder; give a folder name.")
+    if target.is_dir() and not folder:
+        raise BayesCMMAError(f"{flag} {str(path)!r} is a folder; give a file name.")
+    places = [target] if target.is_dir() else []
+    parent = target.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise BayesCMMAError(f"{flag} {str(path)!r}: {str(parent)!r} is not a folder.")
+    places.append(parent)
+    for place in places:
+        try:
+            fd, probe = tempfile.mkstemp(prefix=".bayes_cmma-probe-", dir=place)
+            os.close(fd)
+            os.remove(probe)
+        except OSError as exc:
+            raise BayesCMMAError(
+                f"{flag} {str(path)!r}: cannot write in {str(place)!r} ({exc.strerror or exc}); choose a folder you "
+                "can write to."
+            ) from exc
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every argument's range, and that the outputs can be written, before any data is read.
+
+    Raises :class:`BayesCMMAError` naming the argument and its valid range.
+    """
+    cmd = args.command
+    counts = ["draws", "tune", "chains", "sims", "workers"] + (["trials", "teams"] if cmd == "calibrate" else [])
+    for name in counts:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise BayesCMMAError(f"--{name} must be a positive integer, got {value}.")
+    if getattr(args, "max_refits", None) is not None and args.max_refits < 0:
+        raise BayesCMMAError(f"--max-refits must be 0 or more, got {args.max_refits}.")
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise BayesCMMAError(f"--seed must be an integer from 0 to {SEED_MAX} (2^64 - 1), got {seed}.")
+    lo, hi = DEGREES
+    for degree in [getattr(args, "degree", None), *(getattr(args, "degrees", None) or [])]:
+        if degree is not None and not lo <= degree <= hi:
+            flag = "--degrees" if cmd == "compare" else "--degree"
+            raise BayesCMMAError(f"{flag} must be an integer from {lo} to {hi}, got {degree}.")
+    lift = getattr(args, "lift", None)
+    if lift is not None and not (np.isfinite(lift) and lift > 0):
+        raise BayesCMMAError(
+            f"--lift must be a positive number (0.1 = +10%), got {lift}. The ranking asks which metric's raise "
+            "helps the KPI most; for the effect of a cut use bc.elasticity(beta, at, lift=-0.1) in Python."
+        )
+    baseline = getattr(args, "kpi_baseline", None)
+    if baseline is not None and not (np.isfinite(baseline) and baseline != 0):
+        raise BayesCMMAError(f"--kpi-baseline must be a non-zero number, got {baseline}.")
+    if getattr(args, "at", None) is not None:
+        _parse_at(args.at)
+    target_accept = getattr(args, "target_accept", None)
+    if target_accept is not None and not 0 < target_accept < 1:
+        raise BayesCMMAError(f"--target-accept must be between 0 and 1, got {target_accept}.")
+    for rho in getattr(args, "rho", None) or []:
+        if not -1 < rho < 1:
+            raise BayesCMMAError(f"--rho values must be strictly between -1 and 1, got {rho}.")
+    if cmd == "summarize":
+        check_writable(args.out, "--out", folder=False)
+        check_writable(args.cov_out, "--cov-out", folder=False)
+    elif getattr(args, "out", None) is not None and cmd not in ("report",):
+        check_writable(args.out)
+    elif cmd == "report" and args.out is not None:
+        check_writable(args.out, "--out", folder=False)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

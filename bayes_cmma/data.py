@@ -128,6 +128,11 @@ def _read_table(
     parquet = path.suffix.lower() in (".parquet", ".pq") or path.is_dir()
     if not path.exists():
         raise DataError(f"{what} file {str(path)!r} does not exist.")
+    if path.is_dir() and not any(p.suffix.lower() in (".parquet", ".pq") for p in path.rglob("*") if p.is_file()):
+        raise DataError(
+            f"{what} {str(path)!r} is a directory without Parquet files; give a CSV or Parquet file, or a folder "
+            "of Parquet files (one Parquet dataset)."
+        )
     if path.is_file() and path.stat().st_size == 0:
         raise DataError(f"{what} file {str(path)!r} is empty; it needs a header row and data rows.")
     try:
@@ -510,6 +515,13 @@ def metric_design(
         raise DataError(
             f"quantity {names[cols[0]]!r} is missing for {len(trials)} trial(s): {shown}; every "
             f"trial needs {', '.join(map(repr, names))}. Add those rows or drop those trials."
+        )
+    if np.ptp(z[:, 0]) == 0:
+        warnings.warn(
+            f"the KPI {kpi!r} has the same estimate ({z[0, 0]:g}) in every trial: there is no variation for the "
+            "metric to explain, and every DRF fits it equally well. Check the KPI column.",
+            AssumptionWarning,
+            stacklevel=2,
         )
     team_labels = data.dataset["team"].values.astype(str)
     teams = sorted(set(team_labels))

@@ -20,6 +20,10 @@ class SpecError(BayesCMMAError, ValueError):
     """A model specification (TOML) with an unknown key or a bad value."""
 
 
+class SamplingError(BayesCMMAError, RuntimeError):
+    """The sampler returned something that is not a complete posterior (stopped early, NaN draws)."""
+
+
 class ConvergenceWarning(UserWarning):
     """The sampler's diagnostics (R-hat, divergences, ESS) say the posterior may be unreliable."""
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from bayes_cmma import derived, dims, measurement
+from bayes_cmma import derived, dims, measurement, sampling
 from bayes_cmma.assumptions import relevance_check
 from bayes_cmma.data import MetricDesign, TrialData, metric_design
 from bayes_cmma.diagnostics import divergences, warn_on_problems
@@ -341,8 +341,6 @@ def _fit_concrete(
     data_hash: str | None,
 ) -> MetricFit:
     """One fit with a concrete (centred or non-centred) spec; no convergence check."""
-    import nutpie
-
     std = standardise(design)
     t0 = time.perf_counter()
     if design.degree < spec.degree:
@@ -360,14 +358,14 @@ def _fit_concrete(
     if progress:
         progress(f"sampling {design.metric!r}: {n_chains} chains x {int(draws or settings['draws'])} draws")
     t1 = time.perf_counter()
-    trace = nutpie.sample(
+    trace = sampling.sample(
         compiled,
         draws=int(draws or settings["draws"]),
         tune=int(tune or settings["tune"]),
         chains=n_chains,
         cores=n_cores,
         seed=seed,
-        save_warmup=False,
+        label=repr(design.metric),
         progress_bar=progress_bar,
         target_accept=float(settings["target_accept"]),
         adaptation=settings["adaptation"],
