@@ -7,9 +7,10 @@ Per trial k of team g, on the internal scale (see :func:`standardise`)::
     eta_g = beta' alpha_g + pi_g,
     pi_g ~ Normal(pi_mean, pi_sd)   (>= 4 teams; else independent)
 
-Sampled: beta on the internal scale (``beta_std``, prior ``beta_std``), alpha, eta (``kpi_mean``,
-centred; or ``team_z`` with eta_g = pi_mean + beta' alpha_g + pi_sd z_g when the spec says
-``team_effects = "non_centred"``), pi_mean and pi_sd (only with >= 4 teams; fewer teams get independent effects),
+Sampled: beta on the internal scale (``beta_std``, prior ``beta_std``), alpha, the team KPI means
+eta_g (``kpi_mean``, partially centred through ``kpi_offset``, see :func:`team_slope`; or ``team_z`` with
+eta_g = pi_mean + beta' alpha_g + pi_sd z_g when the spec says ``team_effects = "non_centred"``),
+pi_mean and pi_sd (only with >= 4 teams; fewer teams get independent effects),
 C (LKJ Cholesky, ``metric_chol``), sigma_u (``residual_sd``).
 The latent true effects (y_k, m_k) and the residual u_k are integrated out exactly, so NUTS only
 sees global parameters. The likelihood is written in closed form over the trial axis
@@ -255,18 +256,34 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         # sampling it (rather than pi_g) keeps alpha_g's components uncorrelated. pi_g = eta_g -
         # beta' alpha_g is a unit-Jacobian shift, so pi_g ~ Normal(pi_mean, pi_sd) exactly.
         gamma = chol.T @ beta  # A chol = [gamma'; chol]
+        # The team KPI mean eta_g = beta' alpha_g + pi_g is sampled partially centred: xi_g = eta_g - b' alpha_g
+        # with b = team_slope(...), the data's within-team slope of the KPI ATEs on the metric powers. The
+        # likelihood pins (eta_g, alpha_g) with the correlation of the trials' observed (KPI, metric) vectors:
+        # near 1 when the metric explains the KPI (the paper's cubic simulation: sampling eta_g took 250-400
+        # leapfrog steps per warm-up iteration for 300 iterations), and xi_g is uncorrelated with alpha_g. For
+        # fixed alpha and beta, eta -> xi is a shift (unit Jacobian) and pi_g = xi_g - (beta - b)' alpha_g, so
+        # the prior is exactly pi_g ~ Normal(pi_mean, pi_sd) for every b: the same model, another geometry.
+        # (kpi_offset starts at 0, not at its prior mean: nutpie's initial point would freeze the
+        # compile-time team_slope into it, and a cached model reused with other data would then start,
+        # and sample, differently from a fresh compile; tests/test_many.py checks they agree.)
+        slope = pm.Data("team_slope", team_slope(data.z, team_idx, q))
+        explained = alpha @ beta
         if pooled(n_teams):
             pi_mean = _location("pi_mean", pri["pi_mean"])
             pi_sd = _scale("pi_sd", pri["pi_sd"])
             if spec.team_effects == "non_centred":
                 # pi_g = pi_mean + pi_sd z_g: no funnel between pi_sd and the team effects when pi_sd -> 0
                 team_z = pm.Normal("team_z", 0.0, 1.0, dims="team")
-                kpi_mean = pm.Deterministic("kpi_mean", pi_mean + alpha @ beta + pi_sd * team_z, dims="team")
+                kpi_mean = pm.Deterministic("kpi_mean", pi_mean + explained + pi_sd * team_z, dims="team")
             else:
-                kpi_mean = pm.Normal("kpi_mean", mu=pi_mean + alpha @ beta, sigma=pi_sd, dims="team")
+                xi = pm.Normal("kpi_offset", mu=pi_mean + explained - alpha @ slope, sigma=pi_sd, dims="team",
+                               initval=np.zeros(n_teams))
+                kpi_mean = pm.Deterministic("kpi_mean", xi + alpha @ slope, dims="team")
         else:
             # independent team effects: pi_g = eta_g - beta' alpha_g ~ the pi_mean prior
-            kpi_mean = _location("kpi_mean", pri["pi_mean"], shift=alpha @ beta, dims="team")
+            xi = _location("kpi_offset", pri["pi_mean"], shift=explained - alpha @ slope, dims="team",
+                           initval=np.zeros(n_teams))
+            kpi_mean = pm.Deterministic("kpi_mean", xi + alpha @ slope, dims="team")
         if spec.direct_effect_corr_prior is not None:
             lower, upper = spec.direct_effect_corr_prior
             a3_corr = pm.Uniform(A3_VAR, lower=lower, upper=upper)
@@ -275,6 +292,36 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         logp = trial_logp_graph(z, S, tidx, gamma, alpha, kpi_mean, chol, residual_sd, P, a3_corr)
         pm.Potential("trial_loglik", logp.sum())
     return model
+
+
+def team_slope(z: np.ndarray, team_idx: np.ndarray, degree: int) -> np.ndarray:
+    """Within-team regression slope b (P,) of the observed KPI ATEs on the first ``degree`` metric powers.
+
+    The partially centred team KPI means of :func:`build_model` sample xi_g = eta_g - b' alpha_g. In
+    the likelihood the team means (eta_g, alpha_g) are estimated like the mean of the trials' observed
+    (KPI, metric) vectors, so their posterior correlation is the within-team correlation of those
+    vectors and xi_g is uncorrelated with alpha_g for this b. Powers beyond ``degree`` get 0; b = 0
+    (sampling eta_g) when the regression is undefined. Only the sampler's geometry depends on b.
+    """
+    P = z.shape[1] - 1
+    b = np.zeros(P)
+    K = len(z)
+    if K == 0:
+        return b
+    x, y = z[:, 1:degree + 1], z[:, 0]
+    n_teams = int(team_idx.max()) + 1
+    safe = np.maximum(np.bincount(team_idx, minlength=n_teams), 1).astype(float)
+    xm = np.zeros((n_teams, x.shape[1]))
+    np.add.at(xm, team_idx, x)
+    xt = x - (xm / safe[:, None])[team_idx]
+    yt = y - (np.bincount(team_idx, weights=y, minlength=n_teams) / safe)[team_idx]
+    w_xx = xt.T @ xt
+    try:
+        np.linalg.cholesky(w_xx)
+    except np.linalg.LinAlgError:
+        return b
+    b[:degree] = np.linalg.solve(w_xx, xt.T @ yt)
+    return b if np.all(np.isfinite(b)) else np.zeros(P)
 
 
 _CACHE: dict[tuple[int, int, int, str], Any] = {}
@@ -300,6 +347,8 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
             fresh = True
         base = _CACHE[key]
     fixed = {} if spec.direct_effect_corr_prior is not None else {"a3_corr": np.asarray(float(spec.direct_effect_corr))}
+    if not (pooled(len(design.teams)) and spec.team_effects == "non_centred"):  # else eta has no offset
+        fixed["team_slope"] = team_slope(data.z, design.team_idx, spec.degree)
     return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx, **fixed), fresh
 
 

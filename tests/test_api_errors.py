@@ -55,7 +55,7 @@ def test_ols_rank_deficient_design(synthetic):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--lift", "0"], "--lift must be a non-zero number"),
+        (["--lift", "0"], "--lift must be a positive number"),
         (["--kpi-baseline", "0"], "--kpi-baseline must be a non-zero number"),
         (["--draws", "0"], "--draws must be a positive integer"),
         (["--at", "ndcg=abc"], "'abc' is not a number"),

@@ -70,7 +70,7 @@ def test_summarize_bad_input(units_file, tmp_path, capsys):
     _bad(capsys, ["summarize", str(path), "--kpi", "y", "--metric", "m", "--out", str(out), "--cov-out", str(out)],
          "same file", out)
     _bad(capsys, ["summarize", str(path), "--kpi", "y", "--metric", "m", "--degree", "0", *tail],
-         "--degree must be at least 1", out, cov)
+         "--degree must be an integer from 1 to 5, got 0", out, cov)
 
 
 def test_simulate_prints_the_table_and_resumes(tmp_path, capsys):
@@ -97,7 +97,7 @@ def test_simulate_prints_the_table_and_resumes(tmp_path, capsys):
         (["--study", "table2", "--n-per", "200", "500"], "'table2' takes one value of --n-per"),
         (["--study", "table3", "--n-trials", "50", "100"], "'table3' takes one value of --n-trials"),
         (["--study", "table1", "--n-trials", "1"], "--n-trials values must be at least 2"),
-        (["--study", "table1", "--target-accept", "1.2"], "target_accept=1.2"),
+        (["--study", "table1", "--target-accept", "1.2"], "--target-accept must be between 0 and 1, got 1.2"),
     ],
 )
 def test_simulate_bad_input(extra, message, tmp_path, capsys):

@@ -20,6 +20,15 @@ def built(synthetic):
     return design, std, spec, model
 
 
+def _eta(model, point, beta=None):
+    """The team KPI means eta_g from the partially centred offset xi_g = eta_g - b' alpha_g."""
+    return point["kpi_offset"] + point["alpha"] @ model["team_slope"].get_value()
+
+
+def _offset(model, point, eta):
+    return eta - point["alpha"] @ model["team_slope"].get_value()
+
+
 def _random_point(model, rng):
     ip = model.initial_point()
     return {k: v + rng.normal(0, 0.3, size=np.shape(v)) for k, v in ip.items()}
@@ -35,7 +44,7 @@ def test_logp_equals_priors_plus_scipy_likelihood(built):
     alpha = point["alpha"]
     pi_mean = point["pi_mean"]
     pi_sd = np.exp(point["pi_sd_log__"])
-    kpi_mean = point["kpi_mean"]
+    kpi_mean = _eta(model, point, point["beta_std"])
     resid_sd = np.exp(point["residual_sd_log__"])
     packed = model.rvs_to_transforms[model["metric_chol"]].backward(
         pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])
@@ -107,7 +116,7 @@ def test_non_centred_team_effects_are_the_same_model(built):
     beta = point["beta_std"]
     pi_sd = np.exp(point["pi_sd_log__"])
     eta = point["pi_mean"] + point["alpha"] @ beta + pi_sd * point["team_z"]
-    centred_point = {k: v for k, v in point.items() if k != "team_z"} | {"kpi_mean": eta}
+    centred_point = {k: v for k, v in point.items() if k != "team_z"} | {"kpi_offset": _offset(centred, point, eta)}
     lp_nc = nc.compile_logp()(point)
     lp_c = centred.compile_logp()(centred_point)
     np.testing.assert_allclose(lp_nc, lp_c + len(design.teams) * np.log(pi_sd), rtol=1e-10)
@@ -125,7 +134,7 @@ def test_a3_correlation_matches_the_generative_construction(built):
         pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])).eval()
     chol = unpack_chol(packed, 2)
     beta = point["beta_std"]
-    alpha, eta = point["alpha"], point["kpi_mean"]
+    alpha, eta = point["alpha"], _eta(model, point, beta)
     sd_u = np.exp(point["residual_sd_log__"])
     rho = 0.6
     omega = chol @ chol.T
@@ -184,7 +193,7 @@ def test_a3_prior_makes_rho_a_parameter_of_the_same_model(built):
         pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])).eval()
     chol = unpack_chol(packed, 2)
     beta = point["beta_std"]
-    alpha, eta, sd_u = point["alpha"], point["kpi_mean"], np.exp(point["residual_sd_log__"])
+    alpha, eta, sd_u = point["alpha"], _eta(fixed, point, beta), np.exp(point["residual_sd_log__"])
     rhos = np.array([-0.3, 0.0, 0.45])
     many = trial_loglik_numpy(std.z, std.S, design.team_idx, np.tile(beta, (3, 1)), np.tile(alpha, (3, 1, 1)),
                               np.tile(eta - alpha @ beta, (3, 1)), np.tile(chol, (3, 1, 1)), np.full(3, sd_u),
@@ -210,7 +219,10 @@ def test_lower_degree_on_more_powers_is_the_nested_model(built, synthetic):
     rng = np.random.default_rng(4)
     point = _random_point(full, rng)
     point["beta_std"] = np.array([point["beta_std"][0], 0.0])
-    small = dict(point, beta_std=point["beta_std"][:1])
+    # the same team KPI means eta: each model's offset is eta - w beta' alpha with its own weight w
+    beta = point["beta_std"]
+    eta = _eta(full, point, beta)
+    small = dict(point, beta_std=beta[:1], kpi_offset=_offset(nested, point, eta))
     assert nested.initial_point()["beta_std"].shape == (1,)
     lp_full = full.compile_logp()(point)
     lp_nested = nested.compile_logp()(small)
@@ -221,3 +233,36 @@ def test_lower_degree_on_more_powers_is_the_nested_model(built, synthetic):
     b = pad_beta(np.array([[0.7]]), 2)
     assert b[0, 1] == 0.0 and b[0, 0] != 0.0
     assert (b @ np.linalg.inv(std.L))[0, 1] == 0.0
+
+
+def test_partial_centring_changes_the_geometry_not_the_model(built):
+    """team_slope b: the log-density at (xi = eta - b' alpha, ...) is the same for every b, and b is the
+    within-team least-squares slope of the observed KPI ATEs on the metric powers (0 beyond the degree)."""
+    import pymc as pm
+
+    from bayes_cmma.model import team_slope
+
+    design, std, _spec, model = built
+    rng = np.random.default_rng(9)
+    point = _random_point(model, rng)
+    eta = _eta(model, point)
+    b0 = model["team_slope"].get_value().copy()
+    values = []
+    try:
+        for b in (np.zeros(2), np.array([0.3, -2.0]), b0):
+            with model:
+                pm.set_data({"team_slope": b})
+            values.append(model.compile_logp()(point | {"kpi_offset": eta - point["alpha"] @ b}))
+    finally:
+        with model:
+            pm.set_data({"team_slope": b0})
+    np.testing.assert_allclose(values, values[0], rtol=1e-12)
+    # the slope itself, against least squares with team dummies
+    D = np.eye(len(design.teams))[design.team_idx]
+    X = np.column_stack([D, std.z[:, 1:]])
+    coef = np.linalg.lstsq(X, std.z[:, 0], rcond=None)[0]
+    np.testing.assert_allclose(b0, coef[-2:], rtol=1e-9)
+    first = team_slope(std.z, design.team_idx, 1)
+    coef1 = np.linalg.lstsq(X[:, :-1], std.z[:, 0], rcond=None)[0]
+    np.testing.assert_allclose(first, [coef1[-1], 0.0], rtol=1e-9)
+    assert np.all(team_slope(np.zeros_like(std.z), design.team_idx, 2) == 0.0)  # undefined: the eta form

@@ -139,7 +139,7 @@ def test_cli_dask_bad_input(units, tmp_path, capsys):
         ([str(path), "--engine", "dask", "--scheduler", "synchronous"], "'treated' must be 0 .*found 7"),
         ([str(path), str(csv), "--engine", "dask", "--scheduler", "threads"], "mix Parquet and CSV"),
         ([str(csv), "--scheduler", "threads"], "apply to --engine dask only"),
-        ([str(csv), "--engine", "dask", "--workers", "0"], "--workers must be at least 1"),
+        ([str(csv), "--engine", "dask", "--workers", "0"], "--workers must be a positive integer, got 0"),
         ([str(tmp_path / "missing.parquet"), "--engine", "dask"], "does not exist"),
     ]
     for args, message in cases:
