@@ -57,6 +57,10 @@ class SimulationSettings:
         Per-team mean effect of treatment on M, and direct effect on Y; their length is the number of teams.
     tau_spread : float
         Half-width of the within-team U(-a, a) variation of tau_k.
+    direct_spread : float
+        Half-width of a within-team U(-a, a) variation of the direct effect gamma_k, independent of
+        everything else (assumption A3 holds): the model's trial-level KPI residual u_k, with sd
+        a / sqrt(3). The paper has none (0, the default).
     baseline_halfwidth : float
         Half-width of phi_k, theta_k ~ U(-a, a).
     sd_m, sd_y, corr_my : float
@@ -80,6 +84,7 @@ class SimulationSettings:
     tau_team: tuple[float, ...] = (0.5, 1.0, 2.5)
     gamma_team: tuple[float, ...] = (0.0, 1.5, 3.0)
     tau_spread: float = 3.0
+    direct_spread: float = 0.0
     baseline_halfwidth: float = 2.0
     sd_m: float = 3.0
     sd_y: float = 3.0
@@ -113,7 +118,7 @@ class SimulationSettings:
         for name in ("corr_my", "corr_e", "a3_corr"):
             if not -1 < getattr(self, name) < 1:
                 problems.append(f"{name} must be in (-1, 1), got {getattr(self, name)}")
-        for name in ("sd_m", "sd_y", "sd_e", "sd_innovation", "a3_direct_sd"):
+        for name in ("sd_m", "sd_y", "sd_e", "sd_innovation", "a3_direct_sd", "direct_spread"):
             if not getattr(self, name) >= 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if problems:
@@ -132,8 +137,8 @@ class SimulationSettings:
         out = {}
         for f in dataclasses.fields(self):
             v = getattr(self, f.name)
-            if v is None and f.name == "n_per_max":  # absent, so that earlier studies keep their seeds
-                continue
+            if (v is None and f.name == "n_per_max") or (v == 0.0 and f.name == "direct_spread"):
+                continue  # absent at their defaults, so that earlier studies keep their identity and seeds
             out[f.name] = list(v) if isinstance(v, tuple) else v
         return out
 
@@ -202,6 +207,9 @@ def simulate_units(settings: SimulationSettings, rng: np.random.Generator) -> Si
         spread = np.zeros(K)
     tau = np.asarray(s.tau_team)[team_idx] + spread
     gamma = np.asarray(s.gamma_team)[team_idx]
+    if s.direct_spread > 0:  # a separate stream, so that the rest of the data set is as without it
+        direct_rng = rng.spawn(1)[0]  # spawning does not advance rng
+        gamma = gamma + direct_rng.uniform(-s.direct_spread, s.direct_spread, K)
     delta = np.zeros(K)
     if s.violation == "A3":
         # delta_k correlates a3_corr with the within-team effect on M (uniform, sd a / sqrt(3))
@@ -210,7 +218,7 @@ def simulate_units(settings: SimulationSettings, rng: np.random.Generator) -> Si
 
     if s.n_per_max is not None and s.n_per_max > s.n_per:
         # drawn from a separate stream so that the rest of the data set is as with equal sizes
-        size_rng = np.random.default_rng(rng.integers(2**63))
+        size_rng = rng.spawn(1)[0]  # spawning does not advance rng
         sizes = np.rint(np.exp(size_rng.uniform(np.log(s.n_per), np.log(s.n_per_max), K))).astype(np.int64)
     else:
         sizes = np.full(K, N)

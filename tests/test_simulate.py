@@ -124,3 +124,16 @@ def test_impossible_correlations_are_refused_when_simulating():
 def test_replace_rejects_unknown_keys_with_a_hint():
     with pytest.raises(BayesCMMAError, match="Did you mean 'n_per'"):
         SimulationSettings().replace(n_pre=100)
+
+
+def test_direct_spread_adds_an_independent_trial_level_kpi_residual():
+    s = SimulationSettings(n_trials=600, n_per=20, direct_spread=1.5)
+    sim = simulate_units(s, np.random.default_rng(3))
+    extra = sim.truth["gamma"] - np.asarray(s.gamma_team)[sim.truth["team_idx"]]
+    assert -1.5 <= extra.min() < -1.4 and 1.4 < extra.max() <= 1.5
+    assert abs(np.corrcoef(extra, sim.truth["tau"])[0, 1]) < 0.1  # unrelated to the metric effect (A3 holds)
+    assert "direct_spread" not in SimulationSettings().to_dict() and s.to_dict()["direct_spread"] == 1.5
+    # the rest of the data set is drawn as without it
+    base = simulate_units(s.replace(direct_spread=0.0), np.random.default_rng(3))
+    np.testing.assert_array_equal(base.truth["tau"], sim.truth["tau"])
+    np.testing.assert_array_equal(base.units["m"], sim.units["m"])
