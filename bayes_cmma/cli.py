@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from bayes_cmma import interrupts
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning
 
 if TYPE_CHECKING:
@@ -380,8 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for category in (ConvergenceWarning, AssumptionWarning):
             warnings.simplefilter("always", category)
         try:
-            check_args(args)
-            return _dispatch(args)
+            with interrupts.catching():
+                check_args(args)
+                return _dispatch(args)
         except BayesCMMAError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayes_cmma import dims
+from bayes_cmma import dims, interrupts
 from bayes_cmma.derived import interval_table
 from bayes_cmma.diagnostics import CI_PROB, summary_table
 from bayes_cmma.errors import BayesCMMAError
@@ -135,6 +135,7 @@ def write_atomically(
         record = tmp / COMMIT_FILE
         record.write_text(json.dumps({"tmp": tmp.name, "files": list(files), "remove": remove}))
         _fsync(record)
+        interrupts.check()  # a Ctrl-C swallowed by a finaliser while writing must not commit
         os.replace(record, out / COMMIT_FILE)  # from here on, recover() completes this write
         committed = True
         final = []
@@ -165,6 +166,7 @@ def write_files_atomically(files: Mapping[str | Path, Writer]) -> list[Path]:
             os.close(fd)
             temps[target] = Path(name)
             writer(temps[target])
+        interrupts.check()
         for target, tmp in temps.items():
             os.replace(tmp, target)
         return list(temps)

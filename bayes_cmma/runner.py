@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayes_cmma import interrupts
 from bayes_cmma.errors import BayesCMMAError
 from bayes_cmma.outputs import write_files_atomically
 from bayes_cmma.parallel import worker_pool
@@ -193,8 +194,9 @@ def run_study(
 
     def finished(rows: list[dict[str, Any]]) -> None:
         nonlocal n_new
-        _append(path, rows)
+        _append(path, rows)  # a finished replication is kept even when Ctrl-C came meanwhile
         n_new += 1
+        interrupts.check()
         bar.advance()
         if on_replication is not None:
             on_replication(n_new, len(todo))

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from bayes_cmma import interrupts
 from bayes_cmma.errors import SamplingError
 
 
@@ -41,6 +42,7 @@ def sample(compiled: Any, *, draws: int, tune: int, chains: int, cores: int, see
     """
     import nutpie
 
+    interrupts.check()
     sampler = nutpie.sample(compiled, draws=draws, tune=tune, chains=chains, cores=cores, seed=seed,
                             save_warmup=False, blocking=False, **settings)
     try:

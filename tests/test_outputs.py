@@ -179,3 +179,39 @@ def test_recover_is_public_as_bc_outputs_recover():
     import bayes_cmma as bc
 
     assert bc.outputs.recover is recover and "outputs" in dir(bc)
+
+
+class _InterruptedFinaliser:
+    """Ctrl-C delivered while a finaliser runs: Python reports it as "Exception ignored" and carries on."""
+
+    def __del__(self):
+        signal.raise_signal(signal.SIGINT)
+
+
+def _write_dropping_a_finaliser(path):
+    _InterruptedFinaliser()  # dropped at once, so its finaliser runs here and swallows the interrupt
+    path.write_text("new")
+
+
+def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_the_write(tmp_path, capsys):
+    from bayes_cmma import interrupts
+
+    out = tmp_path / "out"
+    write_atomically(out, {"summary.csv": lambda p: p.write_text("old")})
+    previous = signal.getsignal(signal.SIGINT)
+    with interrupts.catching(), pytest.raises(KeyboardInterrupt):
+        write_atomically(out, {"summary.csv": _write_dropping_a_finaliser})
+    assert (out / "summary.csv").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert "Exception ignored" not in capsys.readouterr().err
+    # the handler and hook are restored and nothing stays pending
+    assert signal.getsignal(signal.SIGINT) is previous
+    interrupts.check()
+
+
+def test_check_is_a_no_op_outside_catching():
+    from bayes_cmma import interrupts
+
+    with interrupts.catching():
+        interrupts.check()
+    interrupts.check()
