@@ -62,7 +62,10 @@ def negloglik(theta: np.ndarray, z: np.ndarray, S: np.ndarray, g: np.ndarray, G:
         idx = g == t
         cov = Gm[None] + S[idx]
         r = z[idx] - np.concatenate([[eta[t]], alpha[t]])
-        Lc = np.linalg.cholesky(cov)
+        try:
+            Lc = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:  # a line-search step far outside (overflowed Omega): reject it
+            return 1e20
         w = np.linalg.solve(Lc, r[..., None])[..., 0]
         total += 0.5 * np.sum(w**2) + np.sum(np.log(np.diagonal(Lc, axis1=1, axis2=2)))
     return total
