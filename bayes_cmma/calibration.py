@@ -340,7 +340,7 @@ def sbc_report(result: SBCResult, command: str = "") -> str:
            + "; ".join(result.failed[:3]) + (" ..." if len(result.failed) > 3 else ""), ""]
           if result.failed else []),
         f"Fits with any divergence: {int((per_sim > 0).sum())} of {len(per_sim)} "
-        f"(median {per_sim.median():.0f} divergent transitions among those fits' draws).",
+        f"(median over all fits: {per_sim.median():.0f} divergent transitions).",
         *([f"Fits where a recorded parameter's bulk ESS is below 100 (chains disagree or stick): "
            f"{int((r.groupby('sim')['ess_bulk'].min() < 100).sum())} of {len(per_sim)}; their ranks are less "
            "trustworthy (`python benchmarks/sbc_rank_checks.py ranks.csv --min-ess 100` repeats the checks "

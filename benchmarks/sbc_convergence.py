@@ -10,8 +10,8 @@ of the metric's first power, omega_1^2 / (omega_1^2 + mean measurement variance)
 weak-A4 data set, where beta is barely identified (the toolkit's A4 warning is for that case),
 and whether that warning (``assumptions.relevance_check`` on the simulated data) fires.
 
-Usage: ``python benchmarks/sbc_convergence.py benchmarks/results/sbc_cubic_auto_seed2019/ranks.csv
---model cubic --seed 2019``
+Usage: ``python benchmarks/sbc_convergence.py benchmarks/results/sbc_cubic/ranks.csv
+--model cubic --seed 2018``
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from bayes_cmma.fitting import resolve_spec
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="benchmarks/specs/linear_centred.toml")
+    ap.add_argument("--model", default="linear")
     ap.add_argument("--ranks", default="benchmarks/results/sbc_linear/ranks.csv")
     ap.add_argument("--trials", type=int, default=60)
     ap.add_argument("--teams", type=int, default=4)

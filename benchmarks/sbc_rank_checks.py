@@ -9,7 +9,7 @@ checks on the simulations whose fit reached a bulk ESS of N for every recorded p
 that disagree or stick give ESS 2-3 with 2 chains); conditioning on convergence is itself a
 selection, so read the two side by side.
 
-Usage: ``python benchmarks/sbc_rank_checks.py benchmarks/results/sbc_cubic_auto/ranks.csv [--parameter kpi_mean[0]]``
+Usage: ``python benchmarks/sbc_rank_checks.py benchmarks/results/sbc_cubic/ranks.csv [--parameter kpi_mean[0]]``
 """
 
 from __future__ import annotations
