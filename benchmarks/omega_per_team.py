@@ -26,6 +26,7 @@ from scipy import optimize
 
 from bayes_cmma.data import metric_design, read_trials
 from bayes_cmma.eiv import eiv_estimate
+from bayes_cmma.linalg import mvnormal_logpdf
 from bayes_cmma.measurement import apply_measurement
 from bayes_cmma.model import standardise
 from bayes_cmma.simulate import SimulationSettings, simulate_units
@@ -60,15 +61,11 @@ def negloglik(theta: np.ndarray, z: np.ndarray, S: np.ndarray, g: np.ndarray, G:
         Gm = A @ C @ C.T @ A.T
         Gm[0, 0] += np.exp(2 * log_su)
         idx = g == t
-        cov = Gm[None] + S[idx]
         r = z[idx] - np.concatenate([[eta[t]], alpha[t]])
-        try:
-            Lc = np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:  # a line-search step far outside (overflowed Omega): reject it
-            return 1e20
-        w = np.linalg.solve(Lc, r[..., None])[..., 0]
-        total += 0.5 * np.sum(w**2) + np.sum(np.log(np.diagonal(Lc, axis1=1, axis2=2)))
-    return total
+        with np.errstate(invalid="ignore", over="ignore"):
+            total -= mvnormal_logpdf(r, Gm[None] + S[idx]).sum()
+    # a line-search step far outside (overflowed Omega, a covariance that is not positive definite): reject it
+    return float(total) if np.isfinite(total) else 1e20
 
 
 def fit_ml(z, S, g, G, start_beta, start_se):

@@ -20,7 +20,7 @@ def built(synthetic):
     return design, std, spec, model
 
 
-def _eta(model, point, beta=None):
+def _eta(model, point):
     """The team KPI means eta_g from the partially centred offset xi_g = eta_g - b' alpha_g."""
     return point["kpi_offset"] + point["alpha"] @ model["team_slope"].get_value()
 
@@ -44,7 +44,7 @@ def test_logp_equals_priors_plus_scipy_likelihood(built):
     alpha = point["alpha"]
     pi_mean = point["pi_mean"]
     pi_sd = np.exp(point["pi_sd_log__"])
-    kpi_mean = _eta(model, point, point["beta_std"])
+    kpi_mean = _eta(model, point)
     resid_sd = np.exp(point["residual_sd_log__"])
     packed = model.rvs_to_transforms[model["metric_chol"]].backward(
         pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])
@@ -134,7 +134,7 @@ def test_a3_correlation_matches_the_generative_construction(built):
         pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])).eval()
     chol = unpack_chol(packed, 2)
     beta = point["beta_std"]
-    alpha, eta = point["alpha"], _eta(model, point, beta)
+    alpha, eta = point["alpha"], _eta(model, point)
     sd_u = np.exp(point["residual_sd_log__"])
     rho = 0.6
     omega = chol @ chol.T
@@ -193,7 +193,7 @@ def test_a3_prior_makes_rho_a_parameter_of_the_same_model(built):
         pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])).eval()
     chol = unpack_chol(packed, 2)
     beta = point["beta_std"]
-    alpha, eta, sd_u = point["alpha"], _eta(fixed, point, beta), np.exp(point["residual_sd_log__"])
+    alpha, eta, sd_u = point["alpha"], _eta(fixed, point), np.exp(point["residual_sd_log__"])
     rhos = np.array([-0.3, 0.0, 0.45])
     many = trial_loglik_numpy(std.z, std.S, design.team_idx, np.tile(beta, (3, 1)), np.tile(alpha, (3, 1, 1)),
                               np.tile(eta - alpha @ beta, (3, 1)), np.tile(chol, (3, 1, 1)), np.full(3, sd_u),
@@ -219,9 +219,9 @@ def test_lower_degree_on_more_powers_is_the_nested_model(built, synthetic):
     rng = np.random.default_rng(4)
     point = _random_point(full, rng)
     point["beta_std"] = np.array([point["beta_std"][0], 0.0])
-    # the same team KPI means eta: each model's offset is eta - w beta' alpha with its own weight w
+    # the same team KPI means eta: each model's offset is eta - b' alpha with its own slope b (team_slope)
     beta = point["beta_std"]
-    eta = _eta(full, point, beta)
+    eta = _eta(full, point)
     small = dict(point, beta_std=beta[:1], kpi_offset=_offset(nested, point, eta))
     assert nested.initial_point()["beta_std"].shape == (1,)
     lp_full = full.compile_logp()(point)
