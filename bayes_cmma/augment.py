@@ -16,9 +16,9 @@ result. The method is documented with its measured behaviour on the documentatio
 Conventions (where the published descriptions leave a choice):
 
 * **The threshold is relative.** The weights returned sum to 1, so an observed row has weight
-  ``1/n``; an extension is dropped when its weight relative to its root values (``n * w`` for one
-  root block), i.e. the conditional probability of the path given where it started, is
-  ``<= theta``. This is the reference implementation's threshold "normalised by the data size";
+  ``1/n``; an extension is dropped when its weight relative to an observed row, ``n * w``, is
+  ``<= theta`` (for untied data and one root: the conditional probability of the path given its
+  root value). This is the reference implementation's threshold "normalised by the data size";
   compared with the absolute weight, any ``theta >= 1/n`` would drop every row at the first step.
 * **Parentless variables.** ``roots="joint"`` (default) takes all parentless variables together
   from the observed rows (``n`` root rows of weight ``1/n``): the size stays below ``n / theta``
@@ -236,31 +236,6 @@ def _kernel_for(name: str, spec: Kernel | str | None, column: pd.Series) -> Kern
 # ------------------------------------------------------------------------------------- augmentation
 
 
-@dataclass(frozen=True)
-class AugmentationInfo:
-    """What :func:`augment` did; stored in the output's ``attrs["augmentation"]``.
-
-    Attributes
-    ----------
-    dag : str
-    theta : float
-    roots : str
-    rows_per_step : dict of str to int
-        Surviving (merged) partial rows after each variable's step.
-    retained_mass : float
-        Share of the probability mass kept after pruning (the output's weights are renormalised).
-    bandwidths : dict of str to float
-        The Gaussian kernels' bandwidths.
-    """
-
-    dag: str
-    theta: float
-    roots: str
-    rows_per_step: dict[str, int]
-    retained_mass: float
-    bandwidths: dict[str, float]
-
-
 def augment(
     frame: pd.DataFrame,
     dag: Dag | str,
@@ -284,8 +259,9 @@ def augment(
     dag : Dag or str
         The causal graph, e.g. ``"team -> ndcg; ndcg -> gmv; team -> gmv"`` (see :func:`parse_dag`).
     theta : float
-        Extensions whose weight relative to their root values is ``<= theta`` are dropped
-        (module docstring). Smaller keeps more rows.
+        Extensions whose weight relative to an observed row (``n * w``; with ``roots="independent"``
+        relative to ``1 / n`` per parentless variable) is ``<= theta`` are dropped (module
+        docstring). Smaller keeps more rows.
     kernels : dict, optional
         Per variable, :class:`Gaussian`, :class:`Categorical` or their names; default Gaussian with
         Silverman's bandwidth for numeric columns, exact categories for the others.
@@ -311,7 +287,11 @@ def augment(
     -------
     DataFrame
         The DAG's variables (in ``frame``'s column order) and a ``weight`` column summing to 1;
-        ``attrs["augmentation"]`` holds an :class:`AugmentationInfo`.
+        ``attrs["augmentation"]`` is a JSON-ready dict of what was done: ``dag``, ``method``,
+        ``theta``, ``roots``, ``rows_per_step`` (surviving, merged rows after each step),
+        ``retained_mass`` (share of the factorisation's probability mass the rows carry before the
+        weights are renormalised) and ``bandwidths`` (of the Gaussian kernels). It is kept in a
+        Parquet file's metadata.
     """
     dag = parse_dag(dag) if isinstance(dag, str) else dag
     if not isinstance(frame, pd.DataFrame):
@@ -377,11 +357,11 @@ def augment(
         if isinstance(data[c].dtype, pd.CategoricalDtype):
             out[c] = pd.Categorical(out[c], dtype=data[c].dtype)
     out[WEIGHT] = weight / retained
-    out.attrs["augmentation"] = AugmentationInfo(
-        dag=str(dag), theta=float(theta) if method == "threshold" else float("nan"), roots=roots,
-        rows_per_step=rows_per_step, retained_mass=retained,
-        bandwidths={v: kern[v].bandwidth_for(data[v].to_numpy()) for v in log_k if isinstance(kern[v], Gaussian)},
-    )
+    out.attrs["augmentation"] = {
+        "dag": str(dag), "method": method, "theta": float(theta) if method == "threshold" else None, "roots": roots,
+        "rows_per_step": rows_per_step, "retained_mass": retained,
+        "bandwidths": {v: kern[v].bandwidth_for(data[v].to_numpy()) for v in log_k if isinstance(kern[v], Gaussian)},
+    }
     return out
 
 

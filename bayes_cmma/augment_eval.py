@@ -93,15 +93,19 @@ def _weighted_var(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _gauss_kl(test: np.ndarray, train: np.ndarray, w: np.ndarray) -> float:
-    """KL(N_test || N_train) of Gaussian fits (train weighted by ``w``)."""
+    """KL(N_test || N_train) of Gaussian fits (train weighted by ``w``); inf when the train fit is singular."""
+    d = test.shape[1]
+    if len(w) <= d:
+        return float("inf")
     m0, s0 = test.mean(axis=0), np.cov(test, rowvar=False)
     m1 = np.average(train, axis=0, weights=w)
     s1 = np.cov(train, rowvar=False, aweights=w)
-    d = len(m0)
+    sign1, logdet1 = np.linalg.slogdet(s1)
+    _, logdet0 = np.linalg.slogdet(s0)
+    if sign1 <= 0 or np.linalg.cond(s1) > 1e12:
+        return float("inf")
     s1_inv = np.linalg.inv(s1)
     diff = m1 - m0
-    _, logdet0 = np.linalg.slogdet(s0)
-    _, logdet1 = np.linalg.slogdet(s1)
     return float(0.5 * (np.trace(s1_inv @ s0) + diff @ s1_inv @ diff - d + logdet1 - logdet0))
 
 
@@ -146,7 +150,7 @@ def evaluate_once(scm: SCMSettings, ev: EvalSettings, seed: np.random.SeedSequen
             w = aug[WEIGHT].to_numpy()
             measures = distribution_measures(aug, w, test)
             var_aug = _weighted_var(aug[cols].to_numpy(float), w)
-            common |= {f"n_{name}": len(aug), f"retained_mass_{name}": info.retained_mass, f"error_{name}": "",
+            common |= {f"n_{name}": len(aug), f"retained_mass_{name}": info["retained_mass"], f"error_{name}": "",
                        f"wasserstein_{name}": measures["wasserstein"], f"kl_{name}": measures["kl"],
                        f"diversity_{name}": float(np.mean((var_aug - var_train) / var_train))}
         except AugmentationError as exc:

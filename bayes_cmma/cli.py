@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     aug.add_argument("data", help="table to augment (CSV or Parquet), one row per observation")
     aug.add_argument("--dag", required=True, help="the causal graph, e.g. \"team->ndcg; ndcg->gmv; team->gmv\"")
     aug.add_argument("--theta", type=float, default=1e-2,
-                     help="drop extensions whose weight relative to their root values is <= theta (default 0.01)")
+                     help="drop extensions whose weight relative to an observed row is <= theta (default 0.01)")
     aug.add_argument("--kernel", action="append", metavar="COLUMN=KIND",
                      help="gaussian (Silverman's bandwidth) or categorical for a column (repeat); default: "
                           "gaussian for numbers, categorical otherwise")
@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--n-per", type=int, nargs="+", help="units per trial (overrides the study's)")
     sim.add_argument("--n-trials", type=int, nargs="+", help="trials per data set (overrides the study's)")
     sim.add_argument("--estimators", nargs="+",
-                     help="subset of liml 2sls sobel_iv lsem cmma_ols summary_tc summary_liml bayes")
+                     help="subset of liml 2sls sobel_iv lsem cmma_ols summary_tc summary_liml admgda bayes")
     sim.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     sim.add_argument("--seed", type=int, help="base seed (default: the study's)")
     sim.add_argument("--draws", type=int, help="posterior draws per chain of each Bayesian fit (default 1000)")
@@ -677,9 +677,9 @@ def run_augment(args: argparse.Namespace) -> int:
     out = augment(frame, dag, theta=args.theta, kernels=kernels, roots=args.roots, max_rows=args.max_rows)
     info = out.attrs["augmentation"]
     (written,) = write_files_atomically({args.out: _writer(out, args.out)})
-    steps = ", ".join(f"{k} {v}" for k, v in info.rows_per_step.items())
+    steps = ", ".join(f"{k} {v}" for k, v in info["rows_per_step"].items())
     print(f"{len(frame)} rows -> {len(out)} weighted rows (rows after each step: {steps}); the rows kept carry "
-          f"{100 * info.retained_mass:.3g}% of the factorisation's probability mass. Wrote {written}.")
+          f"{100 * info["retained_mass"]:.3g}% of the factorisation's probability mass. Wrote {written}.")
     return 0
 
 

@@ -10,7 +10,9 @@ turn the rows into the paper's Tables 1-3.
 Estimators: ``liml``, ``2sls``, ``sobel_iv``, ``lsem`` on the unit-level data (linear DRF only,
 :mod:`bayes_cmma.iv`); on the trial summaries ``cmma_ols`` (Algorithm 1), the summary-level
 errors-in-variables peers ``summary_tc`` (total covariance = Fuller's method of moments) and
-``summary_liml`` (:mod:`bayes_cmma.eiv`), and ``bayes`` (the marginalised model). With several
+``summary_liml`` (:mod:`bayes_cmma.eiv`), ``admgda`` (Algorithm 1 by weighted least squares on the
+causally augmented trial table, percentile bootstrap intervals; :mod:`bayes_cmma.admgda`), and ``bayes``
+(the marginalised model). With several
 degrees, the degree is also *selected*: for the frequentist estimators by backward Wald tests (fit the
 highest degree; keep it if its top coefficient is significant at 5%, else drop one degree and
 repeat), for ``bayes`` by the same rule on the 95% credible interval of the top coefficient (keep the
@@ -42,8 +44,11 @@ from bayes_cmma.spec import _check_keys
 UNIT_ESTIMATORS = ("liml", "2sls", "sobel_iv", "lsem")
 #: Frequentist estimators on the trial summaries: the study's name -> :mod:`bayes_cmma.eiv` method.
 EIV_ESTIMATORS = {"summary_tc": "tc", "summary_liml": "liml"}
-SUMMARY_ESTIMATORS = ("cmma_ols", *EIV_ESTIMATORS, "bayes")
+SUMMARY_ESTIMATORS = ("cmma_ols", *EIV_ESTIMATORS, "admgda", "bayes")
 ALL_ESTIMATORS = (*UNIT_ESTIMATORS, *SUMMARY_ESTIMATORS)
+#: What a study runs unless it names its estimators: all but ``admgda`` (a baseline of the
+#: few-trials study, ``small_k``, where it is on by default).
+DEFAULT_ESTIMATORS = tuple(e for e in ALL_ESTIMATORS if e != "admgda")
 CI_PROB = 0.95
 DEFAULT_BAYES: dict[str, Any] = {"draws": 1000, "tune": 1000, "chains": 4}
 #: Sampler settings a study may set; ``target_accept`` defaults to the bundled spec's (0.9).
@@ -97,7 +102,7 @@ class Study:
 
     name: str
     settings: tuple[Setting, ...]
-    estimators: tuple[str, ...] = ALL_ESTIMATORS
+    estimators: tuple[str, ...] = DEFAULT_ESTIMATORS
     degrees: tuple[int, ...] = (1,)
     sims: int = 100
     seed: int = 2020
@@ -164,7 +169,8 @@ def builtin_study(name: str, n_per: list[int] | None = None, n_trials: list[int]
     ``table1``: K = 50, N_per in (200, 500, 1000), beta = 4, every estimator. ``table2``: K = 50,
     N_per = 200 with assumption A2, A3 or A4 violated. ``table3``: K = 100, N_per = 1000,
     mu(m) = 4m, 4m + 2m^2, 4m + 0m^2 + 5m^3 (no eps_beta M term), degrees 1-3 selected by Wald
-    tests / credible intervals. ``small_k``: K in (10, 20), N_per = 200, beta = 4.
+    tests / credible intervals. ``small_k``: K in (10, 20), N_per = 200, beta = 4, every estimator and
+    ``admgda`` (the others leave ``admgda`` out unless asked).
     ``n_per`` and ``n_trials`` override the defaults of the settings they apply to.
     """
     if name == "table1":
@@ -196,14 +202,15 @@ def builtin_study(name: str, n_per: list[int] | None = None, n_trials: list[int]
             "4m+0m^2+5m^3": dict(beta=(4.0, 0.0, 5.0), random_slope=False),
         }
         settings = tuple(Setting(lab, SimulationSettings(n_trials=k, n_per=n, **kw)) for lab, kw in shapes.items())
-        return Study("table3", settings, estimators=SUMMARY_ESTIMATORS, degrees=(1, 2, 3))
+        estimators = tuple(e for e in SUMMARY_ESTIMATORS if e != "admgda")
+        return Study("table3", settings, estimators=estimators, degrees=(1, 2, 3))
     if name == "small_k":
         sizes = n_per or [200]
         ks = n_trials or [10, 20]
         settings = tuple(
             Setting(f"K={k},N_per={n}", SimulationSettings(n_trials=k, n_per=n)) for k in ks for n in sizes
         )
-        return Study("small_k", settings)
+        return Study("small_k", settings, estimators=ALL_ESTIMATORS)
     raise BayesCMMAError(
         f"unknown study {name!r}; choose table1, table2, table3, small_k, or give a TOML file (see README)."
     )
@@ -219,7 +226,7 @@ def load_study(path: str | Path) -> Study:
 
         name = "few_trials"
         sims = 50
-        estimators = ["cmma_ols", "bayes"]   # default: all six
+        estimators = ["cmma_ols", "bayes"]   # default: all but admgda
         degrees = [1]
         [base]                               # SimulationSettings fields shared by every setting
         n_per = 200
@@ -264,7 +271,7 @@ def load_study(path: str | Path) -> Study:
     return Study(
         name=str(raw.get("name", path.stem)),
         settings=tuple(settings),
-        estimators=tuple(raw.get("estimators", ALL_ESTIMATORS)),
+        estimators=tuple(raw.get("estimators", DEFAULT_ESTIMATORS)),
         degrees=tuple(raw.get("degrees", (1,))),
         sims=int(raw.get("sims", 100)),
         seed=int(raw.get("seed", 2020)),
@@ -328,7 +335,7 @@ def replicate(study: Study, setting_index: int, rep: int) -> list[dict[str, Any]
 
     setting = study.settings[setting_index]
     ss = replication_seed(study, setting, rep)
-    data_seed, sampler_seed = ss.spawn(2)
+    data_seed, sampler_seed, boot_seed = ss.spawn(3)  # spawn(3) keeps the first two children of spawn(2)
     seed_int = int(ss.generate_state(1)[0])
     sim = simulate_units(setting.sim, np.random.default_rng(data_seed))
     rows: list[dict[str, Any]] = []
@@ -379,6 +386,9 @@ def replicate(study: Study, setting_index: int, rep: int) -> list[dict[str, Any]
                 rows.append(_row(study, setting, rep, seed_int, est, d, p, c["estimate"], c["std_error"],
                                  c[f"ci{pct}_lower"], c[f"ci{pct}_upper"], times[d], selected_degree=selected))
 
+    if "admgda" in study.estimators:
+        _admgda_rows(study, setting, rep, seed_int, designs, boot_seed, t_summary, rows)
+
     if "bayes" in study.estimators:
         seeds = sampler_seed.generate_state(len(study.degrees))
         post, diags, times = {}, {}, {}
@@ -401,6 +411,34 @@ def replicate(study: Study, setting_index: int, rep: int) -> list[dict[str, Any]
                                  float(draws.std(ddof=1)), float(bounds[d][0, p - 1]), float(bounds[d][1, p - 1]),
                                  times[d], selected_degree=selected, **diags[d]))
     return rows
+
+
+def _admgda_rows(study: Study, setting: Setting, rep: int, seed_int: int, designs: dict, boot_seed: Any,
+                 t_summary: float, rows: list[dict[str, Any]]) -> None:
+    """Rows of the ``admgda`` estimator; degree selected by its bootstrap interval of the top coefficient."""
+    from bayes_cmma.admgda import admgda_estimate
+
+    fits, times = {}, {}
+    for d, child in zip(study.degrees, boot_seed.spawn(len(study.degrees)), strict=True):
+        t0 = time.perf_counter()
+        try:
+            fits[d] = admgda_estimate(designs[d], np.random.default_rng(child), prob=CI_PROB)
+        except DataError:  # the augmentation of the full table failed
+            fits[d] = None
+        times[d] = time.perf_counter() - t0 + t_summary
+    top_down = sorted(study.degrees, reverse=True)
+    selected = top_down[-1]
+    for d in top_down:
+        r = fits[d]
+        if r is not None and (d == top_down[-1] or r.lower[d - 1] > 0 or r.upper[d - 1] < 0):
+            selected = d
+            break
+    for d, r in fits.items():
+        for p in range(1, d + 1):
+            values = (np.nan,) * 4 if r is None else (r.beta[p - 1], r.std_error[p - 1], r.lower[p - 1],
+                                                       r.upper[p - 1])
+            rows.append(_row(study, setting, rep, seed_int, "admgda", d, p, *map(float, values), times[d],
+                             selected_degree=selected))
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:

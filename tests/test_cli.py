@@ -148,3 +148,45 @@ def test_ols_command_bad_input(files, capsys, tmp_path):
     _, trials, cov = files
     _run_bad(capsys, tmp_path, ["ols", *_write(tmp_path, trials.drop(columns="quantity"), cov), "--kpi", "gmv",
                                 "--metric", "ndcg"], "missing column.*'quantity'")
+
+
+def _augment_input(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    frame = pd.DataFrame({"team": rng.choice(["A", "B"], 30), "ndcg": x, "gmv": 2 * x + rng.normal(size=30)})
+    path = tmp_path / "trials_wide.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_augment_command_writes_a_weighted_table(tmp_path, capsys):
+    data = _augment_input(tmp_path)
+    out = tmp_path / "aug.parquet"
+    code = main(["augment", str(data), "--dag", "team->ndcg; ndcg->gmv; team->gmv", "--theta", "0.001",
+                 "--out", str(out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    aug = pd.read_parquet(out)
+    assert list(aug.columns) == ["team", "ndcg", "gmv", "weight"]
+    assert aug["weight"].sum() == pytest.approx(1.0) and set(aug["team"]) == {"A", "B"}
+    assert "30 rows ->" in captured.out and "probability mass" in captured.out
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--dag", "team->ndcg; ndcg->team"], "DAG has a cycle: ndcg -> team -> ndcg"),
+    (["--dag", "team->ndgc"], "DAG variable 'ndgc' is not a column.*Did you mean 'ndcg'"),
+    (["--dag", "ndcg->gmv", "--theta", "2"], r"--theta must be a number in \(0, 1\)"),
+    (["--dag", "ndcg->gmv", "--kernel", "ndcg"], "--kernel 'ndcg': write COLUMN=gaussian or COLUMN=categorical"),
+    (["--dag", "ndcg->gmv", "--kernel", "team=categorical"], "kernels given for 'team', which is not a DAG"),
+    (["--dag", "ndcg->gmv", "--theta", "1e-9", "--max-rows", "100"], "more than max_rows = 100"),
+    (["--dag", "ndcg->gmv", "--theta", "0.999"], "no augmented row survived variable 'gmv'"),
+])
+def test_augment_command_bad_input(tmp_path, capsys, extra, message):
+    data = _augment_input(tmp_path)
+    out = tmp_path / "out"
+    code = main(["augment", str(data), *extra, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and re.search(message, lines[0]), err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["trials_wide.csv"]
