@@ -42,10 +42,12 @@ _LAZY = {
     "a3_sensitivity": "sensitivity",
     "ModelSpec": "spec", "load_spec": "spec",
     "summarize": "summarizer", "summarize_files": "summarizer", "summarize_units": "summarizer",
+    "augment": "augmentation", "parse_dag": "augmentation",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.assumptions import RelevanceCheck, posterior_reliability, relevance_check
+    from bayes_cmma.augmentation import augment, parse_dag
     from bayes_cmma.compare import DegreeComparison, compare_degrees
     from bayes_cmma.data import TrialData, metric_design, read_trials
     from bayes_cmma.datasets import Example, load_example
@@ -99,6 +101,7 @@ __all__ = [
     "SpecError",
     "TrialData",
     "a3_sensitivity",
+    "augment",
     "cmma_ols",
     "compare_degrees",
     "diagnostics_table",
@@ -111,6 +114,7 @@ __all__ = [
     "load_example",
     "load_spec",
     "metric_design",
+    "parse_dag",
     "posterior_reliability",
     "rank_metrics",
     "read_trials",

@@ -1,7 +1,7 @@
 """The ``admgda`` baseline: the paper's OLS fitted on a causally augmented trial table.
 
 Each trial is a row (team, metric-power ATEs ``M^1..M^P``, KPI ATE). The table is augmented
-(:func:`bayes_cmma.augment.augment`) along the DAG
+(:func:`bayes_cmma.augmentation.augment`) along the DAG
 
     team -> M^1 -> ... -> M^P -> KPI,   team -> every M^p and KPI,   every M^p -> every later M^q and KPI,
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.augment import WEIGHT, AugmentationError, Categorical, augment, make_dag
+from bayes_cmma.augmentation import WEIGHT, AugmentationError, Categorical, augment, make_dag
 from bayes_cmma.data import MetricDesign
 from bayes_cmma.errors import DataError
 from bayes_cmma.ols import ols_arrays
@@ -80,7 +80,7 @@ def admgda_estimate(design: MetricDesign, rng: np.random.Generator, *, theta: fl
     Raises
     ------
     DataError
-        When the augmentation of the full table fails (see :class:`bayes_cmma.augment.AugmentationError`).
+        When the augmentation of the full table fails (see :class:`bayes_cmma.augmentation.AugmentationError`).
     """
     beta, rows = admgda_fit(design, theta=theta)
     groups = [np.flatnonzero(design.team_idx == g) for g in range(len(design.teams))]

@@ -1,7 +1,7 @@
 """Evaluation of causal data augmentation on random SCMs (the published protocol, measured here).
 
 One replication (:func:`evaluate_once`): draw a random SCM (:mod:`bayes_cmma.scm`), split 70/30
-into train and test, augment the training part along the true DAG (:func:`bayes_cmma.augment.augment`),
+into train and test, augment the training part along the true DAG (:func:`bayes_cmma.augmentation.augment`),
 then, for each variable as the target and all others as features, train gradient-boosted trees
 (XGBoost; 3-fold cross-validation over ``n_estimators`` in {10, 50, 200} and ``reg_lambda`` in
 {1, 10, 100}, weighted by the augmentation weights) on the original and on the augmented training
@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayes_cmma.augment import WEIGHT, AugmentationError, augment
+from bayes_cmma.augmentation import WEIGHT, AugmentationError, augment
 from bayes_cmma.errors import BayesCMMAError
 from bayes_cmma.scm import SCMSettings, random_scm
 

@@ -656,7 +656,7 @@ def _writer(frame: pd.DataFrame, target: str):
 
 def run_augment(args: argparse.Namespace) -> int:
     """``bayes-cmma augment``: a weighted augmented table drawn along a DAG."""
-    from bayes_cmma.augment import augment, parse_dag
+    from bayes_cmma.augmentation import augment, parse_dag
     from bayes_cmma.data import _read_table
     from bayes_cmma.outputs import write_files_atomically
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.augment import Dag, make_dag
+from bayes_cmma.augmentation import Dag, make_dag
 from bayes_cmma.errors import DataError
 
 MECHANISMS = ("linear", "polynomial", "sigmoid", "gp", "nn")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-PEERS = ("summary_tc", "summary_liml", "liml")
+PEERS = ("summary_tc", "summary_liml", "liml", "admgda")
 
 
 def paired_table(results: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_cmma.augment import (
+from bayes_cmma.augmentation import (
     WEIGHT,
     AugmentationError,
     Categorical,
@@ -182,3 +182,10 @@ def test_bad_data():
         augment(df.iloc[:1], "x -> y")
     with pytest.raises(DataError, match="cycle"):
         make_dag([("x", "y"), ("y", "x")])
+
+
+def test_public_names():
+    import bayes_cmma as bc
+    import bayes_cmma.admgda
+
+    assert bc.augment is augment and callable(bc.augment) and bc.parse_dag is parse_dag

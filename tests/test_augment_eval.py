@@ -6,8 +6,8 @@ import pytest
 import statsmodels.api as sm
 
 from bayes_cmma.admgda import _dag, _trial_frame, admgda_estimate, admgda_fit
-from bayes_cmma.augment import WEIGHT, Categorical, augment
 from bayes_cmma.augment_eval import EvalSettings, evaluate_once
+from bayes_cmma.augmentation import WEIGHT, Categorical, augment
 from bayes_cmma.data import metric_design, read_trials
 from bayes_cmma.errors import DataError
 from bayes_cmma.scm import SCMSettings, random_scm
