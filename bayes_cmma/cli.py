@@ -325,7 +325,9 @@ def _print_assumptions(table: pd.DataFrame) -> None:
     print("\nAssumption A4 (trials move the metric differently within teams), per metric:")
     for _, r in table.iterrows():
         verdict = "WEAK: the DRF is driven by the prior" if r["weak"] else "ok"
-        print(f"  {r['metric']:>8}: Cochran's Q p = {r['p_value']:.2g}, F = Q/df = {r['f_stat']:.1f}, "
+        p_text = format_p_value(r["p_value"])
+        p_text = p_text if p_text.startswith("<") else f"= {p_text}"
+        print(f"  {r['metric']:>8}: Cochran's Q p {p_text}, F = Q/df = {r['f_stat']:.1f}, "
               f"I^2 = {r['i2']:.2f} (weak if p >= 0.001 or I^2 < 0.1), "
               f"posterior reliability {r['reliability_mean']:.2f} "
               f"[{r[f'reliability_eti{100 * PROB:g}_lower']:.2f}, "
@@ -341,6 +343,30 @@ def _ols_frame(ols_results: dict[str, OLSResult]) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True)
 
 
+def format_estimate(mean: float, lower: float, upper: float, digits: int = 4) -> str:
+    """``mean [lower, upper]`` on one scale: ``digits`` significant digits for the largest magnitude.
+
+    Fixed notation when the largest magnitude is in [1e-3, 1e6), else every number in units of a
+    common power of ten (``0.169 [-0.795, 1.110] x 1e6``), so a row never mixes notations.
+    """
+    values = np.array([mean, lower, upper], dtype=float)
+    finite = np.abs(values[np.isfinite(values)])
+    top = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+    exponent = int(np.floor(np.log10(top)))
+    if -3 <= exponent < 6:
+        decimals = max(digits - 1 - exponent, 0)
+        a, b, c = (f"{v:.{decimals}f}" for v in values)
+        return f"{a} [{b}, {c}]"
+    scaled = values / 10.0**exponent
+    a, b, c = (f"{v:.{digits - 1}f}" for v in scaled)
+    return f"{a} [{b}, {c}] x 1e{exponent}"
+
+
+def format_p_value(p: float) -> str:
+    """Two significant digits; below double precision's resolution ``< 1e-16`` instead of ``0``."""
+    return "< 1e-16" if p < 1e-16 else f"{p:.2g}"
+
+
 def _print_report(
     result: CMMAResult,
     spec: ModelSpec,
@@ -352,32 +378,37 @@ def _print_report(
     lift: float,
     kpi_baseline: float | None,
 ) -> None:
+    """The answer first (recommendation, then the metric table), the DRF coefficients after."""
     lo, hi = f"eti{100 * PROB:g}_lb", f"eti{100 * PROB:g}_ub"
     print(f"\nBayesian CMMA, KPI {result.kpi!r}, model {spec.name!r} (degree {spec.degree}); "
           f"{100 * PROB:g}% credible intervals; OLS = the paper's Algorithm 1 (95% CI).")
+    if elast is None:
+        print("\nNo elasticity or ranking: give every metric's current value with --at METRIC=VALUE.")
+    else:
+        best = ranking.iloc[0]
+        if len(ranking) == 1:
+            print(f"\nOne metric ({best['metric']}): nothing to rank; its KPI gain is below.")
+        else:
+            print(f"\nRecommended north-star metric: {best['metric']} "
+                  f"(P(best) = {best['p_best']:.2f}, expected regret {best['expected_regret']:.3g}).")
+        base = "mu(m)" if kpi_baseline is None else f"{kpi_baseline:g}"
+        print(f"\nRelative {result.kpi} gain for a {100 * lift:+g}% lift of each metric at its current value "
+              f"(gain / {base}; the paper's 'elasticity'):")
+        ranks = ranking.set_index("metric")
+        for _, row in elast.iterrows():
+            m = row["metric"]
+            band = format_estimate(100 * row["mean"], 100 * row[f"eti{100 * PROB:g}_lower"],
+                                   100 * row[f"eti{100 * PROB:g}_upper"], digits=3)
+            print(f"  {m:>8} at {row['at']:.4g}: {band} %   P(best) = {ranks.loc[m, 'p_best']:.2f}   "
+                  f"E[rank] = {ranks.loc[m, 'expected_rank']:.2f}")
     print("\nDRF coefficients (original scale):")
     for m, _fit in result.fits.items():
         rows = summary[(summary["metric"] == m) & summary["parameter"].str.startswith("beta[")]
         ols = ols_results[m].coefficient_table()
         for p, (_, row) in enumerate(rows.iterrows(), start=1):
             o = ols.iloc[-spec.degree + p - 1]
-            print(f"  {m:>8} beta_{p}: {_fmt(row['mean'])} [{_fmt(row[lo])}, {_fmt(row[hi])}]"
-                  f"   OLS {_fmt(o['estimate'])} [{_fmt(o['ci95_lower'])}, {_fmt(o['ci95_upper'])}]")
-    if elast is None:
-        print("\nNo elasticity or ranking: give every metric's current value with --at METRIC=VALUE.")
-        return
-    base = "mu(m)" if kpi_baseline is None else f"{kpi_baseline:g}"
-    print(f"\nElasticity of {result.kpi} for a {100 * lift:+g}% lift of each metric at its current value "
-          f"(gain / {base}):")
-    ranks = ranking.set_index("metric")
-    for _, row in elast.iterrows():
-        m = row["metric"]
-        print(f"  {m:>8} at {_fmt(row['at'])}: {_fmt(row['mean'])} [{_fmt(row[f'eti{100 * PROB:g}_lower'])}, "
-              f"{_fmt(row[f'eti{100 * PROB:g}_upper'])}]   P(best) = {ranks.loc[m, 'p_best']:.2f}   "
-              f"E[rank] = {ranks.loc[m, 'expected_rank']:.2f}")
-    best = ranking.iloc[0]
-    print(f"\nRecommended north-star metric: {best['metric']} "
-          f"(P(best) = {best['p_best']:.2f}, expected regret {_fmt(best['expected_regret'])}).")
+            print(f"  {m:>8} beta_{p}: {format_estimate(row['mean'], row[lo], row[hi])}   "
+                  f"OLS {format_estimate(o['estimate'], o['ci95_lower'], o['ci95_upper'])}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -190,3 +190,18 @@ def test_augment_command_bad_input(tmp_path, capsys, extra, message):
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and re.search(message, lines[0]), err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["trials_wide.csv"]
+
+
+def test_number_formats_of_the_terminal_output():
+    from bayes_cmma.cli import format_estimate, format_p_value
+
+    # one notation per row, 4 significant digits for the largest magnitude
+    assert format_estimate(6516.2, 2650.4, 10380.7) == "6516 [2650, 10381]"
+    assert format_estimate(-3.161e5, -6.095e5, -8.008e4) == "-316100 [-609500, -80080]"
+    assert format_estimate(1.69e5, -7.951e5, 1.11e6) == "0.169 [-0.795, 1.110] x 1e6"
+    assert format_estimate(0.0183, 0.01537, 0.02251) == "0.01830 [0.01537, 0.02251]"
+    assert format_estimate(2.174, 2.08, 2.266, digits=3) == "2.17 [2.08, 2.27]"
+    assert format_estimate(1.5e-5, 1.0e-5, 2.0e-5) == "1.500 [1.000, 2.000] x 1e-5"
+    assert format_estimate(0.0, 0.0, 0.0) == "0.000 [0.000, 0.000]"
+    assert format_p_value(0.0) == "< 1e-16" and format_p_value(3.2e-20) == "< 1e-16"
+    assert format_p_value(0.0123) == "0.012"

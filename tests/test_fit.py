@@ -137,6 +137,9 @@ def test_fit_cli_end_to_end(tmp_path, example, capsys):
     # no arm sizes in this table: the pooled covariance is scaled by the metric's variance, and it says so
     assert "measurement covariance: pooled over all trials, scaled by the variance of the 'ndcg' ATE" in captured.err
     assert "Recommended north-star metric" in stdout
+    # the answer first: recommendation, then the metric table, the coefficients last
+    assert stdout.index("Recommended north-star metric") < stdout.index("Relative gmv gain") < stdout.index(
+        "DRF coefficients")
     for name in ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "assumptions.csv", "ndcg.nc",
                  "mrr.nc", "run.json", "report.html"):
         assert (out / name).is_file(), name

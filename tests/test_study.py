@@ -212,6 +212,7 @@ def test_builtin_studies():
     assert t3.degrees == (1, 2, 3) and t3.estimators == ("cmma_ols", "summary_tc", "summary_liml", "bayes")
     assert t3.settings[2].sim.beta == (4.0, 0.0, 5.0) and not t3.settings[2].sim.random_slope
     assert [s.sim.n_trials for s in builtin_study("small_k").settings] == [10, 20]
+    assert builtin_study("small_k").estimators[-2:] == ("admgda", "bayes") and "admgda" not in t1.estimators
     with pytest.raises(BayesCMMAError, match="unknown study 'table9'"):
         builtin_study("table9")
 
