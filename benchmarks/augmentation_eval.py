@@ -6,7 +6,7 @@ per target variable on each and scores it on the 30% test split (:mod:`bayes_cmm
 Writes ``results.csv`` (one row per scenario x replication x target), ``summary.md`` (medians and
 win rates per scenario) and ``augmentation.png`` into ``--out``.
 
-Grid (reduced from the published one to fit 2 cores; the full lists are the issue's): defaults
+Grid (reduced from the published one to fit 2 cores; both on docs/augmentation.md): defaults
 n = 500, d = 10, expected degree 3, noise 0.4, no outliers, theta = 1e-2, mixed mechanisms.
 
 Run: ``python benchmarks/augmentation_eval.py --reps 4 --workers 2 --out benchmarks/results/augmentation``
