@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 import warnings
@@ -413,6 +414,7 @@ def _print_report(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``bayes-cmma``."""
+    entry_point = argv is None  # the process's own command (console script, python -m), not a caller's call
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
@@ -432,6 +434,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
+            if entry_point:
+                # The process is ending with status 130. Python resets SIGINT to the OS default when it
+                # finalises, so a further Ctrl-C (or one still queued) would kill it with -SIGINT instead;
+                # ignore SIGINT from here on, which finalisation keeps.
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             if args.command == "simulate":
                 print(f"interrupted; every finished replication is kept in {args.out}/results.csv. Rerun the "
                       "same command to continue.", file=sys.stderr)

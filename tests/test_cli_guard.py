@@ -234,3 +234,24 @@ def test_a_trace_that_is_not_a_posterior_is_refused():
     message = r"sampling 'm': 2 NaN or infinite value\(s\) of 'beta_std' in chain\(s\) 1"
     with pytest.raises(SamplingError, match=message):
         check_trace(trace(stopped), draws=5, chains=2, label="'m'")
+
+
+def test_an_interrupted_command_ignores_further_ctrl_c_until_it_exits(tmp_path):
+    """After Ctrl-C the process ends with 130: SIGINT stays ignored through finalisation (not reset to kill)."""
+    code = (
+        "import atexit, os, signal, sys\n"
+        "import bayes_cmma.cli as cli\n"
+        "def interrupted(args):\n"
+        "    raise KeyboardInterrupt\n"
+        "cli._dispatch = interrupted\n"
+        "def late():\n"
+        "    print('ignored:', signal.getsignal(signal.SIGINT) is signal.SIG_IGN, file=sys.stderr)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "atexit.register(late)\n"
+        "sys.argv = ['bayes-cmma', 'ols', 'trials.csv', '--kpi', 'y', '--metric', 'm']\n"
+        "raise SystemExit(cli.main())\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    assert "ignored: True" in proc.stderr and "interrupted; no output was written" in proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
