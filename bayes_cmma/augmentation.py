@@ -365,6 +365,17 @@ def augment(
     return out
 
 
+def _kernel_weights(log_ks: list[np.ndarray], rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Product-kernel weights (block, n) of partial rows against every observed row, scaled so each row's
+    largest is 1, and which partial rows have any non-zero weight (the others have no continuation)."""
+    logit = sum(lk[r] for lk, r in zip(log_ks, rows, strict=True))
+    top = logit.max(axis=1, keepdims=True)
+    alive = np.isfinite(top[:, 0])
+    weights = np.zeros_like(logit)
+    weights[alive] = np.exp(logit[alive] - top[alive])
+    return weights, alive
+
+
 def _sample_paths(dag: Dag, roots: str, log_k: dict, canon: dict, n: int, m: int, block_cells: int,
                   rng: np.random.Generator) -> tuple[np.ndarray, list[str], dict[str, int]]:
     """Ancestral sampling of ``m`` paths; a path whose parents have zero kernel weight everywhere is dropped."""
@@ -386,11 +397,7 @@ def _sample_paths(dag: Dag, roots: str, log_k: dict, canon: dict, n: int, m: int
             u = rng.random(m)
             for b in range(0, m, block):
                 sl = slice(b, b + block)
-                logit = sum(log_k[p][cols[done.index(p)][sl]] for p in parents)
-                top = logit.max(axis=1, keepdims=True)
-                ok = np.isfinite(top[:, 0])
-                prob = np.zeros_like(logit)
-                prob[ok] = np.exp(logit[ok] - top[ok])
+                prob, ok = _kernel_weights([log_k[p] for p in parents], [cols[done.index(p)][sl] for p in parents])
                 cdf = np.cumsum(prob, axis=1)
                 total = cdf[:, -1].copy()
                 total[~ok] = 1.0
@@ -456,11 +463,7 @@ def _extend(idx: np.ndarray, weight: np.ndarray, log_ks: list[np.ndarray], cols:
     kept = 0
     for start in range(0, len(weight), block):
         sl = slice(start, start + block)
-        logit = sum(lk[idx[sl, c]] for lk, c in zip(log_ks, cols, strict=True))
-        top = logit.max(axis=1, keepdims=True)
-        alive = np.isfinite(top[:, 0])
-        prob = np.zeros_like(logit)
-        prob[alive] = np.exp(logit[alive] - top[alive])
+        prob, alive = _kernel_weights(log_ks, [idx[sl, c] for c in cols])
         prob[alive] /= prob[alive].sum(axis=1, keepdims=True)
         if child_codes is not None:  # equal child values are one continuation: sum before pruning
             prob = np.asarray(prob @ child_codes)
