@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--out", required=True, help="folder for ranks.csv and summary.md")
     sim = sub.add_parser("simulate", help="the paper's simulation study (Tables 1-3) with the Bayesian model added")
     sim.add_argument("--study", required=True,
-                     help="table1, table2, table3, small_k, or a study TOML file (see README)")
+                     help="table1, table2, table3, small_k, or a study TOML file (docs: simulation.md)")
     sim.add_argument("--sims", type=int, help="replications per setting (default: the study's, 100)")
     sim.add_argument("--n-per", type=int, nargs="+", help="units per trial (overrides the study's)")
     sim.add_argument("--n-trials", type=int, nargs="+", help="trials per data set (overrides the study's)")
@@ -533,7 +533,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from bayes_cmma.datasets import load_example
 
         ex = load_example()
-        _status("embedded example: simulated search A/B tests (see README, 'Example data')")
+        _status("embedded example: simulated search A/B tests (docs: input.md, 'Example data')")
         return run_fit(None, None, ex.kpi, ex.metrics, model="quadratic", at=ex.at, lift=0.1,
                        kpi_baseline=ex.kpi_baseline, seed=args.seed, out=args.out, draws=args.draws,
                        tune=args.tune, chains=args.chains, trials_data=ex.trials, report=not args.no_report)

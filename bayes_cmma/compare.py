@@ -1,6 +1,6 @@
 """Degree selection: fit the DRF at several degrees and compare them by leave-one-trial-out ELPD.
 
-The Bayesian counterpart of the paper's nested Wald tests (README, "Looking at the results", degree choice):
+The Bayesian counterpart of the paper's nested Wald tests (docs: outputs.md, "Choosing the degree"):
 
 1. fit each degree (one compiled model per degree, reused by the refits below);
 2. PSIS-LOO over trials of the density of each trial's ATE vector. Every degree is fitted to the

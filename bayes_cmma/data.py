@@ -1,6 +1,6 @@
 """Trial tables in, validated trial data out.
 
-The interchange format (see README):
+The interchange format (docs: input.md):
 
 * trial table, one row per trial and quantity: ``trial``, ``team`` (optional), ``quantity``,
   ``estimate``, ``std_error``, and optionally the trial's arm sizes ``n_treated``, ``n_control``

@@ -10,7 +10,7 @@ Two forms, chosen in the model spec (``[measurement] error_covariance``):
     pooled as the mean of S_j / c_j over all trials (``pool_by = "all"``) or over the trials of
     the same team (``pool_by = "team"``).
 
-Why pooling (the "Informative precision" section of the README): the marginal likelihood assumes
+Why pooling (docs: model.md, "The measurement model"): the marginal likelihood assumes
 a trial's latent effects are independent of its S_k. For powers of a metric that fails: what makes a
 trial's ATE(M^2), ATE(M^3) large (its metric level and its effect on M) also makes Var(M^p) in its
 arms, hence S_k, large. On the paper's cubic simulation the per-trial form biases beta_1 by about

@@ -1,4 +1,4 @@
-"""The marginalised measurement-error CMMA model in PyMC (README, "The model"), compiled once per shape.
+"""The marginalised measurement-error CMMA model in PyMC (docs: model.md), compiled once per shape.
 
 Per trial k of team g, on the internal scale (see :func:`standardise`)::
 

@@ -2,7 +2,7 @@
 
 OLS across trials of the KPI ATE on the ATEs of the metric powers M^1..M^P, an intercept and team
 dummies (first team as reference); classical standard errors. Ignores the measurement error of the
-ATEs: biased and overconfident for small trials (README, "The paper's simulation study"), kept as the baseline.
+ATEs: biased and overconfident for small trials (docs: simulation.md), kept as the baseline.
 """
 
 from __future__ import annotations

@@ -212,7 +212,7 @@ def builtin_study(name: str, n_per: list[int] | None = None, n_trials: list[int]
         )
         return Study("small_k", settings, estimators=ALL_ESTIMATORS)
     raise BayesCMMAError(
-        f"unknown study {name!r}; choose table1, table2, table3, small_k, or give a TOML file (see README)."
+        f"unknown study {name!r}; choose table1, table2, table3, small_k, or give a TOML file (docs: simulation.md)."
     )
 
 

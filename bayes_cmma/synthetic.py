@@ -1,4 +1,4 @@
-"""Trial summaries simulated from the Bayesian model itself (README, "The model"), for recovery checks.
+"""Trial summaries simulated from the Bayesian model itself (docs: model.md), for recovery checks.
 
 Unlike the unit-level simulator of the paper's study, this draws trial-level quantities directly:
 latent metric effects m_k ~ MvNormal(alpha_g, Omega), y_k = beta' m_k + pi_g + u_k, and observed

@@ -1,4 +1,4 @@
-"""Evidence for the model's sampling choices, and parameter recovery (README 'The model').
+"""Evidence for the model's sampling choices, and parameter recovery (docs: model.md).
 
 1. Recovery on data simulated from the model (300 trials, 4 teams, degree 2, noisy ATEs): the
    posterior of beta vs the truth (2, -1) and the paper's OLS.

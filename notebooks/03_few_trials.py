@@ -20,7 +20,7 @@
 # the uncertainty of every nuisance parameter, so its intervals widen as trials get scarce
 # instead of silently undercovering.
 #
-# We simulate the paper's data-generating process (README, "The paper's simulation study": 3 teams,
+# We simulate the paper's data-generating process (docs, "The paper's simulation study": 3 teams,
 # N_per = 200 units per arm and trial, mu(m) = 4m) with K = 8, 15 and 30 trials, fit CMMA OLS and the
 # Bayesian model to the same trial summaries, and compare estimates, intervals and coverage over
 # replications. Set

@@ -1,7 +1,9 @@
 """The notebooks execute top to bottom (short-chain setting: BAYES_CMMA_NOTEBOOK_FAST=1).
 
 They are stored as jupytext percent scripts (``notebooks/*.py``); each is read into a notebook and
-run in a fresh Jupyter kernel, so an error in any cell fails the test.
+run in a fresh Jupyter kernel, so an error in any cell fails the test. The suite runs the first
+notebook; the other two are ``slow`` here because the documentation build (``docs/_ext/generate.py``,
+run by ``.ci/run`` with warnings as errors) executes all three on every CI run, the same way.
 """
 
 from pathlib import Path
@@ -20,7 +22,10 @@ def test_the_three_notebooks_are_there():
     assert [p.stem[:2] for p in NOTEBOOKS] == ["01", "02", "03"]
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize(
+    "path", [pytest.param(p, marks=[pytest.mark.slow] if p.stem[:2] != "01" else []) for p in NOTEBOOKS],
+    ids=[p.stem for p in NOTEBOOKS],
+)
 def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("BAYES_CMMA_NOTEBOOK_FAST", "1")
     # run beside a link to the committed results, as from notebooks/ in the repository, without
