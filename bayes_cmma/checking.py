@@ -299,3 +299,20 @@ def loo(fit_or_tree, var_name: str = "trial_ate"):
         pareto_k = xr.concat(k_parts, dim=dims.TRIAL)
         return az_loo(tree, var_name=var_name, pointwise=True, reff=reff, log_weights=log_weights,
                       pareto_k=pareto_k)
+
+
+def influential_trials(loo_result, threshold: float = PARETO_K_BAD) -> list[tuple[str, float]]:
+    """Trials whose PSIS-LOO Pareto k exceeds ``threshold``, as (trial, k), largest k first."""
+    k = loo_result.pareto_k
+    values = np.asarray(k.values, dtype=float)
+    names = [str(t) for t in k[dims.TRIAL].values]
+    bad = [(names[i], float(values[i])) for i in np.flatnonzero(values > threshold)]
+    return sorted(bad, key=lambda item: -item[1])
+
+
+def pareto_k_message(metric: str, bad: list[tuple[str, float]], shown: int = 8) -> str:
+    """The plain-language warning for trials with Pareto k > 0.7, naming them (CLI and report)."""
+    names = ", ".join(f"{t} (k = {k:.2f})" for t, k in bad[:shown]) + (" ..." if len(bad) > shown else "")
+    return (f"{metric} model: {len(bad)} trial(s) have LOO Pareto k > {PARETO_K_BAD}: {names}. These trials are "
+            "very influential or poorly predicted; look at them (the report's Pareto k plot) and compare degrees "
+            "with `bayes-cmma compare`, which refits without them.")

@@ -10,6 +10,7 @@ import argparse
 import json
 import signal
 import sys
+import textwrap
 import time
 import warnings
 from collections.abc import Sequence
@@ -36,12 +37,28 @@ SEED_MAX = 2**64 - 1
 DEGREES = (1, 5)
 
 
+#: Terminal output is wrapped to this many columns.
+WIDTH = 100
+
+
+def wrap(text: str, indent: str = "  ") -> str:
+    """``text`` wrapped at :data:`WIDTH` columns, continuation lines indented (paragraphs kept)."""
+    return "\n".join(
+        textwrap.fill(line, WIDTH, subsequent_indent=indent, break_on_hyphens=False, break_long_words=False)
+        for line in str(text).splitlines()
+    )
+
+
+def _say(text: str = "", file=None) -> None:
+    print(wrap(text), file=file or sys.stdout, flush=True)
+
+
 def _status(msg: str) -> None:
-    print(f"[bayes-cmma] {msg}", file=sys.stderr, flush=True)
+    print(wrap(f"[bayes-cmma] {msg}"), file=sys.stderr, flush=True)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    print(wrap(f"warning: {message}"), file=sys.stderr, flush=True)
 
 
 def _parse_at(items: Sequence[str] | None) -> dict[str, float]:
@@ -71,7 +88,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 
 def _add_fit_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--degree", type=int, help="degree of the polynomial DRF (bundled spec of that degree)")
+    g.add_argument("--degree", type=int,
+                   help="degree of the polynomial DRF (bundled spec of that degree; default: the highest power "
+                        "every metric has in the table, at most 3)")
     g.add_argument("--model", help="bundled model (linear, quadratic, cubic) or a TOML spec file")
     p.add_argument("--at", action="append", metavar="METRIC=VALUE",
                    help="current per-unit value of a metric, for elasticity and ranking (repeat)")
@@ -82,6 +101,9 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--draws", type=int, help="posterior draws per chain (default: the spec's)")
     p.add_argument("--tune", type=int, help="warm-up draws per chain (default: the spec's)")
     p.add_argument("--chains", type=int, help="chains (default: the spec's)")
+    p.add_argument("--target-accept", type=float,
+                   help="NUTS target acceptance, between 0 and 1 (default: the spec's, 0.9); raise it (0.95, "
+                        "0.99) when the fit reports divergent transitions")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--draws", type=int)
     demo.add_argument("--tune", type=int)
     demo.add_argument("--chains", type=int)
+    demo.add_argument("--target-accept", type=float, help="NUTS target acceptance (default 0.9)")
     demo.add_argument("--no-report", action="store_true", help="do not write report.html")
     fitp = sub.add_parser("fit", help="fit one model per metric and rank the metrics")
     _add_data_args(fitp)
@@ -221,19 +244,28 @@ def run_fit(
     chains: int | None = None,
     trials_data: TrialData | None = None,
     report: bool = True,
+    target_accept: float | None = None,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status."""
+    from bayes_cmma import checking, derived, outputs
     from bayes_cmma import data as data_mod
-    from bayes_cmma import outputs
     from bayes_cmma import report as report_mod
     from bayes_cmma.assumptions import relevance_check
     from bayes_cmma.fitting import fit, resolve_spec
     from bayes_cmma.measurement import for_spec
     from bayes_cmma.ols import cmma_ols_design
+    from bayes_cmma.spec import replace_spec
 
     t_start = time.perf_counter()
     trials = trials_data if trials_data is not None else data_mod.read_trials(trials_path, cov_path)
+    degree_note = ""
+    if model is None:
+        model = data_mod.default_degree(trials, metrics)
+        degree_note = (f" (the highest power every metric has in the table, at most {data_mod.DEFAULT_MAX_DEGREE}; "
+                       "--degree or --model to choose)")
     spec = resolve_spec(model)
+    if target_accept is not None:
+        spec = replace_spec(spec, sampler={"target_accept": target_accept})
     for m in at:
         if m not in metrics:
             raise BayesCMMAError(
@@ -267,7 +299,7 @@ def run_fit(
             measured[m] = for_spec(design, spec).measurement
     n_teams = len(trials.teams)
     _status(f"{len(trials.trials)} trials, {n_teams} team(s); KPI {kpi!r}; metrics {', '.join(metrics)}; "
-            f"model {spec.name!r} (degree {spec.degree})")
+            f"model {spec.name!r} (degree {spec.degree}){degree_note}")
     for label in dict.fromkeys(measured.values()):
         _status(f"measurement covariance: {label}")
     result = fit(trials, kpi, metrics, spec, seed=seed, draws=draws, tune=tune, chains=chains,
@@ -277,13 +309,19 @@ def run_fit(
     files = {"summary.csv": lambda p: summary.to_csv(p, index=False)}
     ranking = None
     elast = None
+    crossing: dict[str, float] = {}
+    rankable = not (spec.degree == 1 and kpi_baseline is None)
     if at and all(m in at for m in metrics):
-        elast = outputs.elasticity_frame(result, at, lift, kpi_baseline, prob=PROB)
-        ranking = outputs.ranking_frame(result.ranking(at, lift=lift, baseline=kpi_baseline))
+        draws = result.elasticity(at, lift=lift, baseline=kpi_baseline)
+        elast = outputs.elasticity_frame(result, at, lift, kpi_baseline, prob=PROB, draws=draws)
+        if kpi_baseline is None:
+            crossing = baseline_crossing(result, at)
+        if rankable:
+            ranking = outputs.ranking_frame(derived.rank_metrics(draws))
+            files["ranking.csv"] = lambda p: ranking.to_csv(p, index=False)
         grids = {m: np.linspace(0.0, 2.0 * at[m], 41) for m in metrics}
         drf_table = outputs.drf_frame(result, grids, prob=PROB)
         files["elasticity.csv"] = lambda p: elast.to_csv(p, index=False)
-        files["ranking.csv"] = lambda p: ranking.to_csv(p, index=False)
         files["drf.csv"] = lambda p: drf_table.to_csv(p, index=False)
     ols_table = _ols_frame(ols_results)
     files["ols.csv"] = lambda p: ols_table.to_csv(p, index=False)
@@ -302,11 +340,38 @@ def run_fit(
         files["report.html"] = lambda p: Path(p).write_text(page, encoding="utf-8")
     written = outputs.write_atomically(out, files)
 
-    _print_report(result, spec, summary, elast, ranking, ols_results, at, lift, kpi_baseline)
+    for m, fit_m in result.fits.items():  # the report's Pareto k warning, in the terminal too
+        bad = checking.influential_trials(checking.loo(fit_m.posterior))
+        if bad:
+            warnings.warn(checking.pareto_k_message(m, bad), ConvergenceWarning, stacklevel=1)
+    _print_report(result, spec, summary, elast, ranking, ols_results, at, lift, kpi_baseline, crossing)
     _print_assumptions(assumptions)
-    print(f"\nWrote {', '.join(str(p) for p in written)}")
+    _say(f"\nWrote {', '.join(str(p) for p in written)}")
     print(f"Done in {time.perf_counter() - t_start:.1f} s.")
     return 0
+
+
+def baseline_crossing(result: CMMAResult, at: dict[str, float]) -> dict[str, float]:
+    """Share of draws with mu(m) <= 0 at each metric's current value, for metrics where it is above 0.
+
+    With the default baseline mu(m), such draws put a denominator near or below 0 into the relative
+    gain: its posterior mean is then unstable (it jumped from 0.070 to 0.096 between two fits of a
+    20-trial table whose medians agreed), so the CLI warns and reports medians.
+    """
+    from bayes_cmma import derived
+
+    out = {}
+    for m, fit_m in result.fits.items():
+        mu = derived.drf(fit_m.beta, [float(at[m])]).values
+        share = float(np.mean(mu <= 0))
+        if share > 0:
+            out[m] = share
+            warnings.warn(
+                f"{m}: the DRF at the current value, mu({at[m]:g}), is <= 0 in {100 * share:.1f}% of the draws, so "
+                f"the relative gain divides by a baseline that crosses 0; its posterior mean is unstable and the "
+                "median is reported instead. Give the KPI's level with --kpi-baseline.",
+                AssumptionWarning, stacklevel=2)
+    return out
 
 
 def _assumption_frame(checks: dict[str, RelevanceCheck], result: CMMAResult) -> pd.DataFrame:
@@ -323,16 +388,16 @@ def _assumption_frame(checks: dict[str, RelevanceCheck], result: CMMAResult) -> 
 
 
 def _print_assumptions(table: pd.DataFrame) -> None:
-    print("\nAssumption A4 (trials move the metric differently within teams), per metric:")
+    pct = f"{100 * PROB:g}"
+    _say("\nAssumption A4 (trials move the metric differently within teams; weak if Cochran's Q p >= 0.001 "
+         "or I^2 < 0.1), per metric:")
+    print(f"  {'metric':>8}  {'Q p-value':>9}  {'F = Q/df':>8}  {'I^2':>5}  {'posterior reliability':<22}  verdict")
     for _, r in table.iterrows():
         verdict = "WEAK: the DRF is driven by the prior" if r["weak"] else "ok"
-        p_text = format_p_value(r["p_value"])
-        p_text = p_text if p_text.startswith("<") else f"= {p_text}"
-        print(f"  {r['metric']:>8}: Cochran's Q p {p_text}, F = Q/df = {r['f_stat']:.1f}, "
-              f"I^2 = {r['i2']:.2f} (weak if p >= 0.001 or I^2 < 0.1), "
-              f"posterior reliability {r['reliability_mean']:.2f} "
-              f"[{r[f'reliability_eti{100 * PROB:g}_lower']:.2f}, "
-              f"{r[f'reliability_eti{100 * PROB:g}_upper']:.2f}] -> {verdict}")
+        reliability = (f"{r['reliability_mean']:.2f} [{r[f'reliability_eti{pct}_lower']:.2f}, "
+                       f"{r[f'reliability_eti{pct}_upper']:.2f}]")
+        print(f"  {r['metric']:>8}  {format_p_value(r['p_value']):>9}  {r['f_stat']:>8.1f}  {r['i2']:>5.2f}  "
+              f"{reliability:<22}  {verdict}")
 
 
 def _ols_frame(ols_results: dict[str, OLSResult]) -> pd.DataFrame:
@@ -378,37 +443,55 @@ def _print_report(
     at: dict[str, float],
     lift: float,
     kpi_baseline: float | None,
+    crossing: dict[str, float] | None = None,
 ) -> None:
     """The answer first (recommendation, then the metric table), the DRF coefficients after."""
     lo, hi = f"eti{100 * PROB:g}_lb", f"eti{100 * PROB:g}_ub"
-    print(f"\nBayesian CMMA, KPI {result.kpi!r}, model {spec.name!r} (degree {spec.degree}); "
-          f"{100 * PROB:g}% credible intervals; OLS = the paper's Algorithm 1 (95% CI).")
+    pct = f"{100 * PROB:g}"
+    crossing = crossing or {}
+    _say(f"\nBayesian CMMA, KPI {result.kpi!r}, model {spec.name!r} (degree {spec.degree}); {pct}% credible "
+         "intervals; OLS = the paper's Algorithm 1 (95% CI).")
     if elast is None:
-        print("\nNo elasticity or ranking: give every metric's current value with --at METRIC=VALUE.")
+        _say("\nNo elasticity or ranking: give every metric's current value with --at METRIC=VALUE.")
     else:
-        best = ranking.iloc[0]
-        if len(ranking) == 1:
-            print(f"\nOne metric ({best['metric']}): nothing to rank; its KPI gain is below.")
+        if ranking is None:
+            _say("\nNo ranking: with a linear DRF and the baseline mu(m) every metric's relative gain equals the "
+                 "lift, whatever the data. Give the KPI's level with --kpi-baseline (or fit a higher degree) to "
+                 "rank the metrics.")
+        elif len(ranking) == 1:
+            _say(f"\nOne metric ({ranking.iloc[0]['metric']}): nothing to rank; its KPI gain is below.")
         else:
-            print(f"\nRecommended north-star metric: {best['metric']} "
-                  f"(P(best) = {best['p_best']:.2f}, expected regret {best['expected_regret']:.3g}).")
+            best = ranking.iloc[0]
+            _say(f"\nRecommended north-star metric: {best['metric']} (P(best) = {best['p_best']:.2f}, "
+                 f"expected regret {best['expected_regret']:.3g}).")
         base = "mu(m)" if kpi_baseline is None else f"{kpi_baseline:g}"
-        print(f"\nRelative {result.kpi} gain for a {100 * lift:+g}% lift of each metric at its current value "
-              f"(gain / {base}; the paper's 'elasticity'):")
-        ranks = ranking.set_index("metric")
+        _say(f"\nRelative {result.kpi} gain for a {100 * lift:+g}% lift of each metric at its current value "
+             f"(gain / {base}; the paper's 'elasticity'), and the point elasticity m mu'(m) / {base} (the "
+             "relative gain per relative lift as the lift goes to 0):")
+        ranks = ranking.set_index("metric") if ranking is not None else None
+        header = f"  {'metric':>8} {'at':>9}  {'gain, % (' + pct + '% CI)':<27} {'point elasticity':<24}"
+        print((header + ("  P(best)  E[rank]" if ranks is not None else "")).rstrip())
         for _, row in elast.iterrows():
             m = row["metric"]
-            band = format_estimate(100 * row["mean"], 100 * row[f"eti{100 * PROB:g}_lower"],
-                                   100 * row[f"eti{100 * PROB:g}_upper"], digits=3)
-            print(f"  {m:>8} at {row['at']:.4g}: {band} %   P(best) = {ranks.loc[m, 'p_best']:.2f}   "
-                  f"E[rank] = {ranks.loc[m, 'expected_rank']:.2f}")
-    print("\nDRF coefficients (original scale):")
+            centre = row["median"] if m in crossing else row["mean"]
+            band = format_estimate(100 * centre, 100 * row[f"eti{pct}_lower"], 100 * row[f"eti{pct}_upper"], digits=3)
+            point = format_estimate(row["point_elasticity_mean"] if m not in crossing
+                                    else row["point_elasticity_median"],
+                                    row[f"point_elasticity_eti{pct}_lower"], row[f"point_elasticity_eti{pct}_upper"],
+                                    digits=3)
+            line = f"  {m:>8} {row['at']:>9.4g}  {band + (' *' if m in crossing else ''):<27} {point:<24}"
+            if ranks is not None:
+                line += f"  {ranks.loc[m, 'p_best']:>7.2f}  {ranks.loc[m, 'expected_rank']:>7.2f}"
+            print(line.rstrip())
+        if crossing:
+            _say("  * median, not mean: mu(m) <= 0 in some draws (see the warning); give --kpi-baseline.")
+    _say("\nDRF coefficients (original scale), posterior mean and OLS:")
     for m, _fit in result.fits.items():
         rows = summary[(summary["metric"] == m) & summary["parameter"].str.startswith("beta[")]
         ols = ols_results[m].coefficient_table()
         for p, (_, row) in enumerate(rows.iterrows(), start=1):
             o = ols.iloc[-spec.degree + p - 1]
-            print(f"  {m:>8} beta_{p}: {format_estimate(row['mean'], row[lo], row[hi])}   "
+            print(f"  {m:>8} beta_{p}: {format_estimate(row['mean'], row[lo], row[hi]):<36} "
                   f"OLS {format_estimate(o['estimate'], o['ci95_lower'], o['ci95_upper'])}")
 
 
@@ -431,7 +514,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 check_args(args)
                 return _dispatch(args)
         except BayesCMMAError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(wrap(f"error: {exc}"), file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             if entry_point:
@@ -536,12 +619,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         _status("embedded example: simulated search A/B tests (docs: input.md, 'Example data')")
         return run_fit(None, None, ex.kpi, ex.metrics, model="quadratic", at=ex.at, lift=0.1,
                        kpi_baseline=ex.kpi_baseline, seed=args.seed, out=args.out, draws=args.draws,
-                       tune=args.tune, chains=args.chains, trials_data=ex.trials, report=not args.no_report)
+                       tune=args.tune, chains=args.chains, trials_data=ex.trials, report=not args.no_report,
+                       target_accept=args.target_accept)
     if args.command == "fit":
         model = args.model if args.model is not None else args.degree
         return run_fit(args.trials, args.cov, args.kpi, args.metric, model=model, at=_parse_at(args.at),
                        lift=args.lift, kpi_baseline=args.kpi_baseline, seed=args.seed, out=args.out,
-                       draws=args.draws, tune=args.tune, chains=args.chains, report=not args.no_report)
+                       draws=args.draws, tune=args.tune, chains=args.chains, report=not args.no_report,
+                       target_accept=args.target_accept)
     if args.command == "report":
         return run_report(args)
     if args.command == "compare":
@@ -843,9 +928,11 @@ def run_ols(trials_path: str, cov_path: str | None, kpi: str, metrics: list[str]
             print(titles[method].format(kpi=kpi, m=m, d=degree) + f"; n = {r.nobs}, residual df = {r.df_resid}{extra}")
             table = r.coefficient_table()
             table.index.name = None
-            print(table.to_string(float_format=lambda x: f"{x:.6g}"))
+            print(table.to_string(float_format=lambda x: f"{x:.6g}", formatters={"p_value": format_p_value}))
             print("\nNested Wald tests" + ("" if method == "ols" else " (sandwich covariance)") + ":")
-            print(r.wald_tests().to_string(index=False, float_format=lambda x: f"{x:.6g}"))
+            tests = r.wald_tests()
+            p_columns = {c: format_p_value for c in tests.columns if c.startswith("p_value")}
+            print(tests.to_string(index=False, float_format=lambda x: f"{x:.6g}", formatters=p_columns))
             print()
     return 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -472,6 +473,32 @@ def metrics_in(data: TrialData) -> list[str]:
     for q in data.quantities:
         seen.setdefault(parse_quantity(q)[0], None)
     return list(seen)
+
+
+#: Highest DRF degree chosen by default (``fit`` without ``--degree``/``--model``).
+DEFAULT_MAX_DEGREE = 3
+
+
+def available_degree(data: TrialData, metric: str) -> int:
+    """Highest p such that every trial reports the ATEs of ``metric``, ``metric^2`` ... ``metric^p`` (0 if none)."""
+    quantities = set(data.quantities)
+    p = 0
+    while quantity_name(metric, p + 1) in quantities:
+        values = data.dataset["estimate"].sel({dims.QUANTITY: quantity_name(metric, p + 1)}).values
+        if not np.all(np.isfinite(values)):
+            break
+        p += 1
+    return p
+
+
+def default_degree(data: TrialData, metrics: Sequence[str], cap: int = DEFAULT_MAX_DEGREE) -> int:
+    """The default DRF degree: the highest power every metric has in every trial, at most ``cap``, at least 1.
+
+    A table that holds only each metric's ATE (the most common) gets the linear DRF; the example
+    data (powers 1-3) the cubic. At least 1, so that a metric with no ATE at all reaches
+    :func:`metric_design`, which names what is missing.
+    """
+    return max(1, min([cap, *(available_degree(data, m) for m in metrics)]))
 
 
 def metric_design(

@@ -42,6 +42,17 @@ def elasticity_core(
         return gain / base
 
 
+def point_elasticity_core(beta: np.ndarray, m: np.ndarray, baseline: float | None = None) -> np.ndarray:
+    """Point elasticity m mu'(m) / baseline (baseline = mu(m) by default), coefficients (..., P) at (G,) -> (..., G)."""
+    beta = np.asarray(beta, dtype=float)
+    m = np.asarray(m, dtype=float)
+    powers = np.arange(1, beta.shape[-1] + 1)
+    slope_times_m = np.sum(beta[..., None, :] * powers * m[:, None] ** powers, axis=-1)  # m mu'(m)
+    base = drf_core(beta, m) if baseline is None else float(baseline)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return slope_times_m / base
+
+
 def _as_coefficients(beta: xr.DataArray | Sequence[float] | np.ndarray) -> xr.DataArray:
     if isinstance(beta, xr.DataArray):
         if dims.POWER not in beta.dims:
@@ -119,6 +130,33 @@ def elasticity(
     out = out.isel({dims.GRID: 0}, drop=True) if scalar else out
     out.attrs.update({"lift": lift, "baseline": "mu(m)" if baseline is None else baseline})
     return out.rename("elasticity")
+
+
+def point_elasticity(
+    beta: xr.DataArray | Sequence[float], at: float | Iterable[float], baseline: float | None = None
+) -> xr.DataArray:
+    """Point elasticity of the KPI at metric value(s) ``at``: m mu'(m) / mu(m), or m mu'(m) / baseline.
+
+    The limit of :func:`elasticity` / lift as the lift goes to 0: the relative KPI change per
+    relative metric change. ``0.1 * point_elasticity`` is the first-order approximation of the
+    elasticity for a +10% lift (how some published tables report it). With a linear DRF and
+    baseline mu(m) it is 1 for every metric. A scalar ``at`` gives no ``grid`` dim.
+    """
+    if baseline is not None and (not np.isfinite(baseline) or baseline == 0):
+        raise BayesCMMAError(f"KPI baseline must be a non-zero finite number, got {baseline!r}.")
+    b = _as_coefficients(beta)
+    scalar = np.ndim(at) == 0 and not isinstance(at, xr.DataArray)
+    g = _grid(at)
+    out = xr.apply_ufunc(
+        point_elasticity_core,
+        b,
+        kwargs={"m": g, "baseline": baseline},
+        input_core_dims=[[dims.POWER]],
+        output_core_dims=[[dims.GRID]],
+    ).assign_coords({dims.GRID: g})
+    out = out.isel({dims.GRID: 0}, drop=True) if scalar else out
+    out.attrs.update({"baseline": "mu(m)" if baseline is None else baseline})
+    return out.rename("point_elasticity")
 
 
 def stack_metrics(parts: Sequence[xr.DataArray], metrics: Sequence[str]) -> xr.DataArray:

@@ -70,7 +70,7 @@ def problems(tree: xr.DataTree, table: pd.DataFrame | None = None) -> list[str]:
     if n_div:
         out.append(
             f"{n_div} divergent transition(s); the posterior may be biased. Raise target_accept "
-            "in the spec's [sampler] table or reparameterise."
+            "(bayes-cmma fit --target-accept 0.95, or the spec's [sampler] table) or reparameterise."
         )
     return out
 

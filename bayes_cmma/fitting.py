@@ -24,7 +24,7 @@ import xarray as xr
 
 from bayes_cmma import derived, dims, measurement, sampling
 from bayes_cmma.assumptions import relevance_check
-from bayes_cmma.data import MetricDesign, TrialData, metric_design
+from bayes_cmma.data import MetricDesign, TrialData, default_degree, metric_design
 from bayes_cmma.diagnostics import divergences, warn_on_problems
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, RelevanceWarning
 from bayes_cmma.model import (
@@ -240,7 +240,9 @@ def fit_metric(
     kpi, metric : str
         Quantity names; the metric's powers ``metric^2`` ... up to the degree must be in the table.
     model : str, path, ModelSpec or int, optional
-        Bundled spec name, TOML file, spec, or degree. Default: ``"cubic"``.
+        Bundled spec name, TOML file, spec, or degree. Default: the bundled spec of the highest
+        degree (at most 3) whose metric powers every trial reports
+        (:func:`bayes_cmma.data.default_degree`).
     seed : int, optional
         Seed of the sampler; the same seed and data give identical draws.
     draws, tune, chains : int, optional
@@ -256,7 +258,7 @@ def fit_metric(
     -------
     MetricFit
     """
-    spec = resolve_spec(model)
+    spec = resolve_spec(default_degree(data, [metric]) if model is None else model)
     design = metric_design(data, kpi, metric, spec.degree, spec.within_trial_correlation,
                            warn_filled=not spec.within_trial_correlation_given)
     warn_if_weak(design)
@@ -416,10 +418,24 @@ class CMMAResult:
                 f"no current value for metric(s) {', '.join(missing)}: give at={{'{missing[0]}': "
                 "VALUE}} (CLI: --at METRIC=VALUE), the metric's current per-unit level."
             )
-        parts = [
-            self.fits[m].elasticity(float(at[m]), lift=lift, baseline=baseline)
-            for m in self.fits
-        ]
+        # one warning per message for all metrics (e.g. the linear-DRF one), not one per metric
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            parts = [self.fits[m].elasticity(float(at[m]), lift=lift, baseline=baseline) for m in self.fits]
+        for message, category in dict.fromkeys((str(w.message), w.category) for w in caught):
+            warnings.warn(message, category, stacklevel=2)
+        return derived.stack_metrics(parts, list(self.fits))
+
+    def point_elasticity(self, at: Mapping[str, float], baseline: float | None = None) -> xr.DataArray:
+        """Point elasticity m mu'(m) / mu(m) (or / ``baseline``) of each metric at its current value.
+
+        Dims (metric, chain, draw); see :func:`derived.point_elasticity`.
+        """
+        self._check_at(at)
+        missing = [m for m in self.fits if m not in at]
+        if missing:
+            raise BayesCMMAError(f"no current value for metric(s) {', '.join(missing)}.")
+        parts = [derived.point_elasticity(self.fits[m].beta, float(at[m]), baseline=baseline) for m in self.fits]
         return derived.stack_metrics(parts, list(self.fits))
 
     def ranking(
@@ -467,7 +483,7 @@ def fit(
     See :func:`fit_metric` for the parameters.
     """
     metric_list = metric_names(metrics)
-    spec = resolve_spec(model)
+    spec = resolve_spec(default_degree(data, metric_list) if model is None else model)
     designs = {}
     for i, m in enumerate(metric_list):
         with warnings.catch_warnings():

@@ -186,14 +186,35 @@ def summary_frame(result: CMMAResult, prob: float = CI_PROB) -> pd.DataFrame:
 
 
 def elasticity_frame(
-    result: CMMAResult, at: Mapping[str, float], lift: float, baseline: float | None, prob: float = CI_PROB
+    result: CMMAResult,
+    at: Mapping[str, float],
+    lift: float,
+    baseline: float | None,
+    prob: float = CI_PROB,
+    draws: xr.DataArray | None = None,
 ) -> pd.DataFrame:
-    """Elasticity of each metric at its current value: mean, sd and interval."""
-    el = result.elasticity(at, lift=lift, baseline=baseline)
-    table = interval_table(el, prob=prob)
+    """Each metric's elasticity at its current value, and its point elasticity: mean, median, sd and interval.
+
+    ``draws``: the elasticity draws when already computed (``result.elasticity(at, lift, baseline)``).
+    The point elasticity m mu'(m) / baseline goes in ``point_elasticity_*`` columns.
+    """
+    el = result.elasticity(at, lift=lift, baseline=baseline) if draws is None else draws
+    table = _with_median(interval_table(el, prob=prob), el)
+    point = result.point_elasticity(at, baseline=baseline)
+    point_table = _with_median(interval_table(point, prob=prob), point)
+    for column in point_table.columns.drop(dims.METRIC):
+        table[f"point_elasticity_{column}"] = point_table[column].to_numpy()
     table.insert(1, "at", [float(at[m]) for m in table[dims.METRIC]])
     table.insert(2, "lift", lift)
     table.insert(3, "baseline", "mu(m)" if baseline is None else baseline)
+    return table
+
+
+def _with_median(table: pd.DataFrame, draws: xr.DataArray) -> pd.DataFrame:
+    """``table`` (one row per metric) with the draws' median after the mean."""
+    median = draws.median([d for d in dims.SAMPLE_DIMS if d in draws.dims])
+    values = median.sel({dims.METRIC: table[dims.METRIC].to_numpy()}).values
+    table.insert(table.columns.get_loc("mean") + 1, "median", values)
     return table
 
 

@@ -166,15 +166,13 @@ def _answer(inp: ReportInputs) -> tuple[str, list[str]]:
     return text, warn
 
 
-def _warnings(inp: ReportInputs, k_counts: dict[str, int]) -> list[str]:
+def _warnings(inp: ReportInputs, influential: dict[str, list[tuple[str, float]]]) -> list[str]:
     out = []
     for m, tree in inp.trees.items():
         for p in problems(tree):
             out.append(f"{m} model: {p}")
-        if k_counts.get(m):
-            out.append(f"{m} model: {k_counts[m]} trial(s) have LOO Pareto k > 0.7: these trials are very "
-                       "influential or poorly predicted. Look at them (Pareto k plot) and compare degrees "
-                       "with `bayes-cmma compare`, which refits without them.")
+        if influential.get(m):
+            out.append(checking.pareto_k_message(m, influential[m]))
     if inp.assumptions is not None and "weak" in inp.assumptions:
         for _, r in inp.assumptions[inp.assumptions["weak"].astype(bool)].iterrows():
             out.append(f"{r['metric']}: assumption A4 looks weak (Cochran's Q p = {r['p_value']:.2g}, "
@@ -243,8 +241,8 @@ def _render(inp: ReportInputs) -> str:
     first = next(iter(trees.values()))
     answer, warn = _answer(inp)
     loos = {m: checking.loo(t) for m, t in trees.items()}  # once per metric: the warnings and the k plot
-    k_counts = {m: int((r.pareto_k.values > checking.PARETO_K_BAD).sum()) for m, r in loos.items()}
-    warn = warn + _warnings(inp, k_counts)
+    influential = {m: checking.influential_trials(r) for m, r in loos.items()}
+    warn = warn + _warnings(inp, influential)
     esc = html.escape
     body = [f"<h1>Which metric moves {esc(inp.kpi)}? bayes_cmma report</h1>",
             f"<p>Bayesian causal meta-mediation analysis of {first['observed_data'].sizes[dims.TRIAL]} trials, "

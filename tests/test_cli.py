@@ -6,6 +6,7 @@ from importlib import resources
 import numpy as np
 import pandas as pd
 import pytest
+from cli_output import unwrap
 
 import bayes_cmma as bc
 from bayes_cmma.cli import main
@@ -41,7 +42,7 @@ def _run_bad(capsys, tmp_path, argv, message):
     code = main([*argv, "--out", str(out)] if argv[0] == "fit" else argv)
     err = capsys.readouterr().err
     assert code == 2
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in unwrap(err).splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, err
     assert "Traceback" not in err
     assert re.search(message, lines[0]), lines[0]
@@ -187,7 +188,7 @@ def test_augment_command_bad_input(tmp_path, capsys, extra, message):
     code = main(["augment", str(data), *extra, "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in unwrap(err).splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and re.search(message, lines[0]), err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["trials_wide.csv"]
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_output import unwrap
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -55,7 +56,7 @@ def _fit_args(table, *extra):
 
 
 def _one_error_line(result, message):
-    lines = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in unwrap(result.stderr).splitlines() if ln.startswith("error:")]
     assert result.returncode == 2, result.stderr
     assert len(lines) == 1 and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
@@ -138,7 +139,7 @@ def test_a_non_positive_current_level_is_warned_about(table, tmp_path, capsys, n
     with pytest.raises(_Reached):
         main([*map(str, _fit_args(table)), "--at", "m=-1", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert "warning: --at m=-1: a current metric level of below 0" in err
+    assert "warning: --at m=-1: a current metric level of below 0" in unwrap(err)
 
 
 _numbers = st.one_of(st.integers(-3, 3), st.sampled_from(["0", "-1", "1e309", "nan", "inf", "-inf", "2.5", "abc", "",
@@ -171,7 +172,7 @@ def test_fuzzed_fit_arguments_end_in_a_fit_or_one_error(table, tmp_path, capsys,
     finally:
         err = capsys.readouterr().err
     assert code == 2, err
-    assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
+    assert len([ln for ln in unwrap(err).splitlines() if ln.startswith("error:")]) == 1, err
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:

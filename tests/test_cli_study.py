@@ -5,6 +5,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from cli_output import unwrap
 
 import bayes_cmma as bc
 from bayes_cmma.cli import main
@@ -23,7 +24,7 @@ def _bad(capsys, argv, message, *not_written):
     code = main(argv)
     err = capsys.readouterr().err
     assert code == 2, err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in unwrap(err).splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert re.search(message, lines[0]), lines[0]
     for p in not_written:

@@ -5,6 +5,7 @@ import re
 
 import numpy as np
 import pytest
+from cli_output import unwrap
 from fakes import fake_result
 
 from bayes_cmma.cli import main
@@ -110,7 +111,7 @@ def test_bad_fit_folders_give_one_clear_error(tmp_path, fake, example, capsys):
     (out / "run.json").write_text("{not json")
     assert main(["report", str(out)]) == 2
     err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    errors = [line for line in unwrap(err).splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "not a valid run record" in errors[0] and "Traceback" not in err
     assert not (out / "report.html").exists()
 

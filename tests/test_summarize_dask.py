@@ -6,6 +6,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+from cli_output import unwrap
 
 import bayes_cmma as bc
 from bayes_cmma.cli import main
@@ -146,7 +147,7 @@ def test_cli_dask_bad_input(units, tmp_path, capsys):
         code = main(["summarize", *args, "--kpi", "y", "--metric", "m", *tail])
         err = capsys.readouterr().err
         assert code == 2, err
-        lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+        lines = [ln for ln in unwrap(err).splitlines() if ln.startswith("error:")]
         assert len(lines) == 1 and "Traceback" not in err, err
         assert re.search(message, lines[0]), lines[0]
         assert not out.exists() and not cov.exists()
@@ -167,7 +168,7 @@ def test_cli_unreachable_scheduler_is_one_clear_error(units, tmp_path, capsys, m
     code = main(["summarize", str(path), "--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{port}",
                  "--kpi", "y", "--metric", "m", "--out", str(out), "--cov-out", str(cov)])
     err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    lines = [ln for ln in unwrap(err).splitlines() if ln.startswith("error:")]
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert f"could not connect to the Dask scheduler at 'tcp://127.0.0.1:{port}'" in lines[0]
     assert "leave out --scheduler" in lines[0]
