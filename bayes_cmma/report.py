@@ -162,8 +162,16 @@ def _answer(inp: ReportInputs) -> tuple[str, list[str]]:
             f"{_fmt(best['current value'])} raises {html.escape(inp.kpi)} by an elasticity of "
             f"<b>{_fmt(best['elasticity (mean)'])}</b> ({pct}% credible interval {_fmt(best[f'{pct}% lower'])} "
             f"to {_fmt(best[f'{pct}% upper'])}; gain relative to {html.escape(base)}). "
-            f"P(best) = <b>{best['P(best)']:.2f}</b>. {strength}</p></div>{_table(table)}")
+            f"P(best) = <b>{best['P(best)']:.2f}</b>. {strength}</p></div>{_table(_two_decimals(table))}")
     return text, warn
+
+
+def _two_decimals(table: pd.DataFrame) -> pd.DataFrame:
+    """Probabilities and ranks as 0.00 (never a bare 0 beside 0.934)."""
+    out = table.copy()
+    for column in ("P(best)", "E[rank]"):
+        out[column] = out[column].map(lambda x: f"{x:.2f}")
+    return out
 
 
 def _warnings(inp: ReportInputs, influential: dict[str, list[tuple[str, float]]]) -> list[str]:
@@ -208,8 +216,32 @@ def _coefficients(inp: ReportInputs) -> str:
 def _diagnostics_table(tree: xr.DataTree) -> str:
     t = summary_table(tree).reset_index()
     keep = t["parameter"].str.match(r"^(beta|metric_sd|residual_sd|pi_mean|pi_sd)")
-    cols = ["parameter", "mean", "sd", "ess_bulk", "ess_tail", "r_hat"]
-    return _table(t.loc[keep, cols])
+    cols = {"parameter": "parameter", "mean": "posterior mean", "sd": "posterior sd", "ess_bulk": "ESS (bulk)",
+            "ess_tail": "ESS (tail)", "r_hat": "R-hat"}
+    return _table(t.loc[keep, list(cols)].rename(columns=cols))
+
+
+def _assumptions_table(frame: pd.DataFrame) -> str:
+    """assumptions.csv with the labels a reader expects (not the CSV's column names)."""
+    pct = f"{100 * CI_PROB:g}"
+    labels = {"metric": "metric", "cochran_q": "Cochran's Q", "df": "df", "p_value": "p-value", "f_stat": "F = Q/df",
+              "i2": "I\u00b2", "weak": "weak?", "reliability_mean": "posterior reliability (mean)",
+              f"reliability_eti{pct}_lower": f"reliability, {pct}% lower",
+              f"reliability_eti{pct}_upper": f"reliability, {pct}% upper"}
+    shown = frame[[c for c in labels if c in frame.columns]].rename(columns=labels)
+    if "weak?" in shown:
+        shown["weak?"] = shown["weak?"].map({True: "yes", False: "no"}).fillna(shown["weak?"])
+    return _table(shown)
+
+
+def _team_effects_note(trees: dict[str, xr.DataTree]) -> str:
+    """Per metric: the team-effects parametrization asked for (spec) and the one used, with the reason."""
+    parts = []
+    for m, tree in trees.items():
+        asked = json.loads(tree.attrs.get("model_spec", "{}")).get("team_effects", "auto")
+        used = str(tree.attrs.get("team_effects", "not recorded"))
+        parts.append(f"{m}: team_effects: {asked} -> {used}")
+    return "; ".join(parts)
 
 
 _CSS = """
@@ -221,7 +253,9 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-to
 .ok{background:#eefaf0;border-left:5px solid #38a169;padding:.5em 1em}
 table.t{border-collapse:collapse;margin:.6em 0;font-size:.9em}table.t td,table.t th{padding:.25em .7em;
 border-bottom:1px solid #eee;text-align:right}table.t th{background:#f6f6f6}
-figure{margin:.8em 0}img{max-width:100%}pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
+figure{margin:.8em 0}img{max-width:100%}nav.toc{background:#f8f8f8;padding:.5em 1em;margin:1em 0}
+nav.toc ol{margin:.3em 0;columns:2}details{margin:.6em 0}summary{cursor:pointer;font-weight:600}
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
 """
 
 
@@ -244,53 +278,67 @@ def _render(inp: ReportInputs) -> str:
     influential = {m: checking.influential_trials(r) for m, r in loos.items()}
     warn = warn + _warnings(inp, influential)
     esc = html.escape
-    body = [f"<h1>Which metric moves {esc(inp.kpi)}? bayes_cmma report</h1>",
+    sections: list[tuple[str, str]] = []
+
+    def h2(anchor: str, title: str) -> str:
+        sections.append((anchor, title))
+        return f'<h2 id="{anchor}">{esc(title)}</h2>'
+
+    head = [f"<h1>Which metric moves {esc(inp.kpi)}? bayes_cmma report</h1>",
             f"<p>Bayesian causal meta-mediation analysis of {first['observed_data'].sizes[dims.TRIAL]} trials, "
             f"metrics {esc(', '.join(trees))}, degree-{first['posterior'].sizes[dims.POWER]} dose-response. "
-            f"Intervals are equal-tailed {100 * CI_PROB:g}% posterior intervals.</p>",
-            "<h2>The answer</h2>", answer, "<h2>Warnings</h2>"]
+            f"Intervals are equal-tailed {100 * CI_PROB:g}% posterior intervals.</p>"]
+    body = [h2("answer", "The answer"), answer, h2("warnings", "Warnings")]
     if warn:
         body.append('<div class="warn"><ul>' + "".join(f"<li>{esc(w)}</li>" for w in warn) + "</ul></div>")
     else:
         body.append('<div class="ok">No warnings: chains converged (R-hat, ESS, no divergences), '
                     "PSIS-LOO is reliable for every trial, and assumption A4's check passed.</div>")
-    body += ["<h2>Dose-response functions</h2>",
+    body += [h2("drf", "Dose-response functions"),
              "<p>Each trial's ATEs (metric against KPI, bars: 1 standard error) with the posterior DRF plus "
              "the average team direct effect (bands: 50% and 94%), and the naive OLS line through the points "
              "that ignores measurement error and teams.</p>", _img(plots.drf_panel(trees), "DRF panels")]
     if inp.at and all(m in inp.at for m in trees):
-        body += ["<h2>Elasticity</h2>", _img(plots.elasticity_panel(trees, inp.at, inp.lift, inp.baseline),
+        body += [h2("elasticity", "Elasticity"), _img(plots.elasticity_panel(trees, inp.at, inp.lift, inp.baseline),
                                               "elasticity panels"),
-                 "<h2>Ranking</h2>", _img(plots.ranking_plot(trees, inp.at, inp.lift, inp.baseline), "ranking")]
-    body += ["<h2>The paper's OLS beside the Bayesian estimate</h2>",
+                 h2("ranking", "Ranking"), _img(plots.ranking_plot(trees, inp.at, inp.lift, inp.baseline), "ranking")]
+    body += [h2("ols", "The paper's OLS beside the Bayesian estimate"),
              "<p>OLS is the CMMA estimator of Wang et al. (KDD 2020, Algorithm 1). It ignores the "
              "measurement error of the trials' ATEs and its correlation with the KPI's, so with noisy trials it "
              "is biased and its intervals are too narrow (the paper's Table 1: 67% coverage at 200 units per "
              "trial).</p>", _coefficients(inp)]
     if inp.assumptions is not None:
-        body += ["<h2>Assumption A4: do trials move the metric differently within teams?</h2>",
-                 _table(inp.assumptions)]
-    body.append("<h2>Model checks</h2>")
+        body += [h2("assumption-a4", "Assumption A4: do trials move the metric differently within teams?"),
+                 _assumptions_table(inp.assumptions)]
+    body.append(h2("checks", "Model checks"))
     for m, tree in trees.items():
         body += [f"<h3>{esc(m)}</h3>", _img(plots.ppc_plot(tree), f"{m} posterior predictive check"),
                  _img(plots.pareto_k_plot(tree, loo=loos[m]), f"{m} Pareto k"),
                  _img(plots.shrinkage_plot(tree), f"{m} shrinkage"),
                  _img(plots.team_forest(tree), f"{m} team effects")]
-    body.append("<h2>Sampler diagnostics</h2>")
-    for m, tree in trees.items():
-        body += [f"<h3>{esc(m)}: {divergences(tree)} divergent transitions</h3>", _diagnostics_table(tree),
-                 _img(plots.trace_plot(tree), f"{m} trace and rank plots")]
+    body.append(h2("diagnostics", "Sampler diagnostics"))
+    for m, tree in trees.items():  # long: collapsed until the reader opens it
+        body += [f"<details><summary>{esc(m)}: {divergences(tree)} divergent transitions, R-hat, ESS, trace and "
+                 "rank plots</summary>", _diagnostics_table(tree),
+                 _img(plots.trace_plot(tree), f"{m} trace and rank plots"), "</details>"]
     attrs = first.attrs
     spec = json.dumps(json.loads(attrs.get("model_spec", "{}")), indent=2)
     versions = json.dumps(json.loads(attrs.get("bayes_cmma_versions", "{}")), indent=2)
-    body += ["<h2>Model specification and versions</h2>",
+    body += [h2("spec", "Model specification and versions"),
              f"<p>Seed {esc(str(attrs.get('seed', '?')))}; input data SHA-256 "
              f"<code>{esc(str(attrs.get('data_sha256', '?')))}</code>; fitted {esc(str(attrs.get('created_at', '?')))}."
              f" Measurement covariance: {esc(str(attrs.get('measurement', 'as reported, per trial')))}."
+             f" Team effects: {esc(_team_effects_note(trees))}."
              "</p>", f"<pre>{html.escape(spec, quote=False)}</pre>", f"<pre>{html.escape(versions, quote=False)}</pre>"]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>bayes_cmma report: {esc(inp.kpi)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(body) + "\n</body></html>\n")
+            + "\n".join([*head, _toc(sections), *body]) + "\n</body></html>\n")
+
+
+def _toc(sections: list[tuple[str, str]]) -> str:
+    items = "".join(f'<li><a href="#{anchor}">{html.escape(title)}</a></li>' for anchor, title in sections)
+    return f'<nav class="toc"><b>Contents</b><ol>{items}</ol></nav>'
+
 
 
 def write_report(fit_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -28,13 +28,24 @@ def page(fake, example):
 def test_report_opens_with_the_answer(page, fake, example):
     ranking = fake.ranking(example.at, baseline=example.kpi_baseline)
     best = str(ranking["metric"].values[int(np.argmax(ranking["p_best"].values))])
-    answer = page.index("<h2>The answer</h2>")
-    assert answer < page.index("<h2>Dose-response functions</h2>") < page.index("<h2>Model checks</h2>")
+    answer = page.index('<h2 id="answer">The answer</h2>')
+    assert answer < page.index('<h2 id="drf">Dose-response functions</h2>') < page.index('<h2 id="checks">Model checks')
     assert f"Recommended north-star metric: <b>{best}</b>" in page
     assert f"P(best) = <b>{float(ranking['p_best'].max()):.2f}</b>" in page
-    for section in ("Warnings", "Elasticity", "Ranking", "The paper's OLS beside the Bayesian estimate",
-                    "Sampler diagnostics", "Model specification and versions"):
-        assert f"<h2>{section}</h2>" in page, section
+    sections = re.findall(r'<h2 id="([\w-]+)">([^<]+)</h2>', page)
+    assert [title for _, title in sections] == [
+        "The answer", "Warnings", "Dose-response functions", "Elasticity", "Ranking",
+        "The paper&#x27;s OLS beside the Bayesian estimate", "Model checks", "Sampler diagnostics",
+        "Model specification and versions"]
+    # a table of contents before the answer, one link per section, every anchor defined once
+    toc = page[page.index('<nav class="toc">'):page.index("</nav>")]
+    assert page.index('<nav class="toc">') < answer
+    assert re.findall(r'href="#([\w-]+)"', toc) == [anchor for anchor, _ in sections]
+    assert all(page.count(f'id="{anchor}"') == 1 for anchor, _ in sections)
+    # the long diagnostics are collapsed, one <details> per metric
+    assert page.count("<details><summary>") == 3 and page.count("</details>") == 3
+    # what was asked and what was used for the team effects
+    assert re.search(r"Team effects: ndcg: team_effects: auto -&gt; [\w ]+", page)
 
 
 def test_report_is_self_contained(page):
@@ -51,7 +62,7 @@ def test_report_is_self_contained(page):
 def test_report_without_current_values_has_no_ranking(fake):
     page = render_report(ReportInputs(trees={m: f.posterior for m, f in fake.fits.items()}, kpi="gmv"))
     assert "No current metric values were given" in page
-    assert "<h2>Ranking</h2>" not in page and "<h2>Dose-response functions</h2>" in page
+    assert '<h2 id="ranking">' not in page and '<h2 id="drf">Dose-response functions</h2>' in page
 
 
 def test_report_warns_in_plain_language(fake, example):
@@ -61,6 +72,10 @@ def test_report_warns_in_plain_language(fake, example):
     page = render_report(ReportInputs(trees={m: f.posterior for m, f in fake.fits.items()}, kpi="gmv",
                                       at=example.at, baseline=example.kpi_baseline, assumptions=assumptions))
     assert "mrr: assumption A4 looks weak" in page and "driven by the prior" in page
+    # the A4 table speaks a reader's language, not the CSV's column names
+    table = page[page.index('id="assumption-a4"'):page.index('id="checks"')]
+    assert "p-value" in table and "I\u00b2" in table and "weak?" in table and ">yes<" in table
+    assert "p_value" not in table and "i2" not in table and "reliability_eti" not in table
 
 
 def _fit_dir(tmp_path, fake, example):

@@ -33,9 +33,10 @@ def ppc_plot(fit: Any, prob: float = 0.94) -> Figure:
     metric, kpi = metric_of(tree), kpi_of(tree)
     mom = checking.predictive_moments(tree)
     z = tree["observed_data"]["trial_ate"].transpose(dims.TRIAL, dims.QUANTITY).values
-    mean = mom["mean"].values[:, [1, 0]]
-    cov = mom["cov"].values[:, [1, 0]][:, :, [1, 0]]
-    obs = z[:, [1, 0]]
+    both = np.isfinite(z[:, 0]) & np.isfinite(z[:, 1])  # trials that report the KPI and the metric
+    mean = mom["mean"].values[both][:, [1, 0]]
+    cov = mom["cov"].values[both][:, [1, 0]][:, :, [1, 0]]
+    obs = z[both][:, [1, 0]]
     r2 = stats.chi2.ppf(prob, 2)
     resid = obs - mean
     maha = np.einsum("ki,kij,kj->k", resid, np.linalg.inv(cov), resid)
@@ -51,17 +52,18 @@ def ppc_plot(fit: Any, prob: float = 0.94) -> Figure:
             label=f"observed; {100 * inside:.0f}% inside their {100 * prob:g}% ellipse")
     ax.plot([], [], color="C0", alpha=0.6, lw=1, label=f"{100 * prob:g}% predictive ellipse per trial")
     ax.autoscale_view()
-    ax.set_xlabel(f"ATE on {metric} ({metric} units)")
-    ax.set_ylabel(f"ATE on {kpi} ({kpi} units)")
+    ax.set_xlabel(f"ATE on {metric}")
+    ax.set_ylabel(f"ATE on {kpi}")
     ax.legend(fontsize=7, loc="upper left")
     ax.set_title("Posterior predictive check", fontsize=10)
     pit = checking.pit(tree)
     edges = np.linspace(0, 1, 11)
-    n = pit.sizes[dims.TRIAL]
-    lo, hi = stats.binom.interval(0.99, n, 0.1)
     for a, pos, name in ((ax_k, 0, kpi), (ax_m, 1, metric)):
+        values = pit.isel({dims.QUANTITY: pos}).values
+        values = values[np.isfinite(values)]  # the trials that report this quantity
+        lo, hi = stats.binom.interval(0.99, len(values), 0.1)
         a.axhspan(lo, hi, color="0.88", zorder=0, label="99% range if uniform")
-        a.hist(pit.isel({dims.QUANTITY: pos}).values, bins=edges, color="C0", edgecolor="white")
+        a.hist(values, bins=edges, color="C0", edgecolor="white")
         a.set_xlabel(f"PIT of the ATE on {name}")
         a.set_ylabel("trials")
         a.legend(fontsize=7, loc="upper right")
@@ -84,14 +86,37 @@ def pareto_k_plot(fit: Any, var_name: str = "trial_ate", label_worst: int = 5, l
     ax.scatter(np.flatnonzero(~bad), k[~bad], s=10, color="C0", label=f"k <= {K_BAD}")
     ax.scatter(np.flatnonzero(bad), k[bad], s=18, color="C3", marker="x", label=f"k > {K_BAD}: PSIS unreliable")
     ax.axhline(K_BAD, color="C3", ls="--", lw=0.8)
-    for i in np.argsort(-k)[:label_worst]:
-        ax.annotate(trials[i], (i, k[i]), xytext=(3, 3), textcoords="offset points", fontsize=7)
+    for i, dy in label_offsets(k, np.argsort(-k)[:label_worst]):
+        ax.annotate(trials[i], (i, k[i]), xytext=(3, dy), textcoords="offset points", fontsize=7,
+                    arrowprops={"arrowstyle": "-", "lw": 0.4, "color": "0.5"} if dy != 3 else None)
     ax.set_xlabel("trial (table order)")
     ax.set_ylabel("Pareto k")
     ax.set_title(f"LOO Pareto k, {metric_of(tree)} model: {int(bad.sum())} of {len(k)} trials above {K_BAD} "
                  f"(ELPD {res.elpd:.1f}, SE {res.se:.1f})", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
     return fig
+
+
+def label_offsets(k: np.ndarray, labelled: np.ndarray, near: float = 0.06) -> list[tuple[int, float]]:
+    """Vertical label offsets (points) that keep the labels of nearby points from overlapping.
+
+    Points are taken left to right; a point within ``near`` of the x range (and of the k range) of
+    the previous labelled point gets its label 9 points above that one's, so neighbours such as
+    T062 and T063 stack instead of printing over each other.
+    """
+    order = sorted(int(i) for i in labelled)
+    span_x = max(len(k) - 1, 1)
+    span_k = float(np.ptp(k[np.isfinite(k)])) if np.isfinite(k).any() else 1.0
+    out: list[tuple[int, float]] = []
+    for i in order:
+        dy = 3.0
+        if out:
+            j, prev = out[-1]
+            close_k = not (np.isfinite(k[i]) and np.isfinite(k[j])) or abs(k[i] - k[j]) <= near * max(span_k, 1e-12)
+            if (i - j) / span_x <= near and close_k:
+                dy = prev + 9.0
+        out.append((i, dy))
+    return out
 
 
 def shrinkage_plot(fit: Any) -> Figure:
@@ -109,12 +134,13 @@ def shrinkage_plot(fit: Any) -> Figure:
     axes = fig.subplots(1, 2)
     for ax, pos, name in ((axes[0], 1, metric), (axes[1], 0, kpi)):
         post = latent["mean"].isel({dims.QUANTITY: pos}).values
+        reported = np.isfinite(z[:, pos])  # an unreported ATE has no point to shrink
         for i, team in enumerate(dict.fromkeys(teams)):
-            sel = teams == team
+            sel = (teams == team) & reported
             ax.scatter(z[sel, pos], post[sel], s=10, color=f"C{i % 10}", label=team)
-        lims = [min(z[:, pos].min(), post.min()), max(z[:, pos].max(), post.max())]
+        lims = [min(z[reported, pos].min(), post[reported].min()), max(z[reported, pos].max(), post[reported].max())]
         ax.plot(lims, lims, color="0.5", lw=0.8, ls="--", label="no shrinkage")
-        ax.set_xlabel(f"observed ATE on {name} ({name} units)")
+        ax.set_xlabel(f"observed ATE on {name}")
         ax.set_ylabel(f"posterior mean of the true effect on {name}")
     axes[0].legend(fontsize=7, ncol=2, loc="upper left")
     fig.suptitle(f"Shrinkage, {metric} model: measurement error pulls noisy trials toward their team")

@@ -48,20 +48,23 @@ def drf_panel(results: Any, naive: bool = True, n_grid: int = 101) -> Figure:
     axes = np.atleast_1d(fig.subplots(1, len(trees), squeeze=False)[0])
     for ax, (metric, tree) in zip(axes, trees.items(), strict=True):
         x, y, sx, sy = _trial_points(tree)
+        both = np.isfinite(x) & np.isfinite(y)  # trials that report the KPI and the metric
+        x, y, sx, sy = x[both], y[both], sx[both], sy[both]
         span = x.max() - x.min()
         grid = np.linspace(x.min() - 0.05 * span, x.max() + 0.05 * span, n_grid)
         beta = tree["posterior"]["beta"]
         degree = int(tree.attrs.get("degree", beta.sizes[dims.POWER]))
         curve = flat_draws(derived.drf(beta, grid)) + _direct_effect_mean(tree)[:, None]
+        shown = "trials (ATE +- 1 SE)" if both.all() else f"{both.sum()} trials reporting both (ATE +- 1 SE)"
         ax.errorbar(x, y, xerr=sx, yerr=sy, fmt="o", ms=3, color="0.35", ecolor="0.75", elinewidth=0.7,
-                    label="trials (ATE +- 1 SE)", zorder=1)
+                    label=shown, zorder=1)
         draw_bands(ax, grid, curve, "C0", "posterior DRF (+ mean team effect)")
         if naive:
             coef = np.polyfit(x, y, degree)
             ax.plot(grid, np.polyval(coef, grid), color="C3", ls="--", lw=1.5,
                     label="naive OLS through the points")
-        ax.set_xlabel(f"ATE on {metric} ({metric} units)")
-        ax.set_ylabel(f"ATE on {kpi_of(tree)} ({kpi_of(tree)} units)")
+        ax.set_xlabel(f"ATE on {metric}")
+        ax.set_ylabel(f"ATE on {kpi_of(tree)}")
         ax.set_title(f"{metric}: dose-response (degree {degree})", fontsize=10)
         ax.legend(fontsize=7, loc="upper left")
     fig.suptitle("Posterior dose-response function against the trials")
@@ -112,7 +115,7 @@ def elasticity_panel(
                     ms=6, capsize=3, label=f"current value {m0:.4g}")
         ax.axvline(m0, color="k", lw=0.6, ls=":")
         ax.locator_params(axis="x", nbins=5)
-        ax.set_xlabel(f"{metric} value ({metric} units)")
+        ax.set_xlabel(f"{metric}, per-unit level")
         ax.set_ylabel(f"elasticity of {kpi}: gain / {base}")
         ax.set_title(f"{metric}: elasticity for a {100 * lift:+g}% lift", fontsize=10)
         ax.legend(fontsize=7, loc="lower right")
@@ -187,7 +190,7 @@ def team_forest(fit: Any) -> Figure:
     ax.axvspan(lo, hi, color="C1", alpha=0.2, label=f"{label} ({100 * outer:g}%)")
     ax.axvline(pooled.mean(), color="C1", lw=1.2)
     ax.set_yticks(ypos, teams)
-    ax.set_xlabel(f"direct effect on {kpi} not through the metric ({kpi} units)")
+    ax.set_xlabel(f"direct effect on {kpi}, not through the metric")
     ax.set_title(f"Team direct effects pi ({tree.attrs.get('metric', '')} model): "
                  f"{100 * inner:g}% and {100 * outer:g}% intervals", fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
