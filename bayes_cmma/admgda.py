@@ -67,8 +67,8 @@ def _wls(aug: pd.DataFrame, teams: list[str], powers: list[str]) -> np.ndarray:
 
 
 def admgda_fit(design: MetricDesign, *, theta: float = DEFAULT_THETA) -> tuple[np.ndarray, int]:
-    """beta of weighted Algorithm 1 on the augmented trial table, and the augmented row count."""
-    frame, powers = _trial_frame(design)
+    """beta of weighted Algorithm 1 on the augmented trial table, and the augmented row count (complete trials)."""
+    frame, powers = _trial_frame(design.complete_cases())
     aug = augment(frame, _dag(powers), theta=theta, kernels={"team": Categorical()})
     return _wls(aug, list(design.teams), powers), len(aug)
 
@@ -82,6 +82,7 @@ def admgda_estimate(design: MetricDesign, rng: np.random.Generator, *, theta: fl
     DataError
         When the augmentation of the full table fails (see :class:`bayes_cmma.augmentation.AugmentationError`).
     """
+    design = design.complete_cases()
     beta, rows = admgda_fit(design, theta=theta)
     groups = [np.flatnonzero(design.team_idx == g) for g in range(len(design.teams))]
     draws, failed = [], 0

@@ -85,9 +85,10 @@ def cochran_q(estimate: np.ndarray, std_error: np.ndarray, team_idx: np.ndarray)
 
 def relevance_check(design: MetricDesign, alpha: float = WEAK_P, min_i2: float = MIN_I2) -> RelevanceCheck:
     """A4 check on the metric's ATEs (first power) of a model design; see the module docstring."""
-    est = design.z[:, 1]
-    se = np.sqrt(design.S[:, 1, 1])
-    q, df = cochran_q(est, se, design.team_idx)
+    keep = np.ones(design.n_trials, dtype=bool) if design.observed is None else design.observed[:, 1]
+    est = design.z[keep, 1]  # the trials that report the metric
+    se = np.sqrt(design.S[keep, 1, 1])
+    q, df = cochran_q(est, se, design.team_idx[keep])
     if df == 0:
         return RelevanceCheck(design.metric, q, 0, float("nan"), float("nan"), float("nan"), alpha, min_i2)
     f = q / df

@@ -27,6 +27,7 @@ import xarray as xr
 from scipy import special
 
 from bayes_cmma import dims
+from bayes_cmma.data import placeholder_missing
 from bayes_cmma.errors import BayesCMMAError
 from bayes_cmma.model import A3_VAR, marginal_moments, trial_loglik_numpy
 
@@ -50,8 +51,9 @@ class _Params:
     shape: tuple[int, int]  # (chain, draw)
     a3_corr: np.ndarray  # (n,): the A3 correlation of each draw (one fixed value, or sampled under a prior)
     team_idx: np.ndarray  # (K,)
-    z: np.ndarray  # (K, d)
-    S: np.ndarray  # (K, d, d)
+    z: np.ndarray  # (K, d); 0 where a trial does not report a quantity
+    S: np.ndarray  # (K, d, d); identity rows/columns there
+    observed: np.ndarray | None = None  # (K, d) bool, None when every trial reports everything
 
     @property
     def n(self) -> int:
@@ -102,6 +104,9 @@ def params_of(fit_or_tree) -> _Params:
     const = tree["constant_data"].to_dataset()
     C, D = post.sizes[dims.CHAIN], post.sizes[dims.DRAW]
     n = C * D
+    z_obs = obs["trial_ate"].transpose(dims.TRIAL, dims.QUANTITY).values
+    S_obs = obs["measurement_cov"].transpose(dims.TRIAL, dims.QUANTITY, dims.QUANTITY_OTHER).values
+    observed = np.isfinite(z_obs)  # NaN where a trial does not report a quantity
     teams = [str(t) for t in post[dims.TEAM].values]
     position = {t: i for i, t in enumerate(teams)}
     team_idx = np.array([position[str(t)] for t in const["team"].values])
@@ -122,8 +127,9 @@ def params_of(fit_or_tree) -> _Params:
         shape=(C, D),
         a3_corr=a3_corr_of(tree),
         team_idx=team_idx,
-        z=obs["trial_ate"].transpose(dims.TRIAL, dims.QUANTITY).values,
-        S=obs["measurement_cov"].transpose(dims.TRIAL, dims.QUANTITY, dims.QUANTITY_OTHER).values,
+        z=np.nan_to_num(z_obs, nan=0.0),
+        S=placeholder_missing(np.nan_to_num(S_obs, nan=0.0), observed),
+        observed=None if observed.all() else observed,
     )
 
 
@@ -151,7 +157,7 @@ def pointwise_loglik(fit_or_tree, quantities: list[int] | None = None) -> xr.Dat
     out = np.empty((par.n, par.z.shape[0]))
     for sl in par.blocks():
         out[sl] = trial_loglik_numpy(par.z, par.S, par.team_idx, *par.block(sl),
-                                     block=quantities)
+                                     block=quantities, observed=par.observed)
     trials = tree["observed_data"][dims.TRIAL].values
     return xr.DataArray(
         out.reshape(*par.shape, -1),
@@ -180,6 +186,8 @@ def predictive_moments(fit_or_tree) -> xr.Dataset:
         sG += G.sum(axis=0)
     mean = s1 / par.n
     cov = s2 / par.n - mean[:, :, None] * mean[:, None, :] + sG / par.n + par.S
+    if par.observed is not None:  # a quantity the trial does not report has no measurement error to add
+        cov = np.where(par.observed[:, :, None] & par.observed[:, None, :], cov, np.nan)
     return _trial_quantity_dataset(tree, {"mean": mean, "cov": cov})
 
 
@@ -197,7 +205,8 @@ def pit(fit_or_tree) -> xr.DataArray:
         mu, G = marginal_moments(par.team_idx, *par.block(sl))
         var = np.diagonal(G, axis1=-2, axis2=-1)[:, None, :] + np.diagonal(par.S, axis1=-2, axis2=-1)
         acc += special.ndtr((par.z - mu) / np.sqrt(var)).sum(axis=0)
-    return _trial_quantity_dataset(tree, {"pit": acc / par.n})["pit"]
+    values = acc / par.n if par.observed is None else np.where(par.observed, acc / par.n, np.nan)
+    return _trial_quantity_dataset(tree, {"pit": values})["pit"]
 
 
 def latent_effects(fit_or_tree) -> xr.Dataset:
@@ -213,13 +222,25 @@ def latent_effects(fit_or_tree) -> xr.Dataset:
     K, d = par.z.shape
     s1 = np.zeros((K, d))
     s2 = np.zeros((K, d))
+    if par.observed is not None:
+        # precision of what each trial reports: inverse of its covariance on the reported block, 0 elsewhere
+        both = par.observed[:, :, None] & par.observed[:, None, :]
+        S_precision = np.where(both, np.linalg.inv(par.S), 0.0)  # placeholders make S block diagonal
     for sl in par.blocks():
         mu, G = marginal_moments(par.team_idx, *par.block(sl))
-        total = G[:, None] + par.S  # (n, K, d, d)
-        gain = np.linalg.solve(total, np.broadcast_to(G[:, None], total.shape))  # (G+S)^-1 G
-        gain = np.swapaxes(gain, -1, -2)  # G (G+S)^-1 (both symmetric)
-        cond_mean = mu + np.einsum("nkij,nkj->nki", gain, par.z - mu)
-        cond_var = np.diagonal(G, axis1=-2, axis2=-1)[:, None, :] - np.einsum("nkij,nji->nki", gain, G)
+        if par.observed is None:
+            total = G[:, None] + par.S  # (n, K, d, d)
+            gain = np.linalg.solve(total, np.broadcast_to(G[:, None], total.shape))  # (G+S)^-1 G
+            gain = np.swapaxes(gain, -1, -2)  # G (G+S)^-1 (both symmetric)
+            cond_mean = mu + np.einsum("nkij,nkj->nki", gain, par.z - mu)
+            cond_var = np.diagonal(G, axis1=-2, axis2=-1)[:, None, :] - np.einsum("nkij,nji->nki", gain, G)
+        else:  # condition on the reported quantities only: posterior precision G^-1 + S_obs^-1
+            G_inv = np.linalg.inv(G)[:, None]  # (n, 1, d, d)
+            cond_cov = np.linalg.inv(G_inv + S_precision)
+            info = np.einsum("nkij,nkj->nki", np.broadcast_to(G_inv, cond_cov.shape), mu) + np.einsum(
+                "kij,kj->ki", S_precision, par.z)
+            cond_mean = np.einsum("nkij,nkj->nki", cond_cov, info)
+            cond_var = np.diagonal(cond_cov, axis1=-2, axis2=-1)
         s1 += cond_mean.sum(axis=0)
         s2 += (cond_var + cond_mean**2).sum(axis=0)
     mean = s1 / par.n

@@ -289,11 +289,13 @@ def run_fit(
         if value is not None and value < 1:
             raise BayesCMMAError(f"{name} must be a positive integer, got {value}.")
     # validate every design up front (fit() does it again, cheaply) so errors come before sampling
-    ols_results, checks, measured = {}, {}, {}
+    ols_results, checks, measured, partial = {}, {}, {}, {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for m in metrics:
             design = data_mod.metric_design(trials, kpi, m, spec.degree, spec.within_trial_correlation)
+            if not design.complete:
+                partial[m] = (design.n_trials, int((~design.observed.all(axis=1)).sum()))
             ols_results[m] = cmma_ols_design(design)
             checks[m] = relevance_check(design)
             measured[m] = for_spec(design, spec).measurement
@@ -302,6 +304,9 @@ def run_fit(
             f"model {spec.name!r} (degree {spec.degree}){degree_note}")
     for label in dict.fromkeys(measured.values()):
         _status(f"measurement covariance: {label}")
+    for m, (n, n_partial) in partial.items():
+        _status(f"{m}: {n_partial} of {n} trials report only some of ({kpi}, {m} powers): the Bayesian model uses "
+                f"what each reports; the OLS and the A4 check use the {n - n_partial} that report all")
     result = fit(trials, kpi, metrics, spec, seed=seed, draws=draws, tune=tune, chains=chains,
                  progress_bar=sys.stderr.isatty(), progress=_status)
 
@@ -468,7 +473,7 @@ def _print_report(
         _say(f"\nRelative {result.kpi} gain for a {100 * lift:+g}% lift of each metric at its current value "
              f"(gain / {base}; the paper's 'elasticity'), and the point elasticity m mu'(m) / {base} (the "
              "relative gain per relative lift as the lift goes to 0):")
-        ranks = ranking.set_index("metric") if ranking is not None else None
+        ranks = ranking.set_index("metric") if ranking is not None and len(ranking) > 1 else None
         header = f"  {'metric':>8} {'at':>9}  {'gain, % (' + pct + '% CI)':<27} {'point elasticity':<24}"
         print((header + ("  P(best)  E[rank]" if ranks is not None else "")).rstrip())
         for _, row in elast.iterrows():

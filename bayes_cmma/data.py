@@ -16,6 +16,7 @@ The interchange format (docs: input.md):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import warnings
@@ -456,10 +457,39 @@ class MetricDesign:
     n_filled: int
     arm_sizes: np.ndarray | None = None
     measurement: str = "per_trial"
+    observed: np.ndarray | None = None
 
     @property
     def n_trials(self) -> int:
         return self.z.shape[0]
+
+    @property
+    def complete(self) -> bool:
+        """Whether every trial reports every quantity of the design."""
+        return self.observed is None or bool(self.observed.all())
+
+    def mask(self) -> np.ndarray:
+        """(trial, P + 1) float mask, 1 where the trial reports the quantity (all ones when complete)."""
+        return np.ones(self.z.shape) if self.observed is None else self.observed.astype(float)
+
+    def complete_cases(self) -> MetricDesign:
+        """The design restricted to the trials that report every quantity (itself when complete).
+
+        For the estimators that need whole trials (the paper's OLS, the summary-level peers, the A4
+        check); the Bayesian model uses every trial.
+        """
+        if self.complete:
+            return self
+        keep = self.observed.all(axis=1)
+        return dataclasses.replace(
+            self, z=self.z[keep], S=self.S[keep], team_idx=self.team_idx[keep],
+            trials=[t for t, k in zip(self.trials, keep, strict=True) if k],
+            arm_sizes=None if self.arm_sizes is None else self.arm_sizes[keep], observed=None,
+        )
+
+    def with_nan(self) -> np.ndarray:
+        """``z`` with NaN where a trial does not report a quantity."""
+        return self.z if self.observed is None else np.where(self.observed, self.z, np.nan)
 
 
 def min_trials(degree: int, n_teams: int) -> int:
@@ -533,17 +563,23 @@ def metric_design(
                 f"of {metric}^p."
             )
     ds = data.dataset.sel({dims.QUANTITY: names, dims.QUANTITY_OTHER: names})
-    z = ds["estimate"].values
-    missing = ~np.isfinite(z)
-    if missing.any():
-        rows, cols = np.nonzero(missing)
-        trials = [data.trials[r] for r in dict.fromkeys(rows)]
-        shown = ", ".join(map(repr, trials[:5])) + (" ..." if len(trials) > 5 else "")
+    observed = np.isfinite(ds["estimate"].values)
+    # a trial that reports none of these quantities (only other metrics) is not part of this design;
+    # one that reports some of them enters with those (the likelihood marginalises the others)
+    keep = observed.any(axis=1)
+    if not keep.all():
+        ds = ds.isel({dims.TRIAL: np.flatnonzero(keep)})
+        observed = observed[keep]
+    trial_names = [t for t, k in zip(data.trials, keep, strict=True) if k]
+    z = np.where(observed, ds["estimate"].values, 0.0)
+    linked = int((observed[:, 0] & observed[:, 1]).sum())
+    if linked < 2:
         raise DataError(
-            f"quantity {names[cols[0]]!r} is missing for {len(trials)} trial(s): {shown}; every "
-            f"trial needs {', '.join(map(repr, names))}. Add those rows or drop those trials."
+            f"{linked} trial(s) report both the KPI {kpi!r} and the metric {metric!r}; the dose-response is "
+            "identified by trials that report both (their covariance across trials), so at least 2 must. Trials "
+            "that report only one of them add information about it, but cannot link them."
         )
-    if np.ptp(z[:, 0]) == 0:
+    if np.ptp(z[observed[:, 0], 0]) == 0:
         warnings.warn(
             f"the KPI {kpi!r} has the same estimate ({z[0, 0]:g}) in every trial: there is no variation for the "
             "metric to explain, and every DRF fits it equally well. Check the KPI column.",
@@ -552,6 +588,7 @@ def metric_design(
         )
     team_labels = data.dataset["team"].values.astype(str)
     teams = sorted(set(team_labels))
+    team_labels = team_labels[keep]
     need = min_trials(degree, len(teams))
     if len(z) < need:
         raise DataError(
@@ -560,7 +597,8 @@ def metric_design(
         )
     S = ds["covariance"].values.copy()
     se = ds["std_error"].values
-    unknown = ~np.isfinite(S)
+    both = observed[:, :, None] & observed[:, None, :]
+    unknown = ~np.isfinite(S) & both
     n_filled = int(unknown.sum() // 2)
     if n_filled:
         filled = within_trial_correlation * se[:, :, None] * se[:, None, :]
@@ -574,12 +612,13 @@ def metric_design(
                 AssumptionWarning,
                 stacklevel=2,
             )
-    # scale-free check: the smallest eigenvalue of each trial's correlation matrix
+    S = placeholder_missing(S, observed)
+    # scale-free check: the smallest eigenvalue of each trial's correlation matrix (of what it reports)
     sd = np.sqrt(np.diagonal(S, axis1=1, axis2=2))
     eig_min = np.linalg.eigvalsh(S / (sd[:, :, None] * sd[:, None, :]))[:, 0]
     bad = eig_min <= 1e-10
     if bad.any():
-        trials = [data.trials[k] for k in np.flatnonzero(bad)]
+        trials = [trial_names[k] for k in np.flatnonzero(bad)]
         shown = ", ".join(map(repr, trials[:5])) + (" ..." if len(trials) > 5 else "")
         raise DataError(
             f"the within-trial covariance matrix of ({', '.join(names)}) is not positive definite "
@@ -591,12 +630,26 @@ def metric_design(
         z=np.ascontiguousarray(z, dtype=float),
         S=np.ascontiguousarray(S, dtype=float),
         team_idx=team_idx.astype(np.int64),
-        trials=data.trials,
+        trials=trial_names,
         teams=teams,
         quantities=names,
         kpi=kpi,
         metric=metric,
         degree=degree,
         n_filled=n_filled,
-        arm_sizes=data.arm_sizes(),
+        arm_sizes=None if data.arm_sizes() is None else data.arm_sizes()[keep],
+        observed=None if observed.all() else observed,
     )
+
+
+def placeholder_missing(S: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Covariances with the rows and columns of unreported quantities set to those of the identity.
+
+    The likelihood masks them out (:func:`bayes_cmma.model.trial_logp_graph`); the placeholder keeps
+    every matrix positive definite so that the same vectorised algebra runs on every trial.
+    """
+    if observed.all():
+        return S
+    both = observed[:, :, None] & observed[:, None, :]
+    eye = np.broadcast_to(np.eye(S.shape[-1]), S.shape)
+    return np.where(both, S, eye)

@@ -113,6 +113,7 @@ def eiv_estimate(design: MetricDesign, method: str = "tc") -> OLSResult:
         Too few trials, or a corrected scatter that is not positive definite (the measurement error
         swamps the between-trial spread of the metric: see assumption A4).
     """
+    design = design.complete_cases()  # the moments need every quantity of a trial
     if method not in METHODS:
         raise DataError(f"unknown summary-level method {method!r}; choose from {', '.join(METHODS)}.")
     K, P, G = design.n_trials, design.degree, len(design.teams)

@@ -172,8 +172,17 @@ def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised, a3
     out = np.empty((n, K))
     for start in range(0, n, block):
         sl = slice(start, start + block)
-        out[sl] = trial_loglik_numpy(std.z, std.S, design.team_idx, *(a[sl] for a in flat), a3_corr=rho[sl])
+        out[sl] = trial_loglik_numpy(std.z, std.S, design.team_idx, *(a[sl] for a in flat), a3_corr=rho[sl],
+                                     observed=design.observed)
     return out.reshape(*lead, K) + std.log_abs_det_B
+
+
+def _cov_with_nan(design: MetricDesign) -> np.ndarray:
+    """The measurement covariances with NaN in the rows and columns of unreported quantities."""
+    if design.observed is None:
+        return design.S
+    both = design.observed[:, :, None] & design.observed[:, None, :]
+    return np.where(both, design.S, np.nan)
 
 
 def _assemble(
@@ -189,8 +198,9 @@ def _assemble(
     q = design.quantities
     observed = xr.Dataset(
         {
-            "trial_ate": ((dims.TRIAL, dims.QUANTITY), design.z),
-            "measurement_cov": ((dims.TRIAL, dims.QUANTITY, dims.QUANTITY_OTHER), design.S),
+            # NaN where a trial does not report a quantity
+            "trial_ate": ((dims.TRIAL, dims.QUANTITY), design.with_nan()),
+            "measurement_cov": ((dims.TRIAL, dims.QUANTITY, dims.QUANTITY_OTHER), _cov_with_nan(design)),
         },
         coords={dims.TRIAL: design.trials, dims.QUANTITY: q, dims.QUANTITY_OTHER: q},
     )

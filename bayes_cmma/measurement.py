@@ -37,7 +37,7 @@ import dataclasses
 
 import numpy as np
 
-from bayes_cmma.data import MetricDesign
+from bayes_cmma.data import MetricDesign, placeholder_missing
 from bayes_cmma.errors import DataError
 from bayes_cmma.spec import MEASUREMENT_CHOICES, ModelSpec
 
@@ -59,16 +59,24 @@ def size_factors(design: MetricDesign, size_proxy: str = "metric_se") -> tuple[n
     if design.arm_sizes is not None:
         n = np.asarray(design.arm_sizes, dtype=float)
         return 1.0 / n[:, 0] + 1.0 / n[:, 1], "arm sizes"
-    if size_proxy == "metric_se":
-        return design.S[:, 1, 1].copy(), f"the variance of the {design.metric!r} ATE (no arm sizes given)"
-    if size_proxy == "kpi_se":
-        return design.S[:, 0, 0].copy(), f"the variance of the {design.kpi!r} ATE (no arm sizes given)"
+    if size_proxy in ("metric_se", "kpi_se"):
+        j, name = (1, design.metric) if size_proxy == "metric_se" else (0, design.kpi)
+        if design.observed is not None and not design.observed[:, j].all():
+            k = int(np.flatnonzero(~design.observed[:, j])[0])
+            raise DataError(
+                f"trial {design.trials[k]!r} does not report {name!r}, whose variance scales the pooled measurement "
+                "covariance (size_proxy); give the trial table n_treated and n_control, or set [measurement] "
+                "size_proxy = \"equal\" or error_covariance = \"per_trial\"."
+            )
+        return design.S[:, j, j].copy(), f"the variance of the {name!r} ATE (no arm sizes given)"
     if size_proxy == "equal":
         return np.ones(design.n_trials), "equal for every trial (no arm sizes given)"
     raise ValueError(f"size_proxy must be one of {', '.join(SIZE_PROXIES)}, got {size_proxy!r}")
 
 
-def pooled_covariance(S: np.ndarray, c: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+def pooled_covariance(
+    S: np.ndarray, c: np.ndarray, groups: np.ndarray | None = None, observed: np.ndarray | None = None
+) -> np.ndarray:
     """Per-unit covariance U pooled over trials: mean of S_k / c_k, per group if given.
 
     Parameters
@@ -85,12 +93,32 @@ def pooled_covariance(S: np.ndarray, c: np.ndarray, groups: np.ndarray | None = 
         U_{g(k)} for every trial (the same matrix for every trial when ``groups`` is None).
     """
     per_unit = S / c[:, None, None]
+    if observed is not None and not observed.all():
+        return _pooled_incomplete(per_unit, groups, observed)
     if groups is None:
         return np.broadcast_to(per_unit.mean(axis=0), S.shape).copy()
     out = np.empty_like(S)
     for g in np.unique(groups):
         mask = groups == g
         out[mask] = per_unit[mask].mean(axis=0)
+    return out
+
+
+def _pooled_incomplete(per_unit: np.ndarray, groups: np.ndarray | None, observed: np.ndarray) -> np.ndarray:
+    """:func:`pooled_covariance` when some trials do not report some quantities.
+
+    Each entry is the mean over the trials (of the group) that report both of its quantities; an
+    entry no trial reports stays that of the identity (the likelihood never reads it).
+    """
+    weight = (observed[:, :, None] & observed[:, None, :]).astype(float)
+    groups = np.zeros(len(per_unit), dtype=int) if groups is None else groups
+    out = np.empty_like(per_unit)
+    for g in np.unique(groups):
+        mask = groups == g
+        count = weight[mask].sum(axis=0)
+        total = (np.where(weight[mask] > 0, per_unit[mask], 0.0)).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[mask] = np.where(count > 0, total / np.maximum(count, 1), np.eye(per_unit.shape[-1]))
     return out
 
 
@@ -125,7 +153,7 @@ def apply_measurement(
             "\"per_trial\"."
         )
     groups = design.team_idx if pool_by == "team" else None
-    U = pooled_covariance(design.S, c, groups)
+    U = pooled_covariance(design.S, c, groups, design.observed)
     sd = np.sqrt(np.diagonal(U, axis1=1, axis2=2))
     eig_min = np.linalg.eigvalsh(U / (sd[:, :, None] * sd[:, None, :]))[:, 0]
     if np.any(eig_min <= 1e-12):
@@ -137,6 +165,8 @@ def apply_measurement(
             "\"per_trial\"."
         )
     S = c[:, None, None] * U
+    if design.observed is not None:
+        S = placeholder_missing(S, design.observed)
     label = f"pooled over {'teams' if groups is not None else 'all trials'}, scaled by {source}"
     return dataclasses.replace(design, S=np.ascontiguousarray(S), measurement=label)
 

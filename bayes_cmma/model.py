@@ -29,7 +29,7 @@ import pymc as pm
 import pytensor.tensor as pt
 
 from bayes_cmma.data import MetricDesign
-from bayes_cmma.linalg import mvnormal_logpdf, mvnormal_logpdf_entries
+from bayes_cmma.linalg import LOG_2PI, mvnormal_logpdf, mvnormal_logpdf_entries
 from bayes_cmma.spec import ModelSpec, Prior
 
 #: Fewest teams for partial pooling of the team effects pi_g. With fewer, the pooling scale pi_sd
@@ -88,6 +88,10 @@ def _metric_factor(design: MetricDesign) -> np.ndarray:
     m = design.z[:, 1:]
     K, P = m.shape
     n_teams = len(design.teams)
+    if not design.complete and not design.observed[:, 1:].all():
+        # some trials lack some metric powers: a diagonal map keeps each internal coordinate a function
+        # of one reported quantity, so the likelihood can leave out exactly the unreported ones
+        return np.diag(_observed_sd(m, design.observed[:, 1:], design.S[:, 1:, 1:]))
     candidates = []
     if K - n_teams > P:
         means = np.zeros((n_teams, P))
@@ -111,8 +115,33 @@ def _metric_factor(design: MetricDesign) -> np.ndarray:
     return np.diag(np.where(fallback > 0, fallback, se))
 
 
+def _observed_sd(x: np.ndarray, observed: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """Per-column sd of the reported values (the mean reported standard error when they do not vary)."""
+    out = np.empty(x.shape[1])
+    for j in range(x.shape[1]):
+        values = x[observed[:, j], j]
+        sd = float(values.std()) if values.size > 1 else 0.0
+        out[j] = sd if sd > 0 else float(np.sqrt(np.mean(S[observed[:, j], j, j])))
+    return out
+
+
 def standardise(design: MetricDesign) -> Standardised:
-    """Put a design on the internal scale (see :class:`Standardised`)."""
+    """Put a design on the internal scale (see :class:`Standardised`).
+
+    With incomplete trials, the KPI scale is the sd of the reported KPI ATEs, and the metric powers
+    are scaled per power (see :func:`_metric_factor`) when some trials lack some of them.
+    """
+    if not design.complete:
+        kpi_scale = float(_observed_sd(design.z[:, :1], design.observed[:, :1], design.S[:, :1, :1])[0])
+        L = _metric_factor(design)
+        P = L.shape[0]
+        B = np.zeros((P + 1, P + 1))
+        B[0, 0] = 1.0 / kpi_scale
+        B[1:, 1:] = np.linalg.inv(L)
+        z = design.z @ B.T
+        S = B @ design.S @ B.T
+        S = 0.5 * (S + np.swapaxes(S, -1, -2))
+        return Standardised(z=np.ascontiguousarray(z), S=np.ascontiguousarray(S), kpi_scale=kpi_scale, L=L)
     y = design.z[:, 0]
     kpi_scale = float(y.std())
     if not kpi_scale > 0:
@@ -155,7 +184,7 @@ def _scale(name: str, prior: Prior, **kw: Any) -> pt.TensorVariable:
 
 def trial_logp_graph(
     z: Any, S: Any, team_idx: Any, gamma: Any, alpha: Any, kpi_mean: Any, chol: Any, residual_sd: Any,
-    degree: int, a3_corr: Any = 0.0,
+    degree: int, a3_corr: Any = 0.0, mask: Any = None,
 ) -> Any:
     """Per-trial marginal log-density as a PyTensor graph (standardised scale).
 
@@ -164,6 +193,11 @@ def trial_logp_graph(
     eta_g = beta' alpha_g + pi_g, the team's mean latent KPI effect. ``a3_corr`` is the assumed
     within-team correlation rho between a trial's KPI residual u_k and its first metric power's
     effect (assumption A3 says 0); see :func:`a3_terms`.
+
+    ``mask`` (trial, d), 1 where the trial reports the quantity and 0 where not, makes the density
+    that of the reported quantities only (the marginal of a normal): an unreported coordinate gets
+    residual 0, variance 1 and no covariance, which adds exactly log N(0 | 0, 1) = -log(2 pi)/2, taken
+    back out. With every entry 1 the density is unchanged.
     """
     d = degree + 1
     AL = pt.concatenate([gamma[None, :], chol], axis=0)  # (d, P)
@@ -177,7 +211,25 @@ def trial_logp_graph(
     for j in range(1, d):
         cov[0][j] = cov[0][j] + cross[j - 1]
         cov[j][0] = cov[j][0] + cross[j - 1]
-    return mvnormal_logpdf_entries(resid, cov, pt.sqrt, pt.log)
+    if mask is None:
+        return mvnormal_logpdf_entries(resid, cov, pt.sqrt, pt.log)
+    resid, cov, missing = masked_entries(resid, cov, [mask[:, i] for i in range(d)])
+    return mvnormal_logpdf_entries(resid, cov, pt.sqrt, pt.log) + 0.5 * LOG_2PI * missing
+
+
+def masked_entries(resid: list, cov: list, mask: list) -> tuple[list, list, Any]:
+    """Residuals and covariance entries of the reported coordinates only (see :func:`trial_logp_graph`).
+
+    ``mask[i]`` is 1 where coordinate i is reported, else 0 (per trial). Returns the masked residuals,
+    the masked covariance (an unreported coordinate: variance 1, covariances 0) and the number of
+    unreported coordinates per trial. Works on numpy arrays and PyTensor tensors.
+    """
+    d = len(resid)
+    out_resid = [mask[i] * resid[i] for i in range(d)]
+    out_cov = [[mask[i] * mask[j] * cov[i][j] + ((1.0 - mask[i]) if i == j else 0.0) for j in range(d)]
+               for i in range(d)]
+    missing = sum(1.0 - mask[i] for i in range(d))
+    return out_resid, out_cov, missing
 
 
 def a3_terms(gamma: Any, chol: Any, residual_sd: Any, rho: Any, sqrt: Any) -> tuple[Any, Any]:
@@ -196,7 +248,9 @@ def a3_terms(gamma: Any, chol: Any, residual_sd: Any, rho: Any, sqrt: Any) -> tu
     return cross, extra
 
 
-def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.ndarray) -> pm.Model:
+def build_model(
+    spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.ndarray, observed: np.ndarray | None = None
+) -> pm.Model:
     """The PyMC model on the standardised scale (global parameters only).
 
     Parameters
@@ -207,6 +261,8 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
     data : Standardised
         Initial data; swapped later through ``pm.Data`` names ``z``, ``S``, ``team_idx``.
     team_idx : ndarray of int
+    observed : ndarray of bool (trial, P + 1), optional
+        Which quantities each trial reports (default: all); swapped through ``observed_mask``.
 
     Returns
     -------
@@ -235,6 +291,7 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         z = pm.Data("z", data.z)
         S = pm.Data("S", data.S)
         tidx = pm.Data("team_idx", np.asarray(team_idx, dtype=np.int64))
+        mask = pm.Data("observed_mask", np.ones(data.z.shape) if observed is None else observed.astype(float))
         beta = _location("beta_std", pri["beta_std"], dims="drf_power")  # beta on the internal scale
         if q < P:
             beta = pt.concatenate([beta, pt.zeros(P - q)])
@@ -266,7 +323,7 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
         # (kpi_offset starts at 0, not at its prior mean: nutpie's initial point would freeze the
         # compile-time team_slope into it, and a cached model reused with other data would then start,
         # and sample, differently from a fresh compile; tests/test_many.py checks they agree.)
-        slope = pm.Data("team_slope", team_slope(data.z, team_idx, q))
+        slope = pm.Data("team_slope", team_slope(data.z, team_idx, q, observed))
         explained = alpha @ beta
         if pooled(n_teams):
             pi_mean = _location("pi_mean", pri["pi_mean"])
@@ -289,12 +346,12 @@ def build_model(spec: ModelSpec, n_teams: int, data: Standardised, team_idx: np.
             a3_corr = pm.Uniform(A3_VAR, lower=lower, upper=upper)
         else:
             a3_corr = pm.Data("a3_corr", np.asarray(0.0))
-        logp = trial_logp_graph(z, S, tidx, gamma, alpha, kpi_mean, chol, residual_sd, P, a3_corr)
+        logp = trial_logp_graph(z, S, tidx, gamma, alpha, kpi_mean, chol, residual_sd, P, a3_corr, mask)
         pm.Potential("trial_loglik", logp.sum())
     return model
 
 
-def team_slope(z: np.ndarray, team_idx: np.ndarray, degree: int) -> np.ndarray:
+def team_slope(z: np.ndarray, team_idx: np.ndarray, degree: int, observed: np.ndarray | None = None) -> np.ndarray:
     """Within-team regression slope b (P,) of the observed KPI ATEs on the first ``degree`` metric powers.
 
     The partially centred team KPI means of :func:`build_model` sample xi_g = eta_g - b' alpha_g. In
@@ -305,6 +362,9 @@ def team_slope(z: np.ndarray, team_idx: np.ndarray, degree: int) -> np.ndarray:
     """
     P = z.shape[1] - 1
     b = np.zeros(P)
+    if observed is not None:  # the trials that report the KPI and the powers used
+        keep = observed[:, :degree + 1].all(axis=1)
+        z, team_idx = z[keep], team_idx[keep]
     K = len(z)
     if K == 0:
         return b
@@ -341,15 +401,15 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
     fresh = False
     with _LOCK:
         if key not in _CACHE:
-            model = build_model(spec, len(design.teams), data, design.team_idx)
+            model = build_model(spec, len(design.teams), data, design.team_idx, design.observed)
             a3_prior = spec.direct_effect_corr_prior is not None
             _CACHE[key] = nutpie.compile_pymc_model(model, var_names=sampled_vars(len(design.teams), a3_prior))
             fresh = True
         base = _CACHE[key]
     fixed = {} if spec.direct_effect_corr_prior is not None else {"a3_corr": np.asarray(float(spec.direct_effect_corr))}
     if not (pooled(len(design.teams)) and spec.team_effects == "non_centred"):  # else eta has no offset
-        fixed["team_slope"] = team_slope(data.z, design.team_idx, spec.degree)
-    return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx, **fixed), fresh
+        fixed["team_slope"] = team_slope(data.z, design.team_idx, spec.degree, design.observed)
+    return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx, observed_mask=design.mask(), **fixed), fresh
 
 
 def is_compiled(spec: ModelSpec, n_teams: int, data_degree: int | None = None) -> bool:
@@ -427,19 +487,29 @@ def trial_loglik_numpy(
     residual_sd: np.ndarray,
     a3_corr: float | np.ndarray = 0.0,
     block: slice | list[int] | None = None,
+    observed: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-draw, per-trial marginal log-density (same scale as the inputs), written with beta.
 
     Shapes: ``z`` (K, d), ``S`` (K, d, d), ``team_idx`` (K,), and per draw (leading dims ``...``):
     ``beta`` (..., P), ``alpha`` (..., team, P), ``pi`` (..., team), ``chol`` (..., P, P),
     ``residual_sd`` (...). ``block`` selects quantities (e.g. ``[0, 1]``: the KPI and the metric's
-    first power) whose marginal density is returned. Returns (..., K).
+    first power) whose marginal density is returned. ``observed`` (K, d) bool: which quantities each
+    trial reports; the density is then that of the reported ones (within ``block``). Returns (..., K).
     """
     mu, G = marginal_moments(team_idx, beta, alpha, pi, chol, residual_sd, a3_corr)
     resid = z - mu
     cov = G[..., None, :, :] + S
+    mask = None if observed is None else observed.astype(float)
     if block is not None:
         idx = np.arange(z.shape[-1])[block]
         resid = resid[..., idx]
         cov = cov[..., idx[:, None], idx[None, :]]
-    return mvnormal_logpdf(resid, cov)
+        mask = None if mask is None else mask[:, idx]
+    if mask is None or mask.all():
+        return mvnormal_logpdf(resid, cov)
+    d = resid.shape[-1]
+    entries, cov_entries, missing = masked_entries(
+        [resid[..., i] for i in range(d)], [[cov[..., i, j] for j in range(d)] for i in range(d)],
+        [mask[:, i] for i in range(d)])
+    return mvnormal_logpdf_entries(entries, cov_entries, np.sqrt, np.log) + 0.5 * LOG_2PI * missing

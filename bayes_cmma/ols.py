@@ -122,7 +122,8 @@ def ols_arrays(
 
 
 def cmma_ols_design(design: MetricDesign) -> OLSResult:
-    """Algorithm 1 on an already-cut :class:`MetricDesign`."""
+    """Algorithm 1 on an already-cut :class:`MetricDesign` (its complete trials: OLS needs every quantity)."""
+    design = design.complete_cases()
     X, names, y = ols_arrays(design.z[:, 0], design.z[:, 1:], design.team_idx, design.teams, design.metric)
     n, k = X.shape
     # equilibrate columns (metric powers can be 1e-10 next to an intercept of 1), then QR

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from bayes_cmma.data import TrialData, metric_design
-from bayes_cmma.fitting import CMMAResult, MetricFit, _assemble
+from bayes_cmma.fitting import CMMAResult, MetricFit, _assemble, _cov_with_nan
 from bayes_cmma.measurement import for_spec
 from bayes_cmma.model import pooled, standardise, unpack_chol
 from bayes_cmma.provenance import provenance
@@ -111,8 +111,8 @@ def point_tree(
     )
     q = design.quantities
     observed = xr.Dataset(
-        {"trial_ate": (("trial", "quantity"), design.z),
-         "measurement_cov": (("trial", "quantity", "quantity_other"), design.S)},
+        {"trial_ate": (("trial", "quantity"), design.with_nan()),
+         "measurement_cov": (("trial", "quantity", "quantity_other"), _cov_with_nan(design))},
         coords={"trial": design.trials, "quantity": q, "quantity_other": q},
     )
     constant = xr.Dataset({"team": (("trial",), np.asarray(design.teams, dtype=object)[design.team_idx])},

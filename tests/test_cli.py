@@ -64,10 +64,10 @@ CASES = {
     "missing std_error": (lambda t, c: (t.assign(std_error=t["std_error"].where(t.index != 12, np.nan)), c), [],
                           "std_error must be a positive finite number"),
     "duplicate": (lambda t, c: (pd.concat([t, t.iloc[[0]]]), c), [], "trial 'T001' has 2 rows for quantity 'gmv'"),
-    "power missing for some trials": (lambda t, c: (t[~((t["trial"] == "T005") & (t["quantity"] == "mrr^2"))],
-                                                    c[~((c["trial"] == "T005") & ((c["quantity_1"] == "mrr^2")
-                                                                                 | (c["quantity_2"] == "mrr^2")))]),
-                                      [], "'mrr\\^2' is missing for 1 trial\\(s\\): 'T005'"),
+    "KPI reported by one trial": (lambda t, c: (t[(t["quantity"] != "gmv") | (t["trial"] == "T005")],
+                                                c[((c["quantity_1"] != "gmv") & (c["quantity_2"] != "gmv"))
+                                                  | (c["trial"] == "T005")]),
+                                  [], "1 trial\\(s\\) report both the KPI 'gmv' and the metric 'ndcg'"),
     "kpi not in table": (lambda t, c: (t, c), ["--kpi", "revenue"], "KPI 'revenue' is not a quantity"),
     "metric not in table": (lambda t, c: (t, c), ["--metric", "ctr"], "metric 'ctr' is not a quantity"),
     "fewer trials than parameters": (lambda t, c: (t[t["trial"].isin(["T001", "T002", "T003", "T004", "T005"])],
