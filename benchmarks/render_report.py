@@ -66,7 +66,8 @@ def main() -> None:
         t_shot = time.perf_counter() - t0
     html = dom.stdout
     best = re.search(r"Recommended north-star metric: <b>([^<]+)</b>", html)
-    checks.append(("rendered DOM has the answer section", '<h2 id="answer">The answer</h2>' in html and best is not None))
+    answer = '<h2 id="answer">The answer</h2>' in html
+    checks.append(("rendered DOM has the answer section", answer and best is not None))
     srcs = re.findall(r'<img [^>]*src="([^"]+)"', html)
     decoded = 0
     for src in srcs:

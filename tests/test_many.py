@@ -37,6 +37,9 @@ def test_parallel_grid_equals_sequential_fits(example):
         res, w = _recorded(lambda d=degree: bc.fit(example.trials, "gmv", metrics, model=d, seed=5, **SHORT))
         seq_warnings += w
         for m in metrics:
+            # (the same team-effects decision first: if this fails, the two processes' centred fits differed in
+            # their divergent transitions, the first visible effect of any numerical difference)
+            assert grid[m, name].posterior.attrs["team_effects"] == res[m].posterior.attrs["team_effects"], (m, name)
             np.testing.assert_array_equal(grid[m, name].beta.values, res[m].beta.values)
             assert grid[m, name].posterior.attrs["seed"] == res[m].posterior.attrs["seed"]
     assert seq_warnings, "60 draws per chain should give ESS warnings; the check below needs some"
