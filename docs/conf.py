@@ -56,3 +56,5 @@ html_theme_options = {
     "footer_end": [],
 }
 html_static_path: list[str] = []
+# the pages are few and listed in the top bar; an empty left sidebar would only take width
+html_sidebars = {"**": []}
