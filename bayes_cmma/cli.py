@@ -334,19 +334,20 @@ def run_fit(
     files["assumptions.csv"] = lambda p: assumptions.to_csv(p, index=False)
     for m, f in result.fits.items():
         files[f"{m}.nc"] = (lambda tree: lambda p: tree.to_netcdf(p, engine="h5netcdf"))(f.posterior)
+    loos = {m: checking.loo(f.posterior) for m, f in result.fits.items()}  # the report's and the terminal's
     record = report_mod.run_record(kpi, metrics, at, lift, kpi_baseline, spec.name, seed)
     files[report_mod.RUN_FILE] = lambda p: Path(p).write_text(json.dumps(record, indent=2))
     if report:
         _status("writing report.html")
         inputs = report_mod.ReportInputs(
             trees={m: f.posterior for m, f in result.fits.items()}, kpi=kpi, at=at or None, lift=lift,
-            baseline=kpi_baseline, ols=ols_table, assumptions=assumptions)
+            baseline=kpi_baseline, ols=ols_table, assumptions=assumptions, loo=loos)
         page = report_mod.render_report(inputs)
         files["report.html"] = lambda p: Path(p).write_text(page, encoding="utf-8")
     written = outputs.write_atomically(out, files)
 
-    for m, fit_m in result.fits.items():  # the report's Pareto k warning, in the terminal too
-        bad = checking.influential_trials(checking.loo(fit_m.posterior))
+    for m, res in loos.items():  # the report's Pareto k warning, in the terminal too
+        bad = checking.influential_trials(res)
         if bad:
             warnings.warn(checking.pareto_k_message(m, bad), ConvergenceWarning, stacklevel=1)
     _print_report(result, spec, summary, elast, ranking, ols_results, at, lift, kpi_baseline, crossing)

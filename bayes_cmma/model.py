@@ -131,21 +131,12 @@ def standardise(design: MetricDesign) -> Standardised:
     With incomplete trials, the KPI scale is the sd of the reported KPI ATEs, and the metric powers
     are scaled per power (see :func:`_metric_factor`) when some trials lack some of them.
     """
-    if not design.complete:
+    if design.complete:
+        kpi_scale = float(design.z[:, 0].std())
+        if not kpi_scale > 0:
+            kpi_scale = float(np.sqrt(np.mean(design.S[:, 0, 0])))
+    else:
         kpi_scale = float(_observed_sd(design.z[:, :1], design.observed[:, :1], design.S[:, :1, :1])[0])
-        L = _metric_factor(design)
-        P = L.shape[0]
-        B = np.zeros((P + 1, P + 1))
-        B[0, 0] = 1.0 / kpi_scale
-        B[1:, 1:] = np.linalg.inv(L)
-        z = design.z @ B.T
-        S = B @ design.S @ B.T
-        S = 0.5 * (S + np.swapaxes(S, -1, -2))
-        return Standardised(z=np.ascontiguousarray(z), S=np.ascontiguousarray(S), kpi_scale=kpi_scale, L=L)
-    y = design.z[:, 0]
-    kpi_scale = float(y.std())
-    if not kpi_scale > 0:
-        kpi_scale = float(np.sqrt(np.mean(design.S[:, 0, 0])))
     L = _metric_factor(design)
     P = L.shape[0]
     B = np.zeros((P + 1, P + 1))

@@ -54,6 +54,8 @@ class ReportInputs:
         ``ols.csv`` of the fit (the paper's Algorithm 1).
     assumptions : DataFrame or None
         ``assumptions.csv`` (A4 check per metric).
+    loo : dict or None
+        metric -> :func:`bayes_cmma.checking.loo` of that posterior, when the caller has computed it.
     """
 
     trees: dict[str, xr.DataTree]
@@ -64,6 +66,7 @@ class ReportInputs:
     ols: pd.DataFrame | None = None
     assumptions: pd.DataFrame | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    loo: dict[str, Any] | None = None  # metric -> pointwise PSIS-LOO when the caller has it (not recomputed)
 
 
 def run_record(kpi: str, metrics: list[str], at: dict[str, float], lift: float, baseline: float | None,
@@ -274,7 +277,9 @@ def _render(inp: ReportInputs) -> str:
     trees = as_trees(inp.trees)
     first = next(iter(trees.values()))
     answer, warn = _answer(inp)
-    loos = {m: checking.loo(t) for m, t in trees.items()}  # once per metric: the warnings and the k plot
+    # once per metric, for the warnings and the k plot (or the caller's, e.g. the CLI's)
+    given = inp.loo or {}
+    loos = {m: given[m] if given.get(m) is not None else checking.loo(t) for m, t in trees.items()}
     influential = {m: checking.influential_trials(r) for m, r in loos.items()}
     warn = warn + _warnings(inp, influential)
     esc = html.escape
