@@ -29,47 +29,53 @@ from bayes_cmma.errors import (
 #: Public name -> module. Imported on first use, so ``import bayes_cmma`` stays light: a Dask
 #: worker that only runs the summarizer, or ``bayes-cmma summarize``, never loads PyMC.
 _LAZY = {
-    "TrialData": "data", "metric_design": "data", "read_trials": "data",
+    "TrialData": "inputs.data", "metric_design": "inputs.data", "read_trials": "inputs.data",
+    "summarize": "inputs.summarizer", "summarize_files": "inputs.summarizer", "summarize_units": "inputs.summarizer",
     "Example": "datasets", "load_example": "datasets",
-    "drf": "derived", "elasticity": "derived", "interval_table": "derived", "rank_metrics": "derived",
-    "diagnostics_table": "diagnostics", "summary_table": "diagnostics",
-    "DegreeComparison": "compare", "compare_degrees": "compare",
-    "render_report": "report", "write_report": "report",
-    "CMMAResult": "fitting", "MetricFit": "fitting", "fit": "fitting", "fit_metric": "fitting",
-    "FitGrid": "many", "fit_many": "many",
-    "OLSResult": "ols", "cmma_ols": "ols",
-    "RelevanceCheck": "assumptions", "relevance_check": "assumptions", "posterior_reliability": "assumptions",
-    "a3_sensitivity": "sensitivity",
-    "ModelSpec": "spec", "load_spec": "spec",
-    "summarize": "summarizer", "summarize_files": "summarizer", "summarize_units": "summarizer",
-    "augment": "augmentation", "parse_dag": "augmentation",
+    "ModelSpec": "fitting.spec", "load_spec": "fitting.spec",
+    "CMMAResult": "fitting.bayes", "MetricFit": "fitting.bayes", "fit": "fitting.bayes", "fit_metric": "fitting.bayes",
+    "FitGrid": "fitting.many", "fit_many": "fitting.many",
+    "drf": "decisions.derived", "elasticity": "decisions.derived", "interval_table": "decisions.derived",
+    "rank_metrics": "decisions.derived",
+    "diagnostics_table": "checks.diagnostics", "summary_table": "checks.diagnostics",
+    "DegreeComparison": "checks.compare", "compare_degrees": "checks.compare",
+    "RelevanceCheck": "checks.assumptions", "relevance_check": "checks.assumptions",
+    "posterior_reliability": "checks.assumptions",
+    "a3_sensitivity": "checks.sensitivity",
+    "OLSResult": "baselines.ols", "cmma_ols": "baselines.ols",
+    "augment": "augmentation.augment", "parse_dag": "augmentation.augment",
+    "render_report": "reporting.report", "write_report": "reporting.report",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bayes_cmma.assumptions import RelevanceCheck, posterior_reliability, relevance_check
-    from bayes_cmma.augmentation import augment, parse_dag
-    from bayes_cmma.compare import DegreeComparison, compare_degrees
-    from bayes_cmma.data import TrialData, metric_design, read_trials
+    from bayes_cmma.augmentation.augment import augment, parse_dag
+    from bayes_cmma.baselines.ols import OLSResult, cmma_ols
+    from bayes_cmma.checks.assumptions import RelevanceCheck, posterior_reliability, relevance_check
+    from bayes_cmma.checks.compare import DegreeComparison, compare_degrees
+    from bayes_cmma.checks.diagnostics import diagnostics_table, summary_table
+    from bayes_cmma.checks.sensitivity import a3_sensitivity
     from bayes_cmma.datasets import Example, load_example
-    from bayes_cmma.derived import drf, elasticity, interval_table, rank_metrics
-    from bayes_cmma.diagnostics import diagnostics_table, summary_table
-    from bayes_cmma.fitting import CMMAResult, MetricFit, fit, fit_metric
-    from bayes_cmma.many import FitGrid, fit_many
-    from bayes_cmma.ols import OLSResult, cmma_ols
-    from bayes_cmma.report import render_report, write_report
-    from bayes_cmma.sensitivity import a3_sensitivity
-    from bayes_cmma.spec import ModelSpec, load_spec
-    from bayes_cmma.summarizer import summarize, summarize_files, summarize_units
+    from bayes_cmma.decisions.derived import drf, elasticity, interval_table, rank_metrics
+    from bayes_cmma.fitting.bayes import CMMAResult, MetricFit, fit, fit_metric
+    from bayes_cmma.fitting.many import FitGrid, fit_many
+    from bayes_cmma.fitting.spec import ModelSpec, load_spec
+    from bayes_cmma.inputs.data import TrialData, metric_design, read_trials
+    from bayes_cmma.inputs.summarizer import summarize, summarize_files, summarize_units
+    from bayes_cmma.reporting.report import render_report, write_report
 
 
-#: Submodules reachable as attributes (``bc.plots.sensitivity_plot``), imported on first use.
-_SUBMODULES = ("plots", "checking", "compare", "report", "calibration", "sensitivity", "assumptions", "summarizer",
-               "outputs")
+#: Modules reachable as attributes (``bc.plots.sensitivity_plot``), imported on first use; the
+#: names are those of the earlier flat layout, kept stable.
+_SUBMODULES = {
+    "plots": "reporting.plots", "report": "reporting.report", "outputs": "reporting.outputs",
+    "checking": "checks.checking", "compare": "checks.compare", "calibration": "checks.calibration",
+    "sensitivity": "checks.sensitivity", "assumptions": "checks.assumptions", "summarizer": "inputs.summarizer",
+}
 
 
 def __getattr__(name: str) -> Any:
     if name in _SUBMODULES:
-        return importlib.import_module(f"bayes_cmma.{name}")
+        return importlib.import_module(f"bayes_cmma.{_SUBMODULES[name]}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'bayes_cmma' has no attribute {name!r}")

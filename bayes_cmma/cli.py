@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from bayes_cmma import interrupts
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning
+from bayes_cmma.fitting import interrupts
 
 if TYPE_CHECKING:
-    from bayes_cmma.assumptions import RelevanceCheck
-    from bayes_cmma.data import TrialData
-    from bayes_cmma.fitting import CMMAResult
-    from bayes_cmma.ols import OLSResult
-    from bayes_cmma.spec import ModelSpec
+    from bayes_cmma.baselines.ols import OLSResult
+    from bayes_cmma.checks.assumptions import RelevanceCheck
+    from bayes_cmma.fitting.bayes import CMMAResult
+    from bayes_cmma.fitting.spec import ModelSpec
+    from bayes_cmma.inputs.data import TrialData
 
 PROB = 0.94
 #: nutpie takes an unsigned 64-bit seed.
@@ -247,14 +247,16 @@ def run_fit(
     target_accept: float | None = None,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status."""
-    from bayes_cmma import checking, derived, outputs
-    from bayes_cmma import data as data_mod
-    from bayes_cmma import report as report_mod
-    from bayes_cmma.assumptions import relevance_check
-    from bayes_cmma.fitting import fit, resolve_spec
-    from bayes_cmma.measurement import for_spec
-    from bayes_cmma.ols import cmma_ols_design
-    from bayes_cmma.spec import replace_spec
+    from bayes_cmma.baselines.ols import cmma_ols_design
+    from bayes_cmma.checks import checking
+    from bayes_cmma.checks.assumptions import relevance_check
+    from bayes_cmma.decisions import derived
+    from bayes_cmma.fitting.bayes import fit, resolve_spec
+    from bayes_cmma.fitting.measurement import for_spec
+    from bayes_cmma.fitting.spec import replace_spec
+    from bayes_cmma.inputs import data as data_mod
+    from bayes_cmma.reporting import outputs
+    from bayes_cmma.reporting import report as report_mod
 
     t_start = time.perf_counter()
     trials = trials_data if trials_data is not None else data_mod.read_trials(trials_path, cov_path)
@@ -364,7 +366,7 @@ def baseline_crossing(result: CMMAResult, at: dict[str, float]) -> dict[str, flo
     gain: its posterior mean is then unstable (it jumped from 0.070 to 0.096 between two fits of a
     20-trial table whose medians agreed), so the CLI warns and reports medians.
     """
-    from bayes_cmma import derived
+    from bayes_cmma.decisions import derived
 
     out = {}
     for m, fit_m in result.fits.items():
@@ -382,7 +384,7 @@ def baseline_crossing(result: CMMAResult, at: dict[str, float]) -> dict[str, flo
 
 def _assumption_frame(checks: dict[str, RelevanceCheck], result: CMMAResult) -> pd.DataFrame:
     """A4 per metric: Cochran's Q test (data) and the posterior reliability of a trial's metric ATE."""
-    from bayes_cmma.assumptions import posterior_reliability
+    from bayes_cmma.checks.assumptions import posterior_reliability
 
     rows = []
     for m, check in checks.items():
@@ -539,7 +541,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def check_writable(path: str | Path, flag: str = "--out", folder: bool = True) -> None:
     """Fail now, not after the fit, when ``path`` cannot be written: create and remove a probe file.
 
-    The outputs go through a temporary folder beside the target (see :mod:`bayes_cmma.outputs`), so
+    The outputs go through a temporary folder beside the target (see :mod:`bayes_cmma.reporting.outputs`), so
     the target's parent (or its nearest existing ancestor, where missing folders will be created)
     must be writable, and the target itself when it exists.
     """
@@ -654,7 +656,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from bayes_cmma.report import write_report
+    from bayes_cmma.reporting.report import write_report
 
     _status(f"reading {args.fit_dir}")
     target = write_report(args.fit_dir, args.out)
@@ -663,9 +665,9 @@ def run_report(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    from bayes_cmma import outputs
-    from bayes_cmma.compare import compare_degrees
-    from bayes_cmma.data import read_trials
+    from bayes_cmma.checks.compare import compare_degrees
+    from bayes_cmma.inputs.data import read_trials
+    from bayes_cmma.reporting import outputs
 
     if len(args.metric) != 1:
         raise BayesCMMAError(f"compare takes one --metric at a time, got {len(args.metric)}: {args.metric}.")
@@ -697,9 +699,9 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_sensitivity(args: argparse.Namespace) -> int:
     """``bayes-cmma sensitivity``: elasticities and ranking over a grid of assumed A3 correlations."""
-    from bayes_cmma import data as data_mod
-    from bayes_cmma.outputs import write_atomically
-    from bayes_cmma.sensitivity import DEFAULT_RHOS, a3_sensitivity
+    from bayes_cmma.checks.sensitivity import DEFAULT_RHOS, a3_sensitivity
+    from bayes_cmma.inputs import data as data_mod
+    from bayes_cmma.reporting.outputs import write_atomically
 
     at = _parse_at(args.at)
     missing = [m for m in args.metric if m not in at]
@@ -716,7 +718,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     res = a3_sensitivity(trials, args.kpi, args.metric, at, rhos, model, lift=args.lift,
                          baseline=args.kpi_baseline, seed=args.seed, draws=args.draws, tune=args.tune,
                          chains=args.chains)
-    from bayes_cmma.plots import sensitivity_plot
+    from bayes_cmma.reporting.plots import sensitivity_plot
 
     fig = sensitivity_plot(res.table, res.tipping_point, kpi=args.kpi)
     written = write_atomically(args.out, {"sensitivity.csv": lambda p: res.table.to_csv(p, index=False),
@@ -738,9 +740,9 @@ def run_calibrate(args: argparse.Namespace) -> int:
     """``bayes-cmma calibrate``: SBC ranks and uniformity tests, written atomically to ``--out``."""
     import shlex
 
-    from bayes_cmma.calibration import run_sbc, sbc_report
-    from bayes_cmma.fitting import resolve_spec
-    from bayes_cmma.outputs import write_atomically
+    from bayes_cmma.checks.calibration import run_sbc, sbc_report
+    from bayes_cmma.fitting.bayes import resolve_spec
+    from bayes_cmma.reporting.outputs import write_atomically
 
     for name in ("sims", "trials", "teams"):
         if getattr(args, name) < 1:
@@ -763,7 +765,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
                      informative_precision=args.informative_precision, progress=progress)
     command = "bayes-cmma " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:2] == ["calibrate"] else ""
     report = sbc_report(result, command)
-    from bayes_cmma.plots import sbc_rank_histograms
+    from bayes_cmma.reporting.plots import sbc_rank_histograms
 
     fig = sbc_rank_histograms(result.ranks, result.n_draws)
     written = write_atomically(args.out, {
@@ -785,9 +787,9 @@ def _writer(frame: pd.DataFrame, target: str):
 
 def run_augment(args: argparse.Namespace) -> int:
     """``bayes-cmma augment``: a weighted augmented table drawn along a DAG."""
-    from bayes_cmma.augmentation import augment, parse_dag
-    from bayes_cmma.data import _read_table
-    from bayes_cmma.outputs import write_files_atomically
+    from bayes_cmma.augmentation.augment import augment, parse_dag
+    from bayes_cmma.inputs.data import _read_table
+    from bayes_cmma.reporting.outputs import write_files_atomically
 
     if not 0 < args.theta < 1:
         raise BayesCMMAError(f"--theta must be a number in (0, 1), got {args.theta}.")
@@ -814,8 +816,8 @@ def run_augment(args: argparse.Namespace) -> int:
 
 def run_summarize(args: argparse.Namespace) -> int:
     """``bayes-cmma summarize``: per-trial ATEs, standard errors and covariances from unit-level logs."""
-    from bayes_cmma.outputs import write_files_atomically
-    from bayes_cmma.summarizer import summarize_files
+    from bayes_cmma.inputs.summarizer import summarize_files
+    from bayes_cmma.reporting.outputs import write_files_atomically
 
     if args.degree < 1:
         raise BayesCMMAError(f"--degree must be at least 1, got {args.degree}.")
@@ -828,7 +830,7 @@ def run_summarize(args: argparse.Namespace) -> int:
     kwargs = dict(kpi=args.kpi, metrics=args.metric, degree=args.degree, trial=args.trial, team=args.team or None,
                   treatment=args.treatment, engine=args.engine)
     if args.engine == "dask":
-        from bayes_cmma.dask_engine import dask_scheduler
+        from bayes_cmma.inputs.dask_engine import dask_scheduler
 
         with dask_scheduler(args.scheduler, workers=args.workers):
             trials, cov, n_units = summarize_files(args.units, **kwargs)
@@ -848,8 +850,8 @@ def run_simulate(args: argparse.Namespace) -> int:
     import dataclasses
     import shlex
 
-    from bayes_cmma.runner import run_study
-    from bayes_cmma.study import builtin_study, load_study
+    from bayes_cmma.studies.runner import run_study
+    from bayes_cmma.studies.study import builtin_study, load_study
 
     for name in ("sims", "draws", "tune", "chains", "workers"):
         value = getattr(args, name)
@@ -904,9 +906,9 @@ def run_ols(trials_path: str, cov_path: str | None, kpi: str, metrics: list[str]
     """``bayes-cmma ols``: coefficient table and nested Wald tests per metric, for the chosen estimator."""
     import pandas as pd
 
-    from bayes_cmma.data import read_trials
-    from bayes_cmma.eiv import summary_estimate
-    from bayes_cmma.ols import cmma_ols
+    from bayes_cmma.baselines.eiv import summary_estimate
+    from bayes_cmma.baselines.ols import cmma_ols
+    from bayes_cmma.inputs.data import read_trials
 
     if degree < 1:
         raise BayesCMMAError(f"--degree must be at least 1, got {degree}.")

@@ -18,8 +18,8 @@ import warnings
 import numpy as np
 
 import bayes_cmma as bc
-from bayes_cmma.simulate import SimulationSettings, simulate_units
-from bayes_cmma.spec import replace_spec, spec_for_degree
+from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
 RHOS = (0.0, 0.4, 0.8)
 

@@ -1,6 +1,6 @@
 """How often the A4 (relevance) warning fires on the paper's simulation, with A4 violated and holding.
 
-For each setting, ``--sims`` data sets are simulated at the unit level (bayes_cmma.simulate), summarised per
+For each setting, ``--sims`` data sets are simulated at the unit level (bayes_cmma.studies.simulate), summarised per
 trial, and checked with :func:`bayes_cmma.relevance_check` (Cochran's Q within teams, weak when
 p >= 0.001 or I^2 < 0.1). Prints, per setting, the firing rate with a 95% Wilson interval and the median F
 and I^2; writes the table to ``--out`` (Markdown). Targets (issue 5): fire in >= 95% of data sets
@@ -20,8 +20,8 @@ import numpy as np
 from scipy import stats
 
 import bayes_cmma as bc
-from bayes_cmma.data import metric_design
-from bayes_cmma.simulate import SimulationSettings, simulate_units
+from bayes_cmma.inputs.data import metric_design
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
 SETTINGS = [  # (label, violation, K, N_per)
     ("A4 violated", "A4", 50, 200),

@@ -2,7 +2,7 @@
 
 For each scenario (the defaults with one knob changed) and replication, draws a random SCM, augments
 the 70% training split along the true DAG (threshold method as published, and sampled), trains XGBoost
-per target variable on each and scores it on the 30% test split (:mod:`bayes_cmma.augment_eval`).
+per target variable on each and scores it on the 30% test split (:mod:`bayes_cmma.augmentation.evaluate`).
 Writes ``results.csv`` (one row per scenario x replication x target), ``summary.md`` (medians and
 win rates per scenario) and ``augmentation.png`` into ``--out``.
 
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.augment_eval import EvalSettings, evaluate_once
-from bayes_cmma.scm import MECHANISMS, SCMSettings
+from bayes_cmma.augmentation.evaluate import EvalSettings, evaluate_once
+from bayes_cmma.augmentation.scm import MECHANISMS, SCMSettings
 
 KNOBS = {
     "n": [30, 60, 100, 300, 700],

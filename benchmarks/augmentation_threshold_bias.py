@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.augmentation import WEIGHT, AugmentationError, Gaussian, augment
+from bayes_cmma.augmentation.augment import WEIGHT, AugmentationError, Gaussian, augment
 
 
 def data(n: int = 200, seed: int = 7) -> pd.DataFrame:

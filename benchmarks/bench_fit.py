@@ -27,9 +27,9 @@ COMPILE_SNIPPET = """
 import json, time, warnings
 warnings.simplefilter("ignore")
 import bayes_cmma as bc
-from bayes_cmma.data import metric_design
-from bayes_cmma.model import compiled_model, standardise
-from bayes_cmma.spec import spec_for_degree
+from bayes_cmma.inputs.data import metric_design
+from bayes_cmma.fitting.model import compiled_model, standardise
+from bayes_cmma.fitting.spec import spec_for_degree
 ex = bc.load_example()
 spec = spec_for_degree({degree})
 d = metric_design(ex.trials, "gmv", "ndcg", {degree}, warn_filled=False)
@@ -48,7 +48,7 @@ def compile_times(degree: int, repeats: int) -> list[float]:
 
 def sampling(degree: int, repeats: int) -> dict[str, dict[str, float]]:
     import bayes_cmma as bc
-    from bayes_cmma.diagnostics import divergences, summary_table
+    from bayes_cmma.checks.diagnostics import divergences, summary_table
 
     ex = bc.load_example()
     bc.fit_metric(ex.trials, "gmv", "ndcg", degree, seed=0, draws=50, tune=50)  # compile once, untimed

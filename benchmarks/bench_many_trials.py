@@ -1,7 +1,7 @@
 """How the Bayesian fit scales with the number of trials K (cubic model, P = 3, 8 teams).
 
 For each K, in a fresh process per run (so compile time and memory are honest), trial summaries
-are simulated from the model itself (:mod:`bayes_cmma.synthetic`, beta = (1, 0.5, -0.3)) and one
+are simulated from the model itself (:mod:`bayes_cmma.studies.synthetic`, beta = (1, 0.5, -0.3)) and one
 metric is fitted with the default sampler (nutpie, 4 chains x 1000 draws after 1000 tuning steps,
 both cores). Printed, as medians over ``--repeats`` runs:
 
@@ -31,12 +31,12 @@ CHILD = r"""
 import json, resource, time, warnings
 import numpy as np
 warnings.simplefilter("ignore")
-from bayes_cmma.synthetic import simulate_summaries
-from bayes_cmma.data import metric_design
-from bayes_cmma.model import standardise, compiled_model
-from bayes_cmma.fitting import fit_design
-from bayes_cmma.spec import spec_for_degree
-from bayes_cmma.diagnostics import divergences, summary_table
+from bayes_cmma.studies.synthetic import simulate_summaries
+from bayes_cmma.inputs.data import metric_design
+from bayes_cmma.fitting.model import standardise, compiled_model
+from bayes_cmma.fitting.bayes import fit_design
+from bayes_cmma.fitting.spec import spec_for_degree
+from bayes_cmma.checks.diagnostics import divergences, summary_table
 
 K, seed = {K}, {seed}
 truth = (1.0, 0.5, -0.3)

@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     import numpy as np
 
-    from bayes_cmma.simulate import SimulationSettings, simulate_units
+    from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
     settings, times = SimulationSettings(n_trials=100, n_per=1000), []
     for seed in range(5):

@@ -1,6 +1,6 @@
 """Throughput and peak memory of the summarizer on Parquet logs: pandas engine vs Dask engine.
 
-Generates unit-level logs with the paper's simulator (bayes_cmma.simulate; 200 trials, 3 teams, one metric,
+Generates unit-level logs with the paper's simulator (bayes_cmma.studies.simulate; 200 trials, 3 teams, one metric,
 written as Parquet files of ``--rows-per-file`` rows; not committed), then runs
 ``bayes-cmma summarize LOGS/*.parquet --kpi y --metric m --degree 3`` in a fresh process per run,
 once per engine, and prints the median wall time, rows per second and the median peak memory.
@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from bayes_cmma.simulate import SimulationSettings, simulate_units
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
 N_TRIALS = 200
 

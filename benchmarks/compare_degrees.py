@@ -1,8 +1,8 @@
 """Degree selection by LOO (``bayes-cmma compare``) on the paper's Table 3 data.
 
 For each Table 3 shape (mu(m) = 4m, 4m + 2m^2, 4m + 0m^2 + 5m^3; K = 100 trials, N_per = 1000,
-bayes_cmma.simulate), ``--sims`` data sets are simulated at the unit level, summarised per trial, and
-:func:`bayes_cmma.compare.compare_degrees` picks a degree among 1-3 (PSIS-LOO over trials, exact
+bayes_cmma.studies.simulate), ``--sims`` data sets are simulated at the unit level, summarised per trial, and
+:func:`bayes_cmma.checks.compare.compare_degrees` picks a degree among 1-3 (PSIS-LOO over trials, exact
 refits for Pareto k > 0.7, the lowest degree not clearly worse than the best). Prints and writes
 (``--out``, Markdown) the share of data sets recommending each degree, with the mean number of
 refits and the time per comparison. For reference: the paper's backward Wald tests pick the true
@@ -28,11 +28,11 @@ TRUE_DEGREE = {"4m": 1, "4m+2m^2": 2, "4m+0m^2+5m^3": 3}
 
 def run_shape(label: str, sims: int, seed: int, draws: int, chains: int) -> list[dict]:
     """All replications of one shape in one process (the three compiled models are reused)."""
-    from bayes_cmma.compare import compare_degrees
-    from bayes_cmma.data import read_trials
+    from bayes_cmma.checks.compare import compare_degrees
     from bayes_cmma.errors import AssumptionWarning, ConvergenceWarning, RelevanceWarning
-    from bayes_cmma.simulate import SimulationSettings, simulate_units
-    from bayes_cmma.summarizer import summarize_units
+    from bayes_cmma.inputs.data import read_trials
+    from bayes_cmma.inputs.summarizer import summarize_units
+    from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
     beta, slope = SHAPES[label]
     settings = SimulationSettings(n_trials=100, n_per=1000, beta=beta, random_slope=slope)
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--out", default="benchmarks/results/compare_degrees/summary.md")
     args = parser.parse_args()
-    from bayes_cmma.parallel import worker_pool
+    from bayes_cmma.fitting.parallel import worker_pool
 
     t0 = time.perf_counter()
     with worker_pool(args.workers) as pool:
@@ -95,7 +95,7 @@ def main() -> None:
                      f"{(g['best_elpd_degree'] == true).mean():.2f} | {gap_txt} | {g['refits'].mean():.1f} | "
                      f"{g['seconds'].median():.0f} |")
     lines += ["", "ELPD gap = best ELPD minus the degree's ELPD (0 for the best). Recommended = the lowest degree "
-              "whose gap is at most 4 or at most 2 SE of the difference (bayes_cmma.compare)."]
+              "whose gap is at most 4 or at most 2 SE of the difference (bayes_cmma.checks.compare)."]
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)

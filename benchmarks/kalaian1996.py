@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 
 import bayes_cmma as bc
-from bayes_cmma.data import metric_design
-from bayes_cmma.model import trial_loglik_numpy
-from bayes_cmma.spec import replace_spec, spec_for_degree
+from bayes_cmma.fitting.model import trial_loglik_numpy
+from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
+from bayes_cmma.inputs.data import metric_design
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"

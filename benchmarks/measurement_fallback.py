@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from bayes_cmma.runner import run_study
-from bayes_cmma.simulate import SimulationSettings
-from bayes_cmma.study import Setting, Study, summary_table
+from bayes_cmma.studies.runner import run_study
+from bayes_cmma.studies.simulate import SimulationSettings
+from bayes_cmma.studies.study import Setting, Study, summary_table
 
 VARIANTS = {
     "per_trial": {"error_covariance": "per_trial"},

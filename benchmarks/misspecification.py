@@ -14,8 +14,8 @@ from __future__ import annotations
 import warnings
 
 import bayes_cmma as bc
+from bayes_cmma.checks.diagnostics import summary_table
 from bayes_cmma.datasets.generate_example import TRUE_BETA, simulate_units
-from bayes_cmma.diagnostics import summary_table
 
 
 def main() -> None:

@@ -24,13 +24,13 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
-from bayes_cmma.data import metric_design, read_trials
-from bayes_cmma.eiv import eiv_estimate
-from bayes_cmma.linalg import mvnormal_logpdf
-from bayes_cmma.measurement import apply_measurement
-from bayes_cmma.model import standardise
-from bayes_cmma.simulate import SimulationSettings, simulate_units
-from bayes_cmma.summarizer import summarize_units
+from bayes_cmma.baselines.eiv import eiv_estimate
+from bayes_cmma.fitting.linalg import mvnormal_logpdf
+from bayes_cmma.fitting.measurement import apply_measurement
+from bayes_cmma.fitting.model import standardise
+from bayes_cmma.inputs.data import metric_design, read_trials
+from bayes_cmma.inputs.summarizer import summarize_units
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
 TRUE = np.array([4.0, 0.0, 5.0])
 

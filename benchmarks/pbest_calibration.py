@@ -1,7 +1,7 @@
 """Is P(best) calibrated? The ranking of separately fitted metrics on data with a known best metric.
 
 For each replication: simulate trial summaries of a KPI and 3 metrics from a known joint law
-(``bayes_cmma.ranking_calibration``: the KPI driven by the first metric, metrics correlated
+(``bayes_cmma.checks.ranking_calibration``: the KPI driven by the first metric, metrics correlated
 ``--corr`` across trials), fit today's per-metric linear models (``bc.fit``, one compiled model)
 and rank them at the law's current levels with its KPI baseline (independent pairing of the
 metrics' draws). Then bin every metric's P(best) and compare with how often it was truly best.
@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int) -> list[dict]:
     import bayes_cmma as bc
+    from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
     from bayes_cmma.errors import AssumptionWarning, ConvergenceWarning
-    from bayes_cmma.ranking_calibration import candidate_truth, simulate_candidates
 
     key = hashlib.sha256(repr(sorted(setting.items())).encode()).digest()
     rng = np.random.default_rng([seed, int.from_bytes(key[:4], "little"), rep])
@@ -69,8 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from bayes_cmma.parallel import worker_pool
-    from bayes_cmma.ranking_calibration import chosen_metric_summary, reliability_table
+    from bayes_cmma.checks.ranking_calibration import chosen_metric_summary, reliability_table
+    from bayes_cmma.fitting.parallel import worker_pool
 
     grid = itertools.product(args.trials, args.corr, args.regime)
     settings = [{"trials": k, "corr": c, "regime": r} for k, c, r in grid]
@@ -91,8 +91,8 @@ def main() -> None:
            f"--tune {args.tune} --seed {args.seed} --workers {args.workers}")
     lines = ["# P(best) calibration of the per-metric fits (independent pairing)", "",
              f"Command: `{cmd}`; {len(tasks)} fits of 3 metrics in {wall / 60:.1f} min. Each replication simulates "
-             "trial summaries from a known law (`bayes_cmma.ranking_calibration`: 4 teams, the KPI driven by the "
-             "first metric), fits the three per-metric linear models and ranks them with the KPI baseline.", ""]
+             "trial summaries from a known law (`bayes_cmma.checks.ranking_calibration`: 4 teams, the KPI driven "
+             "by the first metric), fits the three per-metric linear models and ranks them with the KPI baseline.", ""]
     import matplotlib
 
     matplotlib.use("Agg")

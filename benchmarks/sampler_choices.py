@@ -17,12 +17,12 @@ import warnings
 import numpy as np
 
 import bayes_cmma as bc
-import bayes_cmma.model as model_mod
-from bayes_cmma.data import metric_design
-from bayes_cmma.diagnostics import divergences, summary_table
-from bayes_cmma.fitting import fit_design
-from bayes_cmma.spec import replace_spec, spec_for_degree
-from bayes_cmma.synthetic import simulate_summaries
+import bayes_cmma.fitting.model as model_mod
+from bayes_cmma.checks.diagnostics import divergences, summary_table
+from bayes_cmma.fitting.bayes import fit_design
+from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
+from bayes_cmma.inputs.data import metric_design
+from bayes_cmma.studies.synthetic import simulate_summaries
 
 
 def recovery() -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import warnings
 
-from bayes_cmma.data import metric_design
 from bayes_cmma.datasets import load_example
-from bayes_cmma.fitting import fit_design
-from bayes_cmma.spec import replace_spec, spec_for_degree
+from bayes_cmma.fitting.bayes import fit_design
+from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
+from bayes_cmma.inputs.data import metric_design
 
 
 def main() -> None:

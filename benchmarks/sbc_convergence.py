@@ -1,6 +1,6 @@
 """Which SBC fits fail to converge? The scale of their simulated data, from a committed run.
 
-SBC runs on the internal scale with one fixed template (``bayes_cmma.calibration``), so a prior
+SBC runs on the internal scale with one fixed template (``bayes_cmma.checks.calibration``), so a prior
 draw can produce trial summaries far from the unit scale that ``model.standardise`` gives every
 real data set before sampling. This script regenerates the simulated data of a run (same model,
 seed and template; no fitting), joins each simulation's worst bulk ESS from the run's
@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayes_cmma.assumptions import relevance_check
-from bayes_cmma.calibration import _scalars, simulations
-from bayes_cmma.fitting import resolve_spec
+from bayes_cmma.checks.assumptions import relevance_check
+from bayes_cmma.checks.calibration import _scalars, simulations
+from bayes_cmma.fitting.bayes import resolve_spec
 
 
 def main() -> None:

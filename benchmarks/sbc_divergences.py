@@ -16,8 +16,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.calibration import _prior_draws, _template
-from bayes_cmma.fitting import resolve_spec
+from bayes_cmma.checks.calibration import _prior_draws, _template
+from bayes_cmma.fitting.bayes import resolve_spec
 
 
 def main() -> None:

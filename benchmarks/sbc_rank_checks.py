@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayes_cmma.calibration import uniformity, z_moments
+from bayes_cmma.checks.calibration import uniformity, z_moments
 
 
 def _checks(label: str, ranks: pd.DataFrame, draws: int, only: str | None) -> None:

@@ -20,8 +20,8 @@ import statistics
 import warnings
 
 import bayes_cmma as bc
-from bayes_cmma.diagnostics import divergences, summary_table
-from bayes_cmma.spec import replace_spec, spec_for_degree
+from bayes_cmma.checks.diagnostics import divergences, summary_table
+from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
 
 
 def main() -> None:

@@ -39,9 +39,9 @@ import numpy as np
 import pandas as pd
 
 import bayes_cmma as bc
-from bayes_cmma import plots
-from bayes_cmma.compare import compare_degrees
-from bayes_cmma.report import ReportInputs, render_report
+from bayes_cmma.checks.compare import compare_degrees
+from bayes_cmma.reporting import plots
+from bayes_cmma.reporting.report import ReportInputs, render_report
 
 FAST = os.environ.get("BAYES_CMMA_NOTEBOOK_FAST") == "1"
 SAMPLER = {"draws": 300, "tune": 300, "chains": 2} if FAST else {}

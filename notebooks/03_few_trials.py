@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bayes_cmma.runner import run_study
-from bayes_cmma.study import builtin_study
+from bayes_cmma.studies.runner import run_study
+from bayes_cmma.studies.study import builtin_study
 
 FAST = os.environ.get("BAYES_CMMA_NOTEBOOK_FAST") == "1"
 KS = [8, 15, 30]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayes_cmma.synthetic import simulate_summaries
+from bayes_cmma.studies.synthetic import simulate_summaries
 
 
 @pytest.fixture(scope="session")

@@ -8,12 +8,12 @@ import json
 import numpy as np
 import xarray as xr
 
-from bayes_cmma.data import TrialData, metric_design
-from bayes_cmma.fitting import CMMAResult, MetricFit, _assemble, _cov_with_nan
-from bayes_cmma.measurement import for_spec
-from bayes_cmma.model import pooled, standardise, unpack_chol
-from bayes_cmma.provenance import provenance
-from bayes_cmma.spec import ModelSpec, spec_for_degree
+from bayes_cmma.fitting.bayes import CMMAResult, MetricFit, _assemble, _cov_with_nan
+from bayes_cmma.fitting.measurement import for_spec
+from bayes_cmma.fitting.model import pooled, standardise, unpack_chol
+from bayes_cmma.fitting.provenance import provenance
+from bayes_cmma.fitting.spec import ModelSpec, spec_for_degree
+from bayes_cmma.inputs.data import TrialData, metric_design
 
 
 def fake_fit(
@@ -84,7 +84,7 @@ def point_tree(
 ) -> xr.DataTree:
     """A posterior tree on the original scale whose every draw is the true parameter (a point mass).
 
-    ``truth`` as returned by :func:`bayes_cmma.synthetic.simulate_summaries`.
+    ``truth`` as returned by :func:`bayes_cmma.studies.synthetic.simulate_summaries`.
     """
     P = len(truth["beta"])
     design = metric_design(data, kpi, metric, P, warn_filled=False)

@@ -5,10 +5,10 @@ import pytest
 import xarray as xr
 
 import bayes_cmma as bc
+from bayes_cmma.baselines.ols import cmma_ols_design
 from bayes_cmma.cli import main
 from bayes_cmma.errors import BayesCMMAError, DataError
-from bayes_cmma.fitting import CMMAResult, MetricFit
-from bayes_cmma.ols import cmma_ols_design
+from bayes_cmma.fitting.bayes import CMMAResult, MetricFit
 
 
 def test_fit_needs_distinct_metrics(synthetic):

@@ -9,10 +9,10 @@ import xarray as xr
 from statsmodels.stats.meta_analysis import combine_effects
 
 import bayes_cmma as bc
-from bayes_cmma.assumptions import cochran_q, posterior_reliability, relevance_check
-from bayes_cmma.data import metric_design
+from bayes_cmma.checks.assumptions import cochran_q, posterior_reliability, relevance_check
 from bayes_cmma.errors import RelevanceWarning
-from bayes_cmma.simulate import SimulationSettings, simulate_units
+from bayes_cmma.inputs.data import metric_design
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
 
 def test_cochran_q_pools_statsmodels_per_team():
@@ -64,7 +64,7 @@ def test_moderate_reliability_is_not_weak(synthetic):
 
 def test_fit_warns_before_sampling(monkeypatch):
     """fit() says RelevanceWarning for a weak metric (sampling stubbed out: the check runs before it)."""
-    import bayes_cmma.fitting as fitting
+    import bayes_cmma.fitting.bayes as fitting
 
     sim = simulate_units(SimulationSettings(n_trials=30, n_per=200, violation="A4"), np.random.default_rng(5))
     data = bc.read_trials(*bc.summarize(sim.units, kpi="y", metrics=["m"], degree=1))

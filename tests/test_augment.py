@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_cmma.augmentation import (
+from bayes_cmma.augmentation.augment import (
     WEIGHT,
     AugmentationError,
     Categorical,
@@ -186,6 +186,6 @@ def test_bad_data():
 
 def test_public_names():
     import bayes_cmma as bc
-    import bayes_cmma.admgda
+    import bayes_cmma.augmentation.admgda
 
     assert bc.augment is augment and callable(bc.augment) and bc.parse_dag is parse_dag

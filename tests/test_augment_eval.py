@@ -5,15 +5,15 @@ import pandas as pd
 import pytest
 import statsmodels.api as sm
 
-from bayes_cmma.admgda import _dag, _trial_frame, admgda_estimate, admgda_fit
-from bayes_cmma.augment_eval import EvalSettings, evaluate_once
-from bayes_cmma.augmentation import WEIGHT, Categorical, augment
-from bayes_cmma.data import metric_design, read_trials
+from bayes_cmma.augmentation.admgda import _dag, _trial_frame, admgda_estimate, admgda_fit
+from bayes_cmma.augmentation.augment import WEIGHT, Categorical, augment
+from bayes_cmma.augmentation.evaluate import EvalSettings, evaluate_once
+from bayes_cmma.augmentation.scm import SCMSettings, random_scm
 from bayes_cmma.errors import DataError
-from bayes_cmma.scm import SCMSettings, random_scm
-from bayes_cmma.simulate import SimulationSettings, simulate_units
-from bayes_cmma.study import Setting, Study, replicate
-from bayes_cmma.summarizer import summarize_units
+from bayes_cmma.inputs.data import metric_design, read_trials
+from bayes_cmma.inputs.summarizer import summarize_units
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
+from bayes_cmma.studies.study import Setting, Study, replicate
 
 
 def test_random_scm_graph_density_and_scales():
@@ -98,7 +98,7 @@ def test_admgda_in_the_study_runner():
 
 
 def test_distribution_measures_closed_forms():
-    from bayes_cmma.augment_eval import _gauss_kl, distribution_measures
+    from bayes_cmma.augmentation.evaluate import _gauss_kl, distribution_measures
 
     rng = np.random.default_rng(0)
     a = pd.DataFrame(rng.normal(size=(300, 3)), columns=["x", "y", "z"])

@@ -7,10 +7,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_cmma.calibration import _scalars, _simulate, _template, _z_score, run_sbc, sbc_report, uniformity, z_moments
+from bayes_cmma.checks.calibration import (
+    _scalars,
+    _simulate,
+    _template,
+    _z_score,
+    run_sbc,
+    sbc_report,
+    uniformity,
+    z_moments,
+)
 from bayes_cmma.cli import main
-from bayes_cmma.model import unpack_chol
-from bayes_cmma.spec import spec_for_degree
+from bayes_cmma.fitting.model import unpack_chol
+from bayes_cmma.fitting.spec import spec_for_degree
 
 
 def test_simulated_summaries_have_the_model_covariance():

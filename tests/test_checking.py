@@ -1,14 +1,14 @@
-"""Model-checking quantities (bayes_cmma.checking) against closed forms, without sampling."""
+"""Model-checking quantities (bayes_cmma.checks.checking) against closed forms, without sampling."""
 
 import numpy as np
 import pytest
 from fakes import fake_fit, point_tree
 from scipy import stats
 
-from bayes_cmma import checking
+from bayes_cmma.checks import checking
 from bayes_cmma.errors import BayesCMMAError
-from bayes_cmma.spec import replace_spec, spec_for_degree
-from bayes_cmma.synthetic import simulate_summaries
+from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
+from bayes_cmma.studies.synthetic import simulate_summaries
 
 RESIDUAL_SD = 0.3  # simulate_summaries' default
 

@@ -127,8 +127,8 @@ def test_ols_command_prints_table_and_wald_tests(files, capsys):
 
 
 def test_ols_command_methods(files, capsys):
-    """--method tc / liml print the errors-in-variables estimates of bayes_cmma.eiv; OLS says it ignores --cov."""
-    from bayes_cmma.eiv import summary_estimate
+    """--method tc / liml print the errors-in-variables estimates (baselines.eiv); OLS says it ignores --cov."""
+    from bayes_cmma.baselines.eiv import summary_estimate
 
     tmp_path, trials, cov = files
     paths = _write(tmp_path, trials, cov)

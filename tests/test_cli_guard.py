@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 import bayes_cmma as bc
 from bayes_cmma.cli import SEED_MAX, main
 from bayes_cmma.errors import AssumptionWarning
-from bayes_cmma.synthetic import simulate_summaries
+from bayes_cmma.studies.synthetic import simulate_summaries
 
 
 def _cli(args, cwd, **kw):
@@ -132,7 +132,7 @@ def no_sampling(monkeypatch):
     def fake_fit(*args, **kwargs):
         raise _Reached
 
-    monkeypatch.setattr("bayes_cmma.fitting.fit", fake_fit)
+    monkeypatch.setattr("bayes_cmma.fitting.bayes.fit", fake_fit)
 
 
 def test_a_non_positive_current_level_is_warned_about(table, tmp_path, capsys, no_sampling):
@@ -219,7 +219,7 @@ def test_a_trace_that_is_not_a_posterior_is_refused():
     import xarray as xr
 
     from bayes_cmma.errors import SamplingError
-    from bayes_cmma.sampling import check_trace
+    from bayes_cmma.fitting.sampling import check_trace
 
     def trace(values):
         post = xr.Dataset({"beta_std": (("chain", "draw", "p"), values)},

@@ -9,7 +9,7 @@ from cli_output import unwrap
 
 import bayes_cmma as bc
 from bayes_cmma.cli import main
-from bayes_cmma.simulate import SimulationSettings, simulate_units
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from fakes import fake_fit
 
+from bayes_cmma.checks.compare import compare_degrees, drop_trial, heldout_loglik, recommend
 from bayes_cmma.cli import main
-from bayes_cmma.compare import compare_degrees, drop_trial, heldout_loglik, recommend
 from bayes_cmma.errors import BayesCMMAError, ConvergenceWarning
 
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 import bayes_cmma as bc
-from bayes_cmma.data import metric_design
 from bayes_cmma.errors import AssumptionWarning, DataError
+from bayes_cmma.inputs.data import metric_design
 
 
 def _table():

@@ -6,7 +6,7 @@ import xarray as xr
 from arviz_base import from_dict
 
 import bayes_cmma as bc
-from bayes_cmma.derived import rank_metrics, stack_metrics
+from bayes_cmma.decisions.derived import rank_metrics, stack_metrics
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError
 
 

@@ -5,11 +5,11 @@ import pytest
 from scipy import linalg
 
 import bayes_cmma as bc
-from bayes_cmma.data import metric_design
-from bayes_cmma.eiv import eiv_estimate, liml_kappa, summary_estimate
+from bayes_cmma.baselines.eiv import eiv_estimate, liml_kappa, summary_estimate
+from bayes_cmma.baselines.ols import cmma_ols_design
 from bayes_cmma.errors import DataError
-from bayes_cmma.ols import cmma_ols_design
-from bayes_cmma.synthetic import simulate_summaries
+from bayes_cmma.inputs.data import metric_design
+from bayes_cmma.studies.synthetic import simulate_summaries
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_sandwich_matches_a_numerical_jacobian_and_a_loop(design):
 
 def test_tc_and_liml_recover_beta_where_ols_is_attenuated():
     """400 data sets with known S and no trial-level KPI residual: both unbiased, intervals cover."""
-    from bayes_cmma.data import MetricDesign
+    from bayes_cmma.inputs.data import MetricDesign
 
     rng = np.random.default_rng(5)
     est = {"ols": [], "tc": [], "liml": []}

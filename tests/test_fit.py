@@ -14,12 +14,12 @@ from cli_output import unwrap
 
 import bayes_cmma as bc
 from bayes_cmma.cli import main
-from bayes_cmma.data import metric_design
-from bayes_cmma.fitting import fit_design
-from bayes_cmma.measurement import for_spec
-from bayes_cmma.model import standardise
-from bayes_cmma.spec import spec_for_degree
-from bayes_cmma.synthetic import simulate_summaries
+from bayes_cmma.fitting.bayes import fit_design
+from bayes_cmma.fitting.measurement import for_spec
+from bayes_cmma.fitting.model import standardise
+from bayes_cmma.fitting.spec import spec_for_degree
+from bayes_cmma.inputs.data import metric_design
+from bayes_cmma.studies.synthetic import simulate_summaries
 
 pytestmark = pytest.mark.mcmc
 # The recovery fit is also a convergence check (a ConvergenceWarning fails it): with 500 draws its

@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import bayes_cmma as bc
-from bayes_cmma.data import metric_design
 from bayes_cmma.errors import AssumptionWarning, DataError
-from bayes_cmma.model import standardise, trial_loglik_numpy
+from bayes_cmma.fitting.model import standardise, trial_loglik_numpy
+from bayes_cmma.inputs.data import metric_design
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

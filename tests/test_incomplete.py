@@ -20,12 +20,12 @@ from fakes import fake_fit, point_tree
 from scipy import stats
 
 import bayes_cmma as bc
-from bayes_cmma import checking
-from bayes_cmma.data import metric_design, read_trials
+from bayes_cmma.checks import checking
 from bayes_cmma.errors import AssumptionWarning, DataError
-from bayes_cmma.measurement import apply_measurement
-from bayes_cmma.model import build_model, marginal_moments, standardise, trial_loglik_numpy, unpack_chol
-from bayes_cmma.spec import replace_spec, spec_for_degree
+from bayes_cmma.fitting.measurement import apply_measurement
+from bayes_cmma.fitting.model import build_model, marginal_moments, standardise, trial_loglik_numpy, unpack_chol
+from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
+from bayes_cmma.inputs.data import metric_design, read_trials
 
 DATA = Path(__file__).parent / "data"
 
@@ -189,7 +189,7 @@ def test_checks_condition_on_what_each_trial_reports(incomplete):
 
 
 def test_figures_and_report_take_incomplete_trials(incomplete):
-    from bayes_cmma import plots
+    from bayes_cmma.reporting import plots
 
     data, _ = incomplete
     spec = replace_spec(spec_for_degree(2), size_proxy="equal")  # no arm sizes, and some trials lack 'm'

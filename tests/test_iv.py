@@ -7,9 +7,9 @@ recomputed from textbook formulas on the full design (trial dummies included), i
 import numpy as np
 import pytest
 
+from bayes_cmma.baselines.iv import unit_estimate
 from bayes_cmma.errors import DataError
-from bayes_cmma.iv import unit_estimate
-from bayes_cmma.simulate import SimulationSettings, simulate_units
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
 
 @pytest.fixture(scope="module")

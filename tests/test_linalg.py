@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from bayes_cmma.linalg import mvnormal_logpdf
+from bayes_cmma.fitting.linalg import mvnormal_logpdf
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 4, 6])

@@ -5,10 +5,10 @@ import pandas as pd
 import pytest
 
 import bayes_cmma as bc
-from bayes_cmma.data import metric_design
 from bayes_cmma.errors import DataError, SpecError
-from bayes_cmma.measurement import apply_measurement, for_spec, pooled_covariance, size_factors
-from bayes_cmma.spec import parse_spec, replace_spec, spec_for_degree
+from bayes_cmma.fitting.measurement import apply_measurement, for_spec, pooled_covariance, size_factors
+from bayes_cmma.fitting.spec import parse_spec, replace_spec, spec_for_degree
+from bayes_cmma.inputs.data import metric_design
 
 
 def _table(K=12, sizes=True):
@@ -164,7 +164,7 @@ def test_for_spec_follows_the_spec():
 
 
 def test_synthetic_summaries_with_arm_sizes_and_informative_precision():
-    from bayes_cmma.synthetic import simulate_summaries
+    from bayes_cmma.studies.synthetic import simulate_summaries
 
     rng = np.random.default_rng(8)
     data, truth = simulate_summaries(rng, n_trials=300, n_teams=3, beta=(1.0,), arm_sizes=(200, 2000),
@@ -187,8 +187,8 @@ def test_synthetic_summaries_with_arm_sizes_and_informative_precision():
 def test_sbc_informative_simulator_draws_the_latent_law_and_scales_S():
     from dataclasses import replace
 
-    from bayes_cmma.calibration import _simulate, _simulate_informative, _template
-    from bayes_cmma.model import unpack_chol
+    from bayes_cmma.checks.calibration import _simulate, _simulate_informative, _template
+    from bayes_cmma.fitting.model import unpack_chol
 
     spec = spec_for_degree(2)
     design, S = _template(60, 4, spec, seed=1)

@@ -5,9 +5,9 @@ import pytensor.tensor as pt
 import pytest
 from scipy import stats
 
-from bayes_cmma.data import metric_design
-from bayes_cmma.model import build_model, standardise, trial_loglik_numpy, unpack_chol
-from bayes_cmma.spec import spec_for_degree
+from bayes_cmma.fitting.model import build_model, standardise, trial_loglik_numpy, unpack_chol
+from bayes_cmma.fitting.spec import spec_for_degree
+from bayes_cmma.inputs.data import metric_design
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_gradient_matches_finite_differences(built):
 def test_non_centred_team_effects_are_the_same_model(built):
     """team_effects = "non_centred" samples z_g with eta_g = pi_mean + beta' alpha_g + pi_sd z_g. Its
     log-density at z equals the centred model's at the matching eta plus the Jacobian log(pi_sd) per team."""
-    from bayes_cmma.spec import replace_spec
+    from bayes_cmma.fitting.spec import replace_spec
 
     design, std, spec, centred = built
     nc_spec = replace_spec(spec, team_effects="non_centred")
@@ -167,8 +167,8 @@ def test_a3_prior_makes_rho_a_parameter_of_the_same_model(built):
     numpy log-likelihood takes one rho per draw."""
     import pymc as pm
 
-    from bayes_cmma.model import A3_VAR, sampled_vars
-    from bayes_cmma.spec import replace_spec
+    from bayes_cmma.fitting.model import A3_VAR, sampled_vars
+    from bayes_cmma.fitting.spec import replace_spec
 
     design, std, spec, fixed = built
     prior_spec = replace_spec(spec, direct_effect_corr={"dist": "uniform", "lower": -0.4, "upper": 0.5})
@@ -228,7 +228,7 @@ def test_lower_degree_on_more_powers_is_the_nested_model(built, synthetic):
     lp_nested = nested.compile_logp()(small)
     assert lp_nested == pytest.approx(lp_full - stats.norm(0, 2).logpdf(0.0), rel=1e-10)
     # and the original-scale beta of the nested fit has beta_2 = 0 exactly
-    from bayes_cmma.model import pad_beta
+    from bayes_cmma.fitting.model import pad_beta
 
     b = pad_beta(np.array([[0.7]]), 2)
     assert b[0, 1] == 0.0 and b[0, 0] != 0.0
@@ -240,7 +240,7 @@ def test_partial_centring_changes_the_geometry_not_the_model(built):
     within-team least-squares slope of the observed KPI ATEs on the metric powers (0 beyond the degree)."""
     import pymc as pm
 
-    from bayes_cmma.model import team_slope
+    from bayes_cmma.fitting.model import team_slope
 
     design, std, _spec, model = built
     rng = np.random.default_rng(9)

@@ -5,8 +5,8 @@ import pytest
 import statsmodels.api as sm
 
 import bayes_cmma as bc
-from bayes_cmma.data import metric_design
-from bayes_cmma.ols import ols_arrays
+from bayes_cmma.baselines.ols import ols_arrays
+from bayes_cmma.inputs.data import metric_design
 
 
 @pytest.mark.parametrize("degree", [1, 2, 3])

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from bayes_cmma import outputs
 from bayes_cmma.errors import BayesCMMAError
-from bayes_cmma.outputs import COMMIT_FILE, recover, write_atomically
+from bayes_cmma.reporting import outputs
+from bayes_cmma.reporting.outputs import COMMIT_FILE, recover, write_atomically
 
 
 def test_rerun_replaces_files_and_removes_stale_tables(tmp_path):
@@ -43,7 +43,7 @@ def test_failure_while_writing_leaves_previous_outputs(tmp_path):
 _KILLED_WRITER = r"""
 import sys, time
 from pathlib import Path
-from bayes_cmma.outputs import write_atomically
+from bayes_cmma.reporting.outputs import write_atomically
 
 out, flag = Path(sys.argv[1]), Path(sys.argv[2])
 
@@ -94,7 +94,7 @@ def test_killed_mid_write_leaves_the_previous_output(tmp_path):
 _KILLED_BETWEEN_MOVES = r"""
 import sys, time
 from pathlib import Path
-from bayes_cmma import outputs
+from bayes_cmma.reporting import outputs
 
 out, flag = Path(sys.argv[1]), Path(sys.argv[2])
 move = outputs._move
@@ -194,7 +194,7 @@ def _write_dropping_a_finaliser(path):
 
 
 def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_the_write(tmp_path, capsys):
-    from bayes_cmma import interrupts
+    from bayes_cmma.fitting import interrupts
 
     out = tmp_path / "out"
     write_atomically(out, {"summary.csv": lambda p: p.write_text("old")})
@@ -210,7 +210,7 @@ def test_a_ctrl_c_swallowed_by_a_finaliser_still_stops_the_write(tmp_path, capsy
 
 
 def test_check_is_a_no_op_outside_catching():
-    from bayes_cmma import interrupts
+    from bayes_cmma.fitting import interrupts
 
     with interrupts.catching():
         interrupts.check()

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bayes_cmma.plots import sbc_rank_histograms, sensitivity_plot
+from bayes_cmma.reporting.plots import sbc_rank_histograms, sensitivity_plot
 
 
 def test_sbc_rank_histograms():
@@ -42,8 +42,9 @@ import pytest  # noqa: E402
 from fakes import fake_result  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
-from bayes_cmma import derived, plots  # noqa: E402
+from bayes_cmma.decisions import derived  # noqa: E402
 from bayes_cmma.errors import BayesCMMAError  # noqa: E402
+from bayes_cmma.reporting import plots  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +123,7 @@ def test_model_check_figures(fake):
     k = plots.pareto_k_plot(fit, label_worst=4)
     ax = k.axes[0]
     texts = [t.get_text() for t in ax.texts]
-    loo = __import__("bayes_cmma.checking", fromlist=["loo"]).loo(fit)
+    loo = __import__("bayes_cmma.checks.checking", fromlist=["loo"]).loo(fit)
     worst = list(loo.pareto_k.sortby(loo.pareto_k, ascending=False)["trial"].values[:4])
     assert sorted(texts) == sorted(worst)
     shrink = plots.shrinkage_plot(fit)
@@ -151,7 +152,7 @@ def test_no_legend_searches_for_the_best_place(fake, example):
 
 
 def test_pareto_k_labels_of_neighbouring_trials_do_not_overlap():
-    from bayes_cmma.plots.checks import label_offsets
+    from bayes_cmma.reporting.plots.checks import label_offsets
 
     k = np.array([0.1, 0.2, 0.95, 0.93, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.8])
     offsets = dict(label_offsets(k, np.array([2, 3, 19])))

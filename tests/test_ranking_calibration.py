@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bayes_cmma.ranking_calibration import (
+from bayes_cmma.checks.ranking_calibration import (
     REGIMES,
     candidate_truth,
     chosen_metric_summary,

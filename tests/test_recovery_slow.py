@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bayes_cmma.simulate import SimulationSettings
-from bayes_cmma.study import Setting, Study, replicate
+from bayes_cmma.studies.simulate import SimulationSettings
+from bayes_cmma.studies.study import Setting, Study, replicate
 
 CUBIC = SimulationSettings(n_trials=100, n_per=1000, beta=(4.0, 0.0, 5.0), random_slope=False)
 

@@ -10,7 +10,7 @@ from fakes import fake_result
 
 from bayes_cmma.cli import main
 from bayes_cmma.errors import BayesCMMAError
-from bayes_cmma.report import ReportInputs, load_fit_dir, render_report, run_record, write_report
+from bayes_cmma.reporting.report import ReportInputs, load_fit_dir, render_report, run_record, write_report
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_report_from_a_fit_folder(tmp_path, fake, example, capsys):
 
 
 def test_report_finishes_a_fit_interrupted_while_moving_its_files_in(tmp_path, fake, example):
-    from bayes_cmma.outputs import COMMIT_FILE
+    from bayes_cmma.reporting.outputs import COMMIT_FILE
 
     out = _fit_dir(tmp_path, fake, example)
     tmp = tmp_path / ".fit.tmp-killed"

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 import bayes_cmma as bc
+from bayes_cmma.checks.sensitivity import a3_sensitivity, tipping_point
 from bayes_cmma.cli import main
 from bayes_cmma.errors import ConvergenceWarning, SpecError
-from bayes_cmma.sensitivity import a3_sensitivity, tipping_point
-from bayes_cmma.spec import parse_spec, replace_spec, spec_for_degree
+from bayes_cmma.fitting.spec import parse_spec, replace_spec, spec_for_degree
 
 
 def test_spec_key_is_data_not_structure():
@@ -63,8 +63,8 @@ def test_prior_on_the_a3_correlation_widens_beta_by_what_it_leaves_unidentified(
     """rho ~ U(-0.5, 0.5) instead of rho = 0. Cov(y, m) = omega^2 (beta + rho sigma_u / omega), so the
     data fix beta + rho sigma_u / omega and not beta: the posterior sd of beta should grow to about
     sqrt(sd_0^2 + (sigma_u / omega)^2 Var(rho)), and rho's posterior stay close to its prior."""
-    from bayes_cmma import checking
-    from bayes_cmma.synthetic import simulate_summaries
+    from bayes_cmma.checks import checking
+    from bayes_cmma.studies.synthetic import simulate_summaries
 
     data, _ = simulate_summaries(np.random.default_rng(11), n_trials=120, n_teams=4, beta=(2.0,))
     fixed = spec_for_degree(1)

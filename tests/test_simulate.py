@@ -1,11 +1,11 @@
-"""The paper's unit-level DGP (bayes_cmma.simulate): moments for a fixed seed and what each violation changes."""
+"""The paper's unit-level DGP (bayes_cmma.studies.simulate): moments for a fixed seed, what each violation changes."""
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from bayes_cmma.errors import BayesCMMAError
-from bayes_cmma.simulate import SimulationSettings, simulate_units
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
 
 def _within(units: pd.DataFrame, col: str) -> pd.Series:

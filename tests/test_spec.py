@@ -4,7 +4,7 @@ import pytest
 
 import bayes_cmma as bc
 from bayes_cmma.errors import SpecError
-from bayes_cmma.spec import parse_spec
+from bayes_cmma.fitting.spec import parse_spec
 
 
 @pytest.mark.parametrize(("name", "degree"), [("linear", 1), ("quadratic", 2), ("cubic", 3)])

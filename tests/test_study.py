@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from bayes_cmma.errors import BayesCMMAError, SpecError
-from bayes_cmma.runner import run_study
-from bayes_cmma.simulate import SimulationSettings
-from bayes_cmma.study import (
+from bayes_cmma.studies.runner import run_study
+from bayes_cmma.studies.simulate import SimulationSettings
+from bayes_cmma.studies.study import (
     RESULT_COLUMNS,
     Setting,
     Study,
@@ -150,18 +150,18 @@ def test_three_replications_end_to_end_with_the_bayesian_model(tmp_path):
 
 
 def test_summary_level_peers_and_the_measurement_choice_of_the_bayesian_fits(monkeypatch):
-    """The errors-in-variables rows equal bayes_cmma.eiv on the same summaries; [bayes] measurement keys reach
+    """The errors-in-variables rows equal bayes_cmma.baselines.eiv on the same summaries; [bayes] measurement keys reach
     the fit (arm sizes withheld -> the size proxy)."""
-    from bayes_cmma import study as study_mod
+    from bayes_cmma.studies import study as study_mod
 
     st = Study("peers", (Setting("quad", SimulationSettings(n_trials=30, n_per=400, beta=(4.0, 2.0))),),
                estimators=("cmma_ols", "summary_tc", "summary_liml"), degrees=(1, 2))
     df = pd.DataFrame(replicate(st, 0, 0))
     assert df.groupby("estimator", sort=False).size().to_dict() == {"cmma_ols": 3, "summary_tc": 3, "summary_liml": 3}
-    from bayes_cmma.data import metric_design, read_trials
-    from bayes_cmma.eiv import eiv_estimate
-    from bayes_cmma.simulate import simulate_units
-    from bayes_cmma.summarizer import summarize_units
+    from bayes_cmma.baselines.eiv import eiv_estimate
+    from bayes_cmma.inputs.data import metric_design, read_trials
+    from bayes_cmma.inputs.summarizer import summarize_units
+    from bayes_cmma.studies.simulate import simulate_units
 
     ss = study_mod.replication_seed(st, st.settings[0], 0)
     data_seed, _ = ss.spawn(2)
@@ -177,7 +177,7 @@ def test_summary_level_peers_and_the_measurement_choice_of_the_bayesian_fits(mon
         seen.update(measurement=spec.error_covariance, proxy=spec.size_proxy, sizes=design.arm_sizes)
         raise RuntimeError("stop")
 
-    monkeypatch.setattr("bayes_cmma.fitting.fit_design", fake_fit)
+    monkeypatch.setattr("bayes_cmma.fitting.bayes.fit_design", fake_fit)
     bayes = Study("b", st.settings, estimators=("bayes",), degrees=(1,),
                   bayes={"draws": 10, "arm_sizes": False, "size_proxy": "kpi_se"})
     with pytest.raises(RuntimeError, match="stop"):
@@ -190,7 +190,7 @@ def test_summary_level_peers_and_the_measurement_choice_of_the_bayesian_fits(mon
 
 
 def test_unequal_trial_sizes_are_log_uniform_and_keep_the_default_seeds():
-    from bayes_cmma.simulate import simulate_units
+    from bayes_cmma.studies.simulate import simulate_units
 
     s = SimulationSettings(n_trials=400, n_per=200, n_per_max=5000)
     units = simulate_units(s, np.random.default_rng(1)).units

@@ -11,8 +11,8 @@ from cli_output import unwrap
 import bayes_cmma as bc
 from bayes_cmma.cli import main
 from bayes_cmma.errors import DataError
-from bayes_cmma.simulate import SimulationSettings, simulate_units
-from bayes_cmma.summarizer import Columns, _pandas_moments, _tables, chunk_moments, merge_moments
+from bayes_cmma.inputs.summarizer import Columns, _pandas_moments, _tables, chunk_moments, merge_moments
+from bayes_cmma.studies.simulate import SimulationSettings, simulate_units
 
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
@@ -156,7 +156,7 @@ def test_cli_dask_bad_input(units, tmp_path, capsys):
 def test_cli_unreachable_scheduler_is_one_clear_error(units, tmp_path, capsys, monkeypatch):
     import socket
 
-    from bayes_cmma import dask_engine
+    from bayes_cmma.inputs import dask_engine
 
     monkeypatch.setattr(dask_engine, "CONNECT_TIMEOUT", "2s")
     with socket.socket() as s:  # a port nobody listens on

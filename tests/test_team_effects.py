@@ -3,9 +3,9 @@
 import pytest
 from fakes import fake_fit
 
-from bayes_cmma import fitting
-from bayes_cmma.data import metric_design
-from bayes_cmma.spec import replace_spec, spec_for_degree
+from bayes_cmma.fitting import bayes as fitting
+from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
+from bayes_cmma.inputs.data import metric_design
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_auto_does_nothing_without_pooling(example, monkeypatch):
     """With fewer than 4 teams the team effects are independent: nothing to parametrize."""
     import numpy as np
 
-    from bayes_cmma.synthetic import simulate_summaries
+    from bayes_cmma.studies.synthetic import simulate_summaries
 
     data, _ = simulate_summaries(np.random.default_rng(2), n_trials=40, n_teams=3, beta=(1.0,))
     calls = []

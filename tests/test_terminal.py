@@ -17,11 +17,12 @@ from cli_output import unwrap
 from fakes import fake_result
 
 import bayes_cmma as bc
-from bayes_cmma import checking, derived
+from bayes_cmma.checks import checking
 from bayes_cmma.cli import WIDTH, _print_report, baseline_crossing, format_estimate, main, wrap
-from bayes_cmma.data import default_degree, read_trials
+from bayes_cmma.decisions import derived
 from bayes_cmma.errors import AssumptionWarning
-from bayes_cmma.synthetic import simulate_summaries
+from bayes_cmma.inputs.data import default_degree, read_trials
+from bayes_cmma.studies.synthetic import simulate_summaries
 
 
 def _table(data: bc.TrialData, quantities: dict[str, str] | None = None, drop: dict[str, list[str]] | None = None):
@@ -76,7 +77,7 @@ def captured_fit(monkeypatch):
         seen["spec"] = spec
         raise _Reached
 
-    monkeypatch.setattr("bayes_cmma.fitting.fit", fake)
+    monkeypatch.setattr("bayes_cmma.fitting.bayes.fit", fake)
     return seen
 
 
@@ -136,7 +137,7 @@ def test_point_elasticity_closed_form():
 
 
 def test_elasticity_table_has_the_point_elasticity_and_medians(example):
-    from bayes_cmma.outputs import elasticity_frame
+    from bayes_cmma.reporting.outputs import elasticity_frame
 
     result = fake_result(example.trials, "gmv", ["ndcg", "mrr"], 2)
     at = {m: example.at[m] for m in ("ndcg", "mrr")}
@@ -158,8 +159,8 @@ def test_linear_drf_warns_once_for_all_metrics(example):
 
 
 def _printed(capsys, data, result, spec_degree, at, baseline, crossing=None, ranking=True):
-    from bayes_cmma import outputs
-    from bayes_cmma.spec import spec_for_degree
+    from bayes_cmma.fitting.spec import spec_for_degree
+    from bayes_cmma.reporting import outputs
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", AssumptionWarning)

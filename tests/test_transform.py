@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from bayes_cmma.data import metric_design
-from bayes_cmma.fitting import _log_likelihood, _to_original_scale
-from bayes_cmma.model import standardise, trial_loglik_numpy
+from bayes_cmma.fitting.bayes import _log_likelihood, _to_original_scale
+from bayes_cmma.fitting.model import standardise, trial_loglik_numpy
+from bayes_cmma.inputs.data import metric_design
 
 
 def _fake_raw(rng, n_teams, P, chains=2, draws=5):
@@ -68,7 +68,7 @@ def test_original_scale_loglik_equals_standardised_minus_jacobian(synthetic, poo
 
 def test_loglik_in_blocks_of_draws_equals_all_at_once(synthetic, monkeypatch):
     """Large K x draws is evaluated in blocks of draws; the blocks must not mix draws or trials."""
-    import bayes_cmma.fitting as fitting
+    import bayes_cmma.fitting.bayes as fitting
 
     data, _ = synthetic
     design = metric_design(data, "y", "m", 2)

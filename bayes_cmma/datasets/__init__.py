@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 
-from bayes_cmma.data import TrialData, read_trials
+from bayes_cmma.inputs.data import TrialData, read_trials
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Generate the embedded example data (run: ``python -m bayes_cmma.datasets.generate_example``).
 
 Simulated unit-level logs of 190 search A/B tests run by 8 teams, summarised per trial with
-:func:`bayes_cmma.summarizer.summarize_units`. Per trial k (team g) and user i in arm T_i:
+:func:`bayes_cmma.inputs.summarizer.summarize_units`. Per trial k (team g) and user i in arm T_i:
 
 * latent user relevance z1, z2, z3 ~ N(0, 1); metric levels are a search product's small per-user
   values, shifted additively per trial and by the treatment (as in the paper's DGP)::
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.summarizer import summarize_units
+from bayes_cmma.inputs.summarizer import summarize_units
 
 SEED = 20201
 TEAMS = ["ranking", "query", "ads", "recs", "mobile", "web", "personalize", "infra"]
