@@ -140,15 +140,33 @@ def test_plot_functions_reject_other_inputs():
         plots.team_forest({"a": 1})
 
 
-def test_no_legend_searches_for_the_best_place(fake, example):
-    """loc="best" costs time with many points and then matplotlib warns (a warning that depends on
-    the machine's speed: it failed a CI run under load); every legend has a fixed place."""
-    figs = [plots.drf_panel(fake), plots.elasticity_panel(fake, example.at, baseline=example.kpi_baseline),
-            plots.ranking_plot(fake, example.at, baseline=example.kpi_baseline), plots.team_forest(fake["ndcg"]),
-            plots.ppc_plot(fake["ndcg"]), plots.pareto_k_plot(fake["ndcg"]), plots.shrinkage_plot(fake["ndcg"])]
-    legends = [ax.get_legend() for fig in figs for ax in fig.axes if ax.get_legend() is not None]
-    assert len(legends) >= 10
-    assert all(leg._loc != 0 for leg in legends)  # 0 is matplotlib's code for "best"
+def test_legends_sit_outside_every_axes_so_they_cover_no_data(fake, example):
+    """Each figure has one legend, below its axes (not loc="best" either: that costs time with many
+    points, and matplotlib's warning about it once failed a CI run under load)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from bayes_cmma.reporting.plots.trust import sensitivity_plot
+
+    rows = [{"rho": r, "metric": m, "elasticity_mean": 1.0, "elasticity_eti94_lower": 0.9,
+             "elasticity_eti94_upper": 1.1, "p_best": 0.5} for r in (-0.2, 0.0) for m in ("ndcg", "mrr")]
+    figs = {"drf": plots.drf_panel(fake),
+            "elasticity": plots.elasticity_panel(fake, example.at, baseline=example.kpi_baseline),
+            "ranking": plots.ranking_plot(fake, example.at, baseline=example.kpi_baseline),
+            "teams": plots.team_forest(fake["ndcg"]), "ppc": plots.ppc_plot(fake["ndcg"]),
+            "pareto": plots.pareto_k_plot(fake["ndcg"]), "shrinkage": plots.shrinkage_plot(fake["ndcg"]),
+            "sensitivity": sensitivity_plot(pd.DataFrame(rows), tipping_point=-0.1, kpi="gmv")}
+    for name, fig in figs.items():
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw(renderer)  # the constrained layout places the legend
+        assert not [ax for ax in fig.axes if ax.get_legend() is not None], name
+        assert len(fig.legends) == 1, name
+        box = fig.legends[0].get_window_extent(renderer)
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), (name, ax.get_title())
+        assert fig.legends[0]._loc != 0, name  # 0 is matplotlib's code for "best"
+    # the panels share their entries: one legend entry per label, not one per metric
+    labels = [t.get_text() for t in figs["drf"].legends[0].get_texts()]
+    assert len(labels) == len(set(labels)) and "trials (ATE +- 1 SE)" in labels
 
 
 def test_pareto_k_labels_of_neighbouring_trials_do_not_overlap():

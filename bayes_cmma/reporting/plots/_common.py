@@ -8,12 +8,28 @@ from typing import Any
 import numpy as np
 import xarray as xr
 from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from bayes_cmma import dims
 from bayes_cmma.errors import BayesCMMAError
 
 #: Credible-band probabilities of every band plot (inner, outer), equal-tailed.
 BANDS = (0.5, 0.94)
+
+
+def legend_below(fig: Figure, axes: Sequence[Axes], ncol: int | None = None, fontsize: float = 8) -> None:
+    """One legend for the figure, outside and below every axes, so it never covers data.
+
+    It gathers the labelled artists of ``axes`` in order (the first of each label); the figure's
+    constrained layout makes room for it.
+    """
+    entries: dict[str, Any] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            entries.setdefault(label, handle)
+    if entries:
+        fig.legend(list(entries.values()), list(entries), loc="outside lower center",
+                   ncol=ncol or min(len(entries), 4), fontsize=fontsize, frameon=False)
 
 
 def as_tree(fit: Any) -> xr.DataTree:

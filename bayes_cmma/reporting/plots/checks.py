@@ -17,7 +17,7 @@ from scipy import stats
 
 from bayes_cmma import dims
 from bayes_cmma.checks import checking
-from bayes_cmma.reporting.plots._common import as_tree, kpi_of, metric_of
+from bayes_cmma.reporting.plots._common import as_tree, kpi_of, legend_below, metric_of
 
 K_BAD = checking.PARETO_K_BAD
 
@@ -55,7 +55,6 @@ def ppc_plot(fit: Any, prob: float = 0.94) -> Figure:
     ax.autoscale_view()
     ax.set_xlabel(f"ATE on {metric}")
     ax.set_ylabel(f"ATE on {kpi}")
-    ax.legend(fontsize=7, loc="upper left")
     ax.set_title("Posterior predictive check", fontsize=10)
     pit = checking.pit(tree)
     edges = np.linspace(0, 1, 11)
@@ -67,7 +66,7 @@ def ppc_plot(fit: Any, prob: float = 0.94) -> Figure:
         a.hist(values, bins=edges, color="C0", edgecolor="white")
         a.set_xlabel(f"PIT of the ATE on {name}")
         a.set_ylabel("trials")
-        a.legend(fontsize=7, loc="upper right")
+    legend_below(fig, [ax, ax_k, ax_m])
     fig.suptitle(f"Model check, {metric} model: do new measurements look like the observed ones?")
     return fig
 
@@ -94,7 +93,7 @@ def pareto_k_plot(fit: Any, var_name: str = "trial_ate", label_worst: int = 5, l
     ax.set_ylabel("Pareto k")
     ax.set_title(f"LOO Pareto k, {metric_of(tree)} model: {int(bad.sum())} of {len(k)} trials above {K_BAD} "
                  f"(ELPD {res.elpd:.1f}, SE {res.se:.1f})", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    legend_below(fig, [ax])
     return fig
 
 
@@ -142,8 +141,8 @@ def shrinkage_plot(fit: Any) -> Figure:
         lims = [min(z[reported, pos].min(), post[reported].min()), max(z[reported, pos].max(), post[reported].max())]
         ax.plot(lims, lims, color="0.5", lw=0.8, ls="--", label="no shrinkage")
         ax.set_xlabel(f"observed ATE on {name}")
-        ax.set_ylabel(f"posterior mean of the true effect on {name}")
-    axes[0].legend(fontsize=7, ncol=2, loc="upper left")
+        ax.set_ylabel(f"true effect on {name}\n(posterior mean)")
+    legend_below(fig, axes, ncol=min(len(set(teams)) + 1, 6))
     fig.suptitle(f"Shrinkage, {metric} model: measurement error pulls noisy trials toward their team")
     return fig
 

@@ -17,7 +17,16 @@ from matplotlib.figure import Figure
 from bayes_cmma import dims
 from bayes_cmma.decisions import derived
 from bayes_cmma.errors import BayesCMMAError
-from bayes_cmma.reporting.plots._common import BANDS, as_tree, as_trees, band_quantiles, draw_bands, flat_draws, kpi_of
+from bayes_cmma.reporting.plots._common import (
+    BANDS,
+    as_tree,
+    as_trees,
+    band_quantiles,
+    draw_bands,
+    flat_draws,
+    kpi_of,
+    legend_below,
+)
 
 
 def _direct_effect_mean(tree) -> np.ndarray:
@@ -56,9 +65,9 @@ def drf_panel(results: Any, naive: bool = True, n_grid: int = 101) -> Figure:
         beta = tree["posterior"]["beta"]
         degree = int(tree.attrs.get("degree", beta.sizes[dims.POWER]))
         curve = flat_draws(derived.drf(beta, grid)) + _direct_effect_mean(tree)[:, None]
-        shown = "trials (ATE +- 1 SE)" if both.all() else f"{both.sum()} trials reporting both (ATE +- 1 SE)"
+        shown = "" if both.all() else f"; the {both.sum()} of {both.size} trials reporting both"
         ax.errorbar(x, y, xerr=sx, yerr=sy, fmt="o", ms=3, color="0.35", ecolor="0.75", elinewidth=0.7,
-                    label=shown, zorder=1)
+                    label="trials (ATE +- 1 SE)", zorder=1)
         draw_bands(ax, grid, curve, "C0", "posterior DRF (+ mean team effect)")
         if naive:
             coef = np.polyfit(x, y, degree)
@@ -66,8 +75,8 @@ def drf_panel(results: Any, naive: bool = True, n_grid: int = 101) -> Figure:
                     label="naive OLS through the points")
         ax.set_xlabel(f"ATE on {metric}")
         ax.set_ylabel(f"ATE on {kpi_of(tree)}")
-        ax.set_title(f"{metric}: dose-response (degree {degree})", fontsize=10)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.set_title(f"{metric}: dose-response (degree {degree}{shown})", fontsize=10)
+    legend_below(fig, axes)
     fig.suptitle("Posterior dose-response function against the trials")
     return fig
 
@@ -113,13 +122,13 @@ def elasticity_panel(
         # a heavy-tailed posterior (a baseline near 0) can put the mean outside its own interval: no negative bar
         ax.errorbar([m0], [now.mean()], yerr=[[max(now.mean() - lo, 0.0)], [max(hi - now.mean(), 0.0)]], fmt="D",
                     color="k",
-                    ms=6, capsize=3, label=f"current value {m0:.4g}")
+                    ms=6, capsize=3, label="at the current value (94% interval)")
         ax.axvline(m0, color="k", lw=0.6, ls=":")
         ax.locator_params(axis="x", nbins=5)
         ax.set_xlabel(f"{metric}, per-unit level")
         ax.set_ylabel(f"elasticity of {kpi}: gain / {base}")
-        ax.set_title(f"{metric}: elasticity for a {100 * lift:+g}% lift", fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
+        ax.set_title(f"{metric} (now {m0:.4g}): a {100 * lift:+g}% lift", fontsize=10)
+    legend_below(fig, axes)
     fig.suptitle("Posterior elasticity against the metric value")
     return fig
 
@@ -154,7 +163,7 @@ def ranking_plot(
         ax_d.hist(d, bins=bins, density=True, histtype="step", color=f"C{i}")
     ax_d.set_xlabel(f"elasticity of {kpi} at the current value ({100 * lift:+g}% lift)")
     ax_d.set_ylabel("posterior density")
-    ax_d.legend(fontsize=8, loc="upper left")
+    legend_below(fig, [ax_d])
     p_rank = ranking["p_rank"].transpose(dims.METRIC, dims.RANK).values
     im = ax_h.imshow(p_rank, vmin=0, vmax=1, cmap="Blues", aspect="auto")
     for (i, j), v in np.ndenumerate(p_rank):
@@ -194,5 +203,5 @@ def team_forest(fit: Any) -> Figure:
     ax.set_xlabel(f"direct effect on {kpi}, not through the metric")
     ax.set_title(f"Team direct effects pi ({tree.attrs.get('metric', '')} model): "
                  f"{100 * inner:g}% and {100 * outer:g}% intervals", fontsize=10)
-    ax.legend(fontsize=8, loc="upper right")
+    legend_below(fig, [ax])
     return fig

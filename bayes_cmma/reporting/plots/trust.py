@@ -13,6 +13,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy import stats
 
+from bayes_cmma.reporting.plots._common import legend_below
+
 
 def sbc_rank_histograms(ranks: pd.DataFrame, n_draws: int, bins: int = 10, band: float = 0.99) -> Figure:
     """One rank histogram per parameter with the ``band`` range expected under uniform ranks.
@@ -74,6 +76,6 @@ def sensitivity_plot(table: pd.DataFrame, tipping_point: float | None = None, kp
     ax_el.set_ylabel(f"elasticity of {kpi} (band: {lower.split('_')[1].removeprefix('eti')}% interval)")
     ax_p.set_ylabel("P(best)")
     ax_p.set_ylim(-0.02, 1.02)
-    ax_p.legend(fontsize=8, loc="upper right")
+    legend_below(fig, [ax_el, ax_p])
     fig.suptitle("A3 sensitivity: how the answer moves if the assumption fails")
     return fig
