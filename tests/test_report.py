@@ -18,6 +18,23 @@ def fake(example):
     return fake_result(example.trials, example.kpi, example.metrics, 2, draws=120)
 
 
+@pytest.fixture
+def text_only(monkeypatch):
+    """For tests of the report's words: figures are not drawn (each report draws 18, about 10 s).
+    The ``page`` fixture and tests/test_plots.py draw them; the linear-DRF test below draws them too."""
+    import types
+
+    from bayes_cmma.reporting import report
+
+    def no_figure(*args, **kwargs):
+        return None
+
+    monkeypatch.setattr(report, "plots", types.SimpleNamespace(**{
+        name: no_figure for name in ("drf_panel", "elasticity_panel", "ranking_plot", "ppc_plot", "pareto_k_plot",
+                                     "shrinkage_plot", "team_forest", "trace_plot")}))
+    monkeypatch.setattr(report, "_img", lambda fig, alt: f'<img alt="{alt}">')
+
+
 @pytest.fixture(scope="module")
 def page(fake, example):
     inputs = ReportInputs(trees={m: f.posterior for m, f in fake.fits.items()}, kpi="gmv", at=example.at,
@@ -59,13 +76,13 @@ def test_report_is_self_contained(page):
     assert "Measurement covariance: pooled over all trials, scaled by arm sizes." in page
 
 
-def test_report_without_current_values_has_no_ranking(fake):
+def test_report_without_current_values_has_no_ranking(fake, text_only):
     page = render_report(ReportInputs(trees={m: f.posterior for m, f in fake.fits.items()}, kpi="gmv"))
     assert "No current metric values were given" in page
     assert '<h2 id="ranking">' not in page and '<h2 id="drf">Dose-response functions</h2>' in page
 
 
-def test_report_warns_in_plain_language(fake, example):
+def test_report_warns_in_plain_language(fake, example, text_only):
     import pandas as pd
 
     assumptions = pd.DataFrame([{"metric": "mrr", "weak": True, "p_value": 0.3, "i2": 0.02}])
@@ -88,7 +105,7 @@ def _fit_dir(tmp_path, fake, example):
     return out
 
 
-def test_report_from_a_fit_folder(tmp_path, fake, example, capsys):
+def test_report_from_a_fit_folder(tmp_path, fake, example, capsys, text_only):
     out = _fit_dir(tmp_path, fake, example)
     inputs = load_fit_dir(out)
     assert list(inputs.trees) == example.metrics and inputs.at == example.at

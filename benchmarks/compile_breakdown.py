@@ -1,0 +1,123 @@
+"""Where a cold fit's compile time goes, measured in fresh processes.
+
+One compiled model per shape is the design (``bayes_cmma.fitting.model.compiled_model``); this
+script says what that compile costs and why it cannot be cached across processes. Per fresh
+process it times, for the degree-2 model of the embedded example (``ndcg``, 8 teams):
+
+* ``imports``: ``import bayes_cmma`` plus PyMC and nutpie;
+* ``pytensor``: nutpie's ``_make_functions`` (PyMC's log-density and gradient graphs, PyTensor's
+  rewrites);
+* ``nutpie cfuncs``: numba compiling nutpie's two C callbacks (log-density and expansion); typing
+  them loads PyTensor's numba kernels of the graph from PyTensor's disk cache (warm) or compiles
+  them (cold); the callbacks themselves numba cannot cache ("uses dynamic globals"), so every
+  process pays for them;
+* ``sampling``: 4 chains x 1000 draws after 1000 tuning steps, 2 cores.
+
+Variants: ``warm`` (PyTensor's numba cache filled, the usual case after a first run), ``cold``
+(an empty PyTensor compile folder: a new machine's first fit) and ``NUMBA_OPT=0`` with a cold cache
+(LLVM optimisation off everywhere: a faster compile, at the price the table shows).
+
+Usage: ``python benchmarks/compile_breakdown.py [--repeats 3] [--cold-repeats 1] [--out DIR]``
+(prints medians; writes ``summary.md`` and ``runs.csv`` with ``--out``; about 5 minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+SNIPPET = r"""
+import json, time, warnings
+warnings.simplefilter("ignore")
+t0 = time.perf_counter()
+import bayes_cmma as bc
+import nutpie, pymc, numba
+import nutpie.compile_pymc as ncp
+from bayes_cmma.fitting.model import build_model, sampled_vars, standardise
+from bayes_cmma.fitting.spec import spec_for_degree
+from bayes_cmma.inputs.data import metric_design
+T = {"imports": time.perf_counter() - t0, "pytensor": 0.0, "nutpie cfuncs": 0.0}
+
+def timed(key, f):
+    def wrapper(*a, **k):
+        t = time.perf_counter()
+        try:
+            return f(*a, **k)
+        finally:
+            T[key] += time.perf_counter() - t
+    return wrapper
+
+ncp._make_functions = timed("pytensor", ncp._make_functions)
+_cfunc = numba.cfunc
+numba.cfunc = lambda sig, **kw: timed("nutpie cfuncs", _cfunc(sig, **kw))
+ex = bc.load_example()
+spec = spec_for_degree(2)
+d = metric_design(ex.trials, "gmv", "ndcg", 2, warn_filled=False)
+t = time.perf_counter()
+model = build_model(spec, len(d.teams), standardise(d), d.team_idx, d.observed)
+cm = nutpie.compile_pymc_model(model, var_names=sampled_vars(len(d.teams)))
+T["compile total"] = time.perf_counter() - t
+t = time.perf_counter()
+nutpie.sample(cm, draws=1000, tune=1000, chains=4, cores=2, seed=1, progress_bar=False)
+T["sampling"] = time.perf_counter() - t
+print(json.dumps(T))
+"""
+
+COLUMNS = ["imports", "pytensor", "nutpie cfuncs", "compile total", "sampling"]
+
+
+def run(env_extra: dict[str, str]) -> dict[str, float]:
+    env = os.environ | env_extra
+    res = subprocess.run([sys.executable, "-c", SNIPPET], capture_output=True, text=True, env=env, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="runs of the warm variant")
+    parser.add_argument("--cold-repeats", type=int, default=1, help="runs of each cold variant (1-3 min each)")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+    rows = []
+    run({})  # fill the default cache first, so "warm" is warm
+    for r in range(args.repeats):
+        rows.append({"variant": "warm", "run": r, **run({})})
+    for variant, extra in (("cold", {}), ("cold, NUMBA_OPT=0", {"NUMBA_OPT": "0"})):
+        for r in range(args.cold_repeats):
+            with tempfile.TemporaryDirectory() as tmp:  # an empty PyTensor compile folder each run
+                flags = {**extra, "PYTENSOR_FLAGS": f"base_compiledir={tmp}"}
+                rows.append({"variant": variant, "run": r, **run(flags)})
+    lines = ["| variant | " + " | ".join(f"{c} (s)" for c in COLUMNS) + " |",
+             "|---|" + "---:|" * len(COLUMNS)]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        sel = [r for r in rows if r["variant"] == variant]
+        lines.append(f"| {variant} | " + " | ".join(f"{statistics.median(r[c] for r in sel):.1f}" for c in COLUMNS)
+                     + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        import pandas as pd
+
+        args.out.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(rows).round(2).to_csv(args.out / "runs.csv", index=False)
+        cmd = (f"python benchmarks/compile_breakdown.py --repeats {args.repeats} --cold-repeats {args.cold_repeats} "
+               f"--out {args.out}")
+        (args.out / "summary.md").write_text(
+            "# Where a cold fit's compile time goes\n\n"
+            f"Degree-2 model of the embedded example (ndcg, 8 teams), one fresh process per run; medians of "
+            f"{args.repeats} warm runs and {args.cold_repeats} cold run(s) per variant on this machine (2 cores). "
+            "`pytensor`: PyMC's graphs and PyTensor's "
+            "rewrites; `nutpie cfuncs`: numba compiling nutpie's two C callbacks, which loads (warm) or compiles "
+            "(cold) PyTensor's numba kernels of the graph; the callbacks themselves numba cannot cache, so every "
+            "process pays for them; `cold`: an empty PyTensor compile "
+            "folder (a new machine's first fit).\n\n" + table + f"\n\nCommand: `{cmd}`\n")
+
+
+if __name__ == "__main__":
+    main()
