@@ -110,8 +110,9 @@ def main() -> None:
         lines += [f"## K = {s['trials']}, metric correlation {s['corr']}, {s['regime'].replace('_', ' ')}", "",
                   f"The metric with the highest P(best): mean P(best) **{chosen['mean_p_best']:.2f}**, truly best in "
                   f"**{100 * chosen['truly_best']:.0f}%** (+- {100 * chosen['truly_best_se']:.1f}) of "
-                  f"{chosen['replications']} replications: overconfident by {100 * chosen['overconfidence']:.0f} "
-                  f"points. Fits with a convergence or assumption warning: {warned}. Each metric's own slope: "
+                  f"{chosen['replications']} replications: mean P(best) minus truly best "
+                  f"{100 * chosen['overconfidence']:+.1f} points. Fits with a convergence or assumption warning: "
+                  f"{warned}. Each metric's own slope: "
                   f"mean |posterior mean - truth| / posterior sd = {z_abs:.2f} (about 0.8 when calibrated).", "",
                   "| P(best) bin | cases | mean P(best) | truly best | 95% interval | gap |",
                   "|---|---|---|---|---|---|"]
