@@ -35,6 +35,7 @@ _LAZY = {
     "ModelSpec": "fitting.spec", "load_spec": "fitting.spec",
     "CMMAResult": "fitting.bayes", "MetricFit": "fitting.bayes", "fit": "fitting.bayes", "fit_metric": "fitting.bayes",
     "FitGrid": "fitting.many", "fit_many": "fitting.many",
+    "JointFit": "fitting.joint", "fit_joint": "fitting.joint", "joint_design": "inputs.data",
     "drf": "decisions.derived", "elasticity": "decisions.derived", "interval_table": "decisions.derived",
     "rank_metrics": "decisions.derived",
     "diagnostics_table": "checks.diagnostics", "summary_table": "checks.diagnostics",
@@ -57,9 +58,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.datasets import Example, load_example
     from bayes_cmma.decisions.derived import drf, elasticity, interval_table, rank_metrics
     from bayes_cmma.fitting.bayes import CMMAResult, MetricFit, fit, fit_metric
+    from bayes_cmma.fitting.joint import JointFit, fit_joint
     from bayes_cmma.fitting.many import FitGrid, fit_many
     from bayes_cmma.fitting.spec import ModelSpec, load_spec
-    from bayes_cmma.inputs.data import TrialData, metric_design, read_trials
+    from bayes_cmma.inputs.data import TrialData, joint_design, metric_design, read_trials
     from bayes_cmma.inputs.summarizer import summarize, summarize_files, summarize_units
     from bayes_cmma.reporting.report import render_report, write_report
 
@@ -99,6 +101,7 @@ __all__ = [
     "DegreeComparison",
     "Example",
     "FitGrid",
+    "JointFit",
     "MetricFit",
     "ModelSpec",
     "OLSResult",
@@ -114,9 +117,11 @@ __all__ = [
     "drf",
     "elasticity",
     "fit",
+    "fit_joint",
     "fit_many",
     "fit_metric",
     "interval_table",
+    "joint_design",
     "load_example",
     "load_spec",
     "metric_design",

@@ -10,6 +10,7 @@ dim                meaning
 ``power``          the power p = 1..P of the polynomial dose-response function
 ``power_other``    the second index of the between-trial correlation of latent metric effects
 ``metric``         a candidate north-star metric (``ndcg``, ``mrr``, ...)
+``metric_other``   the second index of the joint model's between-trial correlation of the metrics
 ``grid``           a point of the metric-value grid on which the DRF/elasticity are evaluated
 ``rank``           a rank 1..n_metrics (1 = largest elasticity)
 ``chain``/``draw`` posterior sample dims, as in ArviZ
@@ -23,6 +24,7 @@ QUANTITY_OTHER = "quantity_other"
 POWER = "power"
 POWER_OTHER = "power_other"
 METRIC = "metric"
+METRIC_OTHER = "metric_other"
 GRID = "grid"
 RANK = "rank"
 CHAIN = "chain"

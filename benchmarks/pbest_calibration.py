@@ -1,17 +1,22 @@
-"""Is P(best) calibrated? The ranking of separately fitted metrics on data with a known best metric.
+"""Is P(best) calibrated? Rankings on data with a known best metric, per design (arm).
 
 For each replication: simulate trial summaries of a KPI and 3 metrics from a known joint law
 (``bayes_cmma.checks.ranking_calibration``: the KPI driven by the first metric, metrics correlated
-``--corr`` across trials), fit today's per-metric linear models (``bc.fit``, one compiled model)
-and rank them at the law's current levels with its KPI baseline (independent pairing of the
-metrics' draws). Then bin every metric's P(best) and compare with how often it was truly best.
-This is the baseline the joint model of the joint-ranking issue has to beat.
+``--corr`` across trials), fit every arm to the same table and rank the metrics at the law's
+current levels with its KPI baseline. Arms (``--arms``):
+
+- ``separate``: the per-metric linear models (``bc.fit``), draws paired as if independent;
+- ``joint_pooled``: the joint model with partial pooling of the elasticities (``bc.fit_joint``);
+- ``joint_independent``: the joint model with independent priors on the slopes.
+
+Then bin every metric's P(best) and compare with how often it was truly best, per arm.
 
 Writes ``results.csv`` (one row per replication and metric), ``summary.md`` (reliability table
 per setting and the chosen metric's overconfidence) and ``reliability.png``.
 
 Usage: ``python benchmarks/pbest_calibration.py --sims 200 --trials 50 --corr 0.8 --regime near_tie
-[--workers 2] [--draws 500] [--out benchmarks/results/pbest_calibration]`` (several values per option
+[--arms separate joint_pooled joint_independent] [--workers 2] [--draws 500]
+[--out benchmarks/results/pbest_calibration]`` (several values per option
 make a grid of settings).
 """
 
@@ -30,7 +35,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int) -> list[dict]:
+ARMS = ("separate", "joint_pooled", "joint_independent")
+LABELS = {"separate": "separate fits, independent pairing", "joint_pooled": "joint model, pooled elasticities",
+          "joint_independent": "joint model, independent priors"}
+
+
+def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, arms: tuple[str, ...] = ("separate",)
+                    ) -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
     from bayes_cmma.errors import AssumptionWarning, ConvergenceWarning
@@ -39,19 +50,30 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int) -
     rng = np.random.default_rng([seed, int.from_bytes(key[:4], "little"), rep])
     truth = candidate_truth(setting["corr"], setting["regime"])
     data = simulate_candidates(rng, truth, metric_corr=setting["corr"], n_trials=setting["trials"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = bc.fit(data, "y", truth.metrics, model=1, seed=int(rng.integers(2**31)), draws=draws, tune=tune,
-                        chains=4, cores=1)
-    ranking = result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)
-    flagged = sum(issubclass(w.category, (ConvergenceWarning, AssumptionWarning)) for w in caught)
+    fit_seed = int(rng.integers(2**31))  # the same for every arm; arms are paired on one table
     rows = []
-    for j, m in enumerate(truth.metrics):
-        beta = result[m].beta.values[..., 0].ravel()
-        rows.append({**setting, "rep": rep, "metric": m, "p_best": float(ranking["p_best"].sel(metric=m)),
-                     "is_best": m == truth.best, "true_elasticity": float(truth.elasticity[j]),
-                     "beta_true": float(truth.beta[j]), "beta_mean": float(beta.mean()), "beta_sd": float(beta.std()),
-                     "warnings": flagged})
+    for arm in arms:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t0 = time.perf_counter()
+            if arm == "separate":
+                result = bc.fit(data, "y", truth.metrics, model=1, seed=fit_seed, draws=draws, tune=tune, chains=4,
+                                cores=1)
+                betas = {m: result[m].beta.values[..., 0].ravel() for m in truth.metrics}
+            else:
+                result = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=arm.split("_")[1],
+                                      seed=fit_seed, draws=draws, tune=tune, chains=4, cores=1)
+                betas = {m: result.beta.sel(metric=m).values.ravel() for m in truth.metrics}
+            seconds = time.perf_counter() - t0
+        ranking = result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)
+        flagged = sum(issubclass(w.category, (ConvergenceWarning, AssumptionWarning)) for w in caught)
+        for j, m in enumerate(truth.metrics):
+            beta = betas[m]
+            rows.append({**setting, "arm": arm, "rep": rep, "metric": m,
+                         "p_best": float(ranking["p_best"].sel(metric=m)), "is_best": m == truth.best,
+                         "true_elasticity": float(truth.elasticity[j]), "beta_true": float(truth.beta[j]),
+                         "beta_mean": float(beta.mean()), "beta_sd": float(beta.std()), "warnings": flagged,
+                         "seconds": seconds})
     return rows
 
 
@@ -65,6 +87,7 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=500)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--arms", nargs="+", default=["separate"], choices=ARMS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pbest_calibration"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -78,7 +101,8 @@ def main() -> None:
     start = time.perf_counter()
     rows: list[dict] = []
     with worker_pool(args.workers) as pool:
-        futures = [pool.submit(one_replication, s, rep, args.seed, args.draws, args.tune) for s, rep in tasks]
+        futures = [pool.submit(one_replication, s, rep, args.seed, args.draws, args.tune, tuple(args.arms))
+                   for s, rep in tasks]
         for i, f in enumerate(futures, 1):
             rows += f.result()
             if i % 20 == 0:
@@ -88,11 +112,14 @@ def main() -> None:
     wall = time.perf_counter() - start
     cmd = (f"python benchmarks/pbest_calibration.py --sims {args.sims} --trials {' '.join(map(str, args.trials))} "
            f"--corr {' '.join(map(str, args.corr))} --regime {' '.join(args.regime)} --draws {args.draws} "
-           f"--tune {args.tune} --seed {args.seed} --workers {args.workers}")
-    lines = ["# P(best) calibration of the per-metric fits (independent pairing)", "",
-             f"Command: `{cmd}`; {len(tasks)} fits of 3 metrics in {wall / 60:.1f} min. Each replication simulates "
+           f"--tune {args.tune} --seed {args.seed} --workers {args.workers} --arms {' '.join(args.arms)}")
+    lines = ["# P(best) calibration: " + "; ".join(LABELS[a] for a in args.arms), "",
+             f"Command: `{cmd}`; {len(tasks)} replications in {wall / 60:.1f} min. Each replication simulates "
              "trial summaries from a known law (`bayes_cmma.checks.ranking_calibration`: 4 teams, the KPI driven "
-             "by the first metric), fits the three per-metric linear models and ranks them with the KPI baseline.", ""]
+             "by the first metric), fits every arm to that table and ranks the three metrics with the KPI "
+             "baseline. Median seconds per replication and arm: "
+             + ", ".join(f"{a} {results.loc[results['arm'] == a, 'seconds'].median():.1f}" for a in args.arms)
+             + ".", ""]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -101,34 +128,41 @@ def main() -> None:
     fig = Figure(figsize=(5 * len(settings), 4.2), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(settings), squeeze=False)[0])
     for ax, s in zip(axes, settings, strict=True):
-        sel = results[(results["trials"] == s["trials"]) & (results["corr"] == s["corr"])
-                      & (results["regime"] == s["regime"])]
-        table = reliability_table(sel["p_best"].to_numpy(), sel["is_best"].to_numpy())
-        chosen = chosen_metric_summary(sel)
-        warned = int((sel.groupby("rep")["warnings"].max() > 0).sum())
-        z_abs = float(np.mean(np.abs(sel["beta_mean"] - sel["beta_true"]) / sel["beta_sd"]))
-        lines += [f"## K = {s['trials']}, metric correlation {s['corr']}, {s['regime'].replace('_', ' ')}", "",
-                  f"The metric with the highest P(best): mean P(best) **{chosen['mean_p_best']:.2f}**, truly best in "
-                  f"**{100 * chosen['truly_best']:.0f}%** (+- {100 * chosen['truly_best_se']:.1f}) of "
-                  f"{chosen['replications']} replications: mean P(best) minus truly best "
-                  f"{100 * chosen['overconfidence']:+.1f} points. Fits with a convergence or assumption warning: "
-                  f"{warned}. Each metric's own slope: "
-                  f"mean |posterior mean - truth| / posterior sd = {z_abs:.2f} (about 0.8 when calibrated).", "",
-                  "| P(best) bin | cases | mean P(best) | truly best | 95% interval | gap |",
-                  "|---|---|---|---|---|---|"]
-        for _, r in table[table["n"] > 0].iterrows():
-            lines.append(f"| {r['lower']:.1f}-{r['upper']:.1f} | {int(r['n'])} | {r['mean_p_best']:.2f} | "
-                         f"{r['frequency_best']:.2f} | [{r['ci_lower']:.2f}, {r['ci_upper']:.2f}] | {r['gap']:+.2f} |")
-        lines.append("")
-        shown = table[table["n"] > 0]
         ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8, label="calibrated")
-        ax.errorbar(shown["mean_p_best"], shown["frequency_best"],
-                    yerr=[shown["frequency_best"] - shown["ci_lower"], shown["ci_upper"] - shown["frequency_best"]],
-                    fmt="o", color="C0", label="independent pairing (95% interval)")
+        for i, arm in enumerate(args.arms):
+            sel = results[(results["trials"] == s["trials"]) & (results["corr"] == s["corr"])
+                          & (results["regime"] == s["regime"]) & (results["arm"] == arm)]
+            table = reliability_table(sel["p_best"].to_numpy(), sel["is_best"].to_numpy())
+            chosen = chosen_metric_summary(sel)
+            warned = int((sel.groupby("rep")["warnings"].max() > 0).sum())
+            z_abs = float(np.mean(np.abs(sel["beta_mean"] - sel["beta_true"]) / sel["beta_sd"]))
+            big = table[table["n"] >= 100]
+            worst = float(big["gap"].abs().max()) if len(big) else float("nan")
+            lines += [f"## K = {s['trials']}, metric correlation {s['corr']}, {s['regime'].replace('_', ' ')}: "
+                      f"{LABELS[arm]}", "",
+                      f"The metric with the highest P(best): mean P(best) **{chosen['mean_p_best']:.2f}**, truly "
+                      f"best in **{100 * chosen['truly_best']:.0f}%** (+- {100 * chosen['truly_best_se']:.1f}) of "
+                      f"{chosen['replications']} replications: mean P(best) minus truly best "
+                      f"{100 * chosen['overconfidence']:+.1f} points. Largest |gap| in a bin of >= 100 cases: "
+                      f"{100 * worst:.1f} points. Replications with a convergence or assumption warning: {warned}. "
+                      "Each metric's own slope: "
+                      f"mean |posterior mean - truth| / posterior sd = {z_abs:.2f} (about 0.8 when calibrated).", "",
+                      "| P(best) bin | cases | mean P(best) | truly best | 95% interval | gap |",
+                      "|---|---|---|---|---|---|"]
+            for _, r in table[table["n"] > 0].iterrows():
+                lines.append(f"| {r['lower']:.1f}-{r['upper']:.1f} | {int(r['n'])} | {r['mean_p_best']:.2f} | "
+                             f"{r['frequency_best']:.2f} | [{r['ci_lower']:.2f}, {r['ci_upper']:.2f}] | "
+                             f"{r['gap']:+.2f} |")
+            lines.append("")
+            shown = table[table["n"] > 0]
+            ax.errorbar(shown["mean_p_best"] + 0.006 * i, shown["frequency_best"],
+                        yerr=[shown["frequency_best"] - shown["ci_lower"], shown["ci_upper"] - shown["frequency_best"]],
+                        fmt="o", color=f"C{i}", ms=4, label=LABELS[arm])
         ax.set_xlabel("P(best) given (bin mean)")
-        ax.set_ylabel("share truly best")
+        ax.set_ylabel("share truly best (95% interval)")
         ax.set_title(f"K = {s['trials']}, corr {s['corr']}, {s['regime'].replace('_', ' ')}", fontsize=10)
-        ax.legend(fontsize=8, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), fontsize=8)
     fig.savefig(out / "reliability.png", dpi=90)
     lines += ["![reliability](reliability.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))

@@ -21,17 +21,18 @@ def _summary_view(posterior: xr.Dataset, degree: int | None = None) -> xr.Datase
     only beta_1..beta_degree when the data carry more metric powers than the DRF's degree (the
     others are 0 by construction; see :func:`bayes_cmma.fitting.model.build_model`)."""
     out = posterior.drop_vars("metric_corr", errors="ignore")
-    if degree is not None and "beta" in posterior and posterior.sizes[dims.POWER] > degree:
+    if degree is not None and "beta" in posterior and dims.POWER in posterior["beta"].dims \
+            and posterior.sizes[dims.POWER] > degree:
         out = out.drop_vars("beta")
         for p in range(1, degree + 1):
             out[f"beta[{p}]"] = posterior["beta"].sel({dims.POWER: p}, drop=True)
-    if "metric_corr" in posterior and posterior.sizes[dims.POWER] > 1:
-        P = posterior.sizes[dims.POWER]
-        for i in range(1, P):
+    if "metric_corr" in posterior:
+        first, second = posterior["metric_corr"].dims[-2:]  # (power, power_other) or (metric, metric_other)
+        labels = posterior[first].values
+        for i in range(1, len(labels)):
             for j in range(i):
-                out[f"metric_corr[{i + 1}, {j + 1}]"] = posterior["metric_corr"].isel(
-                    {dims.POWER: i, dims.POWER_OTHER: j}, drop=True
-                )
+                key = f"{i + 1}, {j + 1}" if first == dims.POWER else f"{labels[i]}, {labels[j]}"
+                out[f"metric_corr[{key}]"] = posterior["metric_corr"].isel({first: i, second: j}, drop=True)
     return out
 
 

@@ -562,6 +562,56 @@ def metric_design(
                 f"model needs {', '.join(map(repr, names[1:]))}. Lower the degree or add the ATEs "
                 f"of {metric}^p."
             )
+    return _cut(data, names, kpi, [metric], metric, degree, within_trial_correlation, warn_filled)
+
+
+def joint_design(
+    data: TrialData,
+    kpi: str,
+    metrics: Sequence[str],
+    within_trial_correlation: float = 0.0,
+    *,
+    warn_filled: bool = True,
+) -> MetricDesign:
+    """Cut the arrays of the joint model: the KPI and the first power of every candidate metric.
+
+    The result is a :class:`MetricDesign` whose "powers" are the metrics: ``quantities`` is
+    ``[kpi, *metrics]``, ``degree`` the number of metrics and ``metric`` their names joined by
+    ``" + "`` (for messages). See :mod:`bayes_cmma.fitting.joint`.
+
+    Raises
+    ------
+    DataError
+        As :func:`metric_design`; also a metric named twice, or a quantity that is not a metric.
+    """
+    metrics = list(metrics)
+    if len(set(metrics)) != len(metrics):
+        raise DataError(f"metric names repeat: {metrics}; name each once.")
+    available = data.quantities
+    for q in [kpi, *metrics]:
+        if q not in available:
+            role = "KPI" if q == kpi else "metric"
+            raise DataError(
+                f"{role} {q!r} is not a quantity of the trial table; it has "
+                f"{', '.join(map(repr, metrics_in(data)))}."
+            )
+    return _cut(data, [kpi, *metrics], kpi, metrics, " + ".join(metrics), 1, within_trial_correlation,
+                warn_filled, joint=True)
+
+
+def _cut(
+    data: TrialData,
+    names: list[str],
+    kpi: str,
+    metrics: list[str],
+    label: str,
+    degree: int,
+    within_trial_correlation: float,
+    warn_filled: bool,
+    joint: bool = False,
+) -> MetricDesign:
+    """The arrays of quantities ``names`` (KPI first): trials that report none are left out."""
+    metric = label
     ds = data.dataset.sel({dims.QUANTITY: names, dims.QUANTITY_OTHER: names})
     observed = np.isfinite(ds["estimate"].values)
     # a trial that reports none of these quantities (only other metrics) is not part of this design;
@@ -572,28 +622,32 @@ def metric_design(
         observed = observed[keep]
     trial_names = [t for t, k in zip(data.trials, keep, strict=True) if k]
     z = np.where(observed, ds["estimate"].values, 0.0)
-    linked = int((observed[:, 0] & observed[:, 1]).sum())
-    if linked < 2:
-        raise DataError(
-            f"{linked} trial(s) report both the KPI {kpi!r} and the metric {metric!r}; the dose-response is "
-            "identified by trials that report both (their covariance across trials), so at least 2 must. Trials "
-            "that report only one of them add information about it, but cannot link them."
-        )
+    for j, m in enumerate(metrics):
+        col = 1 + j if joint else 1
+        linked = int((observed[:, 0] & observed[:, col]).sum())
+        if linked < 2:
+            raise DataError(
+                f"{linked} trial(s) report both the KPI {kpi!r} and the metric {m!r}; the dose-response is "
+                "identified by trials that report both (their covariance across trials), so at least 2 must. "
+                "Trials that report only one of them add information about it, but cannot link them."
+            )
     if np.ptp(z[observed[:, 0], 0]) == 0:
         warnings.warn(
             f"the KPI {kpi!r} has the same estimate ({z[0, 0]:g}) in every trial: there is no variation for the "
             "metric to explain, and every DRF fits it equally well. Check the KPI column.",
             AssumptionWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     team_labels = data.dataset["team"].values.astype(str)
     teams = sorted(set(team_labels))
     team_labels = team_labels[keep]
-    need = min_trials(degree, len(teams))
+    need = min_trials(len(names) - 1, len(teams))
     if len(z) < need:
+        what, fewer = (f"joint model of {len(metrics)} metrics", "fit fewer metrics") if joint else (
+            f"degree-{degree} model", "lower the degree")
         raise DataError(
-            f"{len(z)} trial(s) for {kpi!r}/{metric!r} but a degree-{degree} model with "
-            f"{len(teams)} team(s) needs at least {need}; add trials, merge teams or lower the degree."
+            f"{len(z)} trial(s) for {kpi!r}/{metric!r} but a {what} with {len(teams)} team(s) needs at least "
+            f"{need}; add trials, merge teams or {fewer}."
         )
     S = ds["covariance"].values.copy()
     se = ds["std_error"].values
@@ -610,7 +664,7 @@ def metric_design(
                 "covariance table (--cov) or set [measurement] within_trial_correlation in the "
                 "model spec.",
                 AssumptionWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
     S = placeholder_missing(S, observed)
     # scale-free check: the smallest eigenvalue of each trial's correlation matrix (of what it reports)
@@ -635,7 +689,7 @@ def metric_design(
         quantities=names,
         kpi=kpi,
         metric=metric,
-        degree=degree,
+        degree=len(names) - 1,
         n_filled=n_filled,
         arm_sizes=None if data.arm_sizes() is None else data.arm_sizes()[keep],
         observed=None if observed.all() else observed,
