@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_args(fitp)
     fitp.add_argument("--out", default="bayes_cmma_out", help="output folder (default ./bayes_cmma_out)")
     fitp.add_argument("--no-report", action="store_true", help="do not write report.html")
+    fitp.add_argument("--joint", nargs="?", const="pooled", choices=["pooled", "independent"], default=None,
+                      help="rank from one joint model of every metric (linear DRFs; needs --degree 1, --at and "
+                           "--kpi-baseline): 'pooled' (default) pools the metrics' elasticities, 'independent' "
+                           "does not. Without it, the separate fits' draws are paired as if independent")
     rep = sub.add_parser("report", help="one self-contained HTML report of a fit folder")
     rep.add_argument("fit_dir", help="the --out folder of `bayes-cmma fit` or `demo`")
     rep.add_argument("--out", help="HTML file to write (default FIT_DIR/report.html)")
@@ -245,8 +249,13 @@ def run_fit(
     trials_data: TrialData | None = None,
     report: bool = True,
     target_accept: float | None = None,
+    joint: str | None = None,
 ) -> int:
-    """Everything ``fit`` and ``demo`` do; returns the exit status."""
+    """Everything ``fit`` and ``demo`` do; returns the exit status.
+
+    ``joint`` ("pooled" or "independent") ranks the metrics from :func:`bayes_cmma.fit_joint` instead of
+    pairing the separate fits' draws.
+    """
     from bayes_cmma.baselines.ols import cmma_ols_design
     from bayes_cmma.checks import checking
     from bayes_cmma.checks.assumptions import relevance_check
@@ -290,6 +299,8 @@ def run_fit(
     for name, value in (("--draws", draws), ("--tune", tune), ("--chains", chains)):
         if value is not None and value < 1:
             raise BayesCMMAError(f"{name} must be a positive integer, got {value}.")
+    if joint is not None:
+        _check_joint(spec.degree, metrics, at, kpi_baseline)
     # validate every design up front (fit() does it again, cheaply) so errors come before sampling
     ols_results, checks, measured, partial = {}, {}, {}, {}
     with warnings.catch_warnings():
@@ -318,13 +329,25 @@ def run_fit(
     elast = None
     crossing: dict[str, float] = {}
     rankable = not (spec.degree == 1 and kpi_baseline is None)
+    draws_arg = draws
+    ranking_ds = None
     if at and all(m in at for m in metrics):
         draws = result.elasticity(at, lift=lift, baseline=kpi_baseline)
         elast = outputs.elasticity_frame(result, at, lift, kpi_baseline, prob=PROB, draws=draws)
         if kpi_baseline is None:
             crossing = baseline_crossing(result, at)
+        if joint is not None:
+            from bayes_cmma.fitting.joint import fit_joint
+
+            joint_fit = fit_joint(trials, kpi, metrics, at=at, elasticity_prior=joint, model=spec, seed=seed,
+                                  draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
+                                  progress_bar=sys.stderr.isatty(), progress=_status)
+            ranking_ds = joint_fit.ranking(at, lift=lift, baseline=kpi_baseline)
+            files[report_mod.JOINT_FILE] = lambda p: joint_fit.posterior.to_netcdf(p, engine="h5netcdf")
+        else:
+            ranking_ds = derived.rank_metrics(draws)
         if rankable:
-            ranking = outputs.ranking_frame(derived.rank_metrics(draws))
+            ranking = outputs.ranking_frame(ranking_ds)
             files["ranking.csv"] = lambda p: ranking.to_csv(p, index=False)
         grids = {m: np.linspace(0.0, 2.0 * at[m], 41) for m in metrics}
         drf_table = outputs.drf_frame(result, grids, prob=PROB)
@@ -337,13 +360,15 @@ def run_fit(
     for m, f in result.fits.items():
         files[f"{m}.nc"] = (lambda tree: lambda p: tree.to_netcdf(p, engine="h5netcdf"))(f.posterior)
     loos = {m: checking.loo(f.posterior) for m, f in result.fits.items()}  # the report's and the terminal's
-    record = report_mod.run_record(kpi, metrics, at, lift, kpi_baseline, spec.name, seed)
+    record = report_mod.run_record(kpi, metrics, at, lift, kpi_baseline, spec.name, seed,
+                                   joint if ranking_ds is not None and joint is not None else None)
     files[report_mod.RUN_FILE] = lambda p: Path(p).write_text(json.dumps(record, indent=2))
     if report:
         _status("writing report.html")
         inputs = report_mod.ReportInputs(
             trees={m: f.posterior for m, f in result.fits.items()}, kpi=kpi, at=at or None, lift=lift,
-            baseline=kpi_baseline, ols=ols_table, assumptions=assumptions, loo=loos)
+            baseline=kpi_baseline, ols=ols_table, assumptions=assumptions, loo=loos,
+            ranking=ranking_ds if joint is not None else None)
         page = report_mod.render_report(inputs)
         files["report.html"] = lambda p: Path(p).write_text(page, encoding="utf-8")
     written = outputs.write_atomically(out, files)
@@ -441,6 +466,35 @@ def format_p_value(p: float) -> str:
     return "< 1e-16" if p < 1e-16 else f"{p:.2g}"
 
 
+#: How the terminal and the report name what produced the ranking (``ranking.csv``'s ``pairing``).
+PAIRING_WORDS = {
+    "independent": "the separate per-metric fits, their draws paired as if independent (fit --joint ranks "
+                   "from one joint model)",
+    "joint": "one joint model of every metric (fit --joint; joint.nc)",
+}
+
+
+def _check_joint(degree: int, metrics: list[str], at: dict[str, float], kpi_baseline: float | None) -> None:
+    """What ``fit --joint`` needs, checked before anything is sampled."""
+    if degree != 1:
+        raise BayesCMMAError(f"--joint fits linear DRFs; the model has degree {degree}. Add --degree 1 (or drop "
+                             "--joint to rank the separate fits).")
+    if len(metrics) < 2:
+        raise BayesCMMAError("--joint ranks 2 or more metrics; give several --metric.")
+    if "joint" in metrics:
+        raise BayesCMMAError("a metric named 'joint' would share joint.nc with the joint model's posterior; rename "
+                             "the metric in the trial table to use --joint.")
+    missing = [m for m in metrics if m not in at]
+    if missing:
+        raise BayesCMMAError(f"--joint ranks at the metrics' current levels: give --at {missing[0]}=VALUE for "
+                             "every metric.")
+    bad = [m for m in metrics if not at[m] > 0]
+    if bad:
+        raise BayesCMMAError(f"--joint needs positive metric levels; --at {bad[0]}={at[bad[0]]:g}.")
+    if kpi_baseline is None:
+        raise BayesCMMAError("--joint fits linear DRFs, which rank only with a KPI level: give --kpi-baseline.")
+
+
 def _print_report(
     result: CMMAResult,
     spec: ModelSpec,
@@ -472,6 +526,7 @@ def _print_report(
             best = ranking.iloc[0]
             _say(f"\nRecommended north-star metric: {best['metric']} (P(best) = {best['p_best']:.2f}, "
                  f"expected regret {best['expected_regret']:.3g}).")
+            _say(f"The ranking comes from {PAIRING_WORDS.get(best.get('pairing', 'independent'), 'separate fits')}.")
         base = "mu(m)" if kpi_baseline is None else f"{kpi_baseline:g}"
         _say(f"\nRelative {result.kpi} gain for a {100 * lift:+g}% lift of each metric at its current value "
              f"(gain / {base}; the paper's 'elasticity'), and the point elasticity m mu'(m) / {base} (the "
@@ -634,7 +689,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_fit(args.trials, args.cov, args.kpi, args.metric, model=model, at=_parse_at(args.at),
                        lift=args.lift, kpi_baseline=args.kpi_baseline, seed=args.seed, out=args.out,
                        draws=args.draws, tune=args.tune, chains=args.chains, report=not args.no_report,
-                       target_accept=args.target_accept)
+                       target_accept=args.target_accept, joint=args.joint)
     if args.command == "report":
         return run_report(args)
     if args.command == "compare":

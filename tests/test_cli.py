@@ -84,7 +84,23 @@ CASES = {
         "not positive definite for trial\\(s\\) 'T010'"),
     "at for a metric not fitted": (lambda t, c: (t, c), ["--at", "map=0.002"], "--at names metric 'map'"),
     "at not metric=value": (lambda t, c: (t, c), ["--at", "ndcg"], "not METRIC=VALUE"),
+    "joint with a quadratic": (lambda t, c: (t, c), ["--joint"], "--joint fits linear DRFs; the model has degree 2"),
 }
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "give --at ndcg=VALUE for every metric"),
+        (["--at", "ndcg=0.3", "--at", "mrr=0.2"], "give --kpi-baseline"),
+        (["--at", "ndcg=0.3", "--at", "mrr=0", "--kpi-baseline", "100"], "positive metric levels; --at mrr=0"),
+    ],
+)
+def test_fit_joint_bad_input(files, capsys, extra, message):
+    tmp_path, trials, cov = files
+    argv = ["fit", *_write(tmp_path, trials, cov), "--kpi", "gmv", "--metric", "ndcg", "--metric", "mrr",
+            "--degree", "1", "--joint", *extra]
+    _run_bad(capsys, tmp_path, argv, message)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

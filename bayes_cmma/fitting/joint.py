@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pymc as pm
 import xarray as xr
-from pytensor.tensor.slinalg import solve_triangular
+from pytensor.tensor.linalg import solve_triangular
 
 from bayes_cmma import dims
 from bayes_cmma.checks.diagnostics import divergences, warn_on_problems

@@ -220,10 +220,17 @@ def _with_median(table: pd.DataFrame, draws: xr.DataArray) -> pd.DataFrame:
 
 
 def ranking_frame(ranking: xr.Dataset) -> pd.DataFrame:
-    """One row per metric: P(best), expected rank, expected regret, P(rank = r) columns."""
+    """One row per metric: P(best), expected rank, expected regret, P(rank = r) columns, and ``pairing``.
+
+    ``pairing`` says what produced the draws: ``joint`` (one joint model; ``elasticity_prior`` says its
+    prior) or ``independent`` (separate fits paired by draw index as if independent).
+    """
     table = ranking[["p_best", "expected_rank", "expected_regret", "elasticity_mean"]].to_dataframe()
     for r in ranking[dims.RANK].values:
         table[f"p_rank_{r}"] = ranking["p_rank"].sel({dims.RANK: r}).values
+    table["pairing"] = ranking.attrs.get("pairing", "independent")
+    if "elasticity_prior" in ranking.attrs:
+        table["elasticity_prior"] = ranking.attrs["elasticity_prior"]
     return table.reset_index().sort_values("expected_rank", kind="stable")
 
 

@@ -59,6 +59,8 @@ class ReportInputs:
         ``assumptions.csv`` (A4 check per metric).
     loo : dict or None
         metric -> :func:`bayes_cmma.checks.checking.loo` of that posterior, when the caller has computed it.
+    ranking : Dataset or None
+        A ranking to show instead of pairing the trees' draws (``fit --joint``: the joint model's).
     """
 
     trees: dict[str, xr.DataTree]
@@ -70,13 +72,29 @@ class ReportInputs:
     assumptions: pd.DataFrame | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     loo: dict[str, Any] | None = None  # metric -> pointwise PSIS-LOO when the caller has it (not recomputed)
+    ranking: xr.Dataset | None = None
 
 
 def run_record(kpi: str, metrics: list[str], at: dict[str, float], lift: float, baseline: float | None,
-               model: str, seed: int | None) -> dict[str, Any]:
-    """The ``run.json`` content: what the fit was asked for."""
+               model: str, seed: int | None, joint: str | None = None) -> dict[str, Any]:
+    """The ``run.json`` content: what the fit was asked for (``joint``: the joint model's prior, if any)."""
     return {"kpi": kpi, "metrics": list(metrics), "at": dict(at) or None, "lift": lift,
-            "kpi_baseline": baseline, "model": model, "seed": seed}
+            "kpi_baseline": baseline, "model": model, "seed": seed, "joint": joint}
+
+
+#: File of the joint model's posterior in a fit folder (``fit --joint``).
+JOINT_FILE = "joint.nc"
+
+
+def joint_ranking(tree: xr.DataTree, at: dict[str, float], lift: float, baseline: float) -> xr.Dataset:
+    """The ranking from a saved joint posterior (``joint.nc``), as :meth:`bayes_cmma.JointFit.ranking` gives it."""
+    beta = tree["posterior"]["beta"]
+    metrics = [str(m) for m in beta[dims.METRIC].values]
+    parts = [derived.elasticity(beta.sel({dims.METRIC: m}, drop=True).expand_dims({dims.POWER: [1]}, axis=-1),
+                                float(at[m]), lift=lift, baseline=baseline) for m in metrics]
+    out = derived.rank_metrics(derived.stack_metrics(parts, metrics))
+    out.attrs.update({"pairing": "joint", "elasticity_prior": str(tree.attrs.get("elasticity_prior", "pooled"))})
+    return out
 
 
 def load_fit_dir(fit_dir: str | Path) -> ReportInputs:
@@ -112,9 +130,20 @@ def load_fit_dir(fit_dir: str | Path) -> ReportInputs:
         p = folder / name
         return pd.read_csv(p) if p.exists() else None
 
+    ranking = None
+    if run.get("joint") and run.get("at") and run.get("kpi_baseline") is not None:
+        path = folder / JOINT_FILE
+        if not path.exists():
+            raise BayesCMMAError(f"{path} is missing: the run ranked from the joint model (fit --joint); rerun the "
+                                 "fit.")
+        try:
+            joint_tree = xr.open_datatree(path, engine="h5netcdf").load()
+        except (OSError, ValueError) as exc:
+            raise BayesCMMAError(f"cannot read the joint posterior {path} ({exc}); rerun the fit.") from exc
+        ranking = joint_ranking(joint_tree, run["at"], float(run.get("lift", 0.1)), float(run["kpi_baseline"]))
     return ReportInputs(trees=trees, kpi=kpi, at=run.get("at") or None, lift=float(run.get("lift", 0.1)),
                         baseline=run.get("kpi_baseline"), ols=table("ols.csv"),
-                        assumptions=table("assumptions.csv"), extra={"run": run})
+                        assumptions=table("assumptions.csv"), extra={"run": run}, ranking=ranking)
 
 
 def _img(fig: Figure, alt: str) -> str:
@@ -141,7 +170,7 @@ def _answer(inp: ReportInputs) -> tuple[str, list[str]]:
     parts = [derived.elasticity(t["posterior"]["beta"], float(inp.at[m]), lift=inp.lift, baseline=inp.baseline)
              for m, t in inp.trees.items()]
     el = derived.stack_metrics(parts, list(inp.trees))
-    ranking = derived.rank_metrics(el)
+    ranking = derived.rank_metrics(el) if inp.ranking is None else inp.ranking
     pct = f"{100 * CI_PROB:g}"
     rows = []
     for m in inp.trees:
@@ -168,8 +197,20 @@ def _answer(inp: ReportInputs) -> tuple[str, list[str]]:
             f"{_fmt(best['current value'])} raises {html.escape(inp.kpi)} by an elasticity of "
             f"<b>{_fmt(best['elasticity (mean)'])}</b> ({pct}% credible interval {_fmt(best[f'{pct}% lower'])} "
             f"to {_fmt(best[f'{pct}% upper'])}; gain relative to {html.escape(base)}). "
-            f"P(best) = <b>{best['P(best)']:.2f}</b>. {strength}</p></div>{_table(_two_decimals(table))}")
+            f"P(best) = <b>{best['P(best)']:.2f}</b>. {strength}</p>"
+            f"<p>{html.escape(_pairing_sentence(ranking))}</p></div>{_table(_two_decimals(table))}")
     return text, warn
+
+
+def _pairing_sentence(ranking: xr.Dataset) -> str:
+    """What produced the ranking's draws (the joint model, or separate fits paired as if independent)."""
+    if ranking.attrs.get("pairing") == "joint":
+        prior = ranking.attrs.get("elasticity_prior", "pooled")
+        return (f"The ranking comes from one joint model of every metric ({prior} elasticity prior; "
+                "docs: model.md, 'The joint model'); the elasticity columns are the separate fits'.")
+    return ("The ranking pairs the separate per-metric fits' draws as if independent; their errors are "
+            "correlated, and on near ties that overstates P(best) (docs: checks.md); fit --joint ranks from one "
+            "joint model.")
 
 
 def _two_decimals(table: pd.DataFrame) -> pd.DataFrame:
@@ -309,7 +350,8 @@ def _render(inp: ReportInputs) -> str:
     if inp.at and all(m in inp.at for m in trees):
         body += [h2("elasticity", "Elasticity"), _img(plots.elasticity_panel(trees, inp.at, inp.lift, inp.baseline),
                                               "elasticity panels"),
-                 h2("ranking", "Ranking"), _img(plots.ranking_plot(trees, inp.at, inp.lift, inp.baseline), "ranking")]
+                 h2("ranking", "Ranking"),
+                 _img(plots.ranking_plot(trees, inp.at, inp.lift, inp.baseline, ranking=inp.ranking), "ranking")]
     body += [h2("ols", "The paper's OLS beside the Bayesian estimate"),
              "<p>OLS is the CMMA estimator of Wang et al. (KDD 2020, Algorithm 1). It ignores the "
              "measurement error of the trials' ATEs and its correlation with the KPI's, so with noisy trials it "

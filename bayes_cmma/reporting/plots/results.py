@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import xarray as xr
 from matplotlib.figure import Figure
 
 from bayes_cmma import dims
@@ -134,18 +135,20 @@ def elasticity_panel(
 
 
 def ranking_plot(
-    results: Any, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None
+    results: Any, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None,
+    ranking: xr.Dataset | None = None,
 ) -> Figure:
     """Left: each metric's elasticity posterior at its current value; right: P(rank = r) heat map.
 
-    P(best) is given in the legend; rank 1 is the largest elasticity.
+    P(best) is given in the legend; rank 1 is the largest elasticity. ``ranking`` (e.g. the joint
+    model's) replaces the one computed by pairing the separate fits' draws.
     """
     trees = as_trees(results)
     kpi = kpi_of(next(iter(trees.values())))
     parts = [derived.elasticity(t["posterior"]["beta"], _at_for(at, m), lift=lift, baseline=baseline)
              for m, t in trees.items()]
     el = derived.stack_metrics(parts, list(trees))
-    ranking = derived.rank_metrics(el)
+    ranking = derived.rank_metrics(el) if ranking is None else ranking
     fig = Figure(figsize=(10, 3.2 + 0.25 * len(trees)), layout="constrained")
     ax_d, ax_h = fig.subplots(1, 2, width_ratios=(1.4, 1))
     metrics = list(trees)

@@ -1,0 +1,231 @@
+"""The joint model of every candidate metric: log-density against a closed form, its marginals, the
+ranking from joint draws on a fake posterior, bad input, and one small real fit."""
+
+import numpy as np
+import pandas as pd
+import pytensor.tensor as pt
+import pytest
+import xarray as xr
+from scipy import stats
+
+import bayes_cmma as bc
+from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
+from bayes_cmma.errors import BayesCMMAError, DataError
+from bayes_cmma.fitting.joint import (
+    JointFit,
+    build_joint_model,
+    partial_coefficients,
+    rank_weights,
+    standardise_joint,
+)
+from bayes_cmma.fitting.model import unpack_chol
+from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
+from bayes_cmma.inputs.data import joint_design
+
+TRUTH = candidate_truth(0.8, "spread")
+
+
+@pytest.fixture(scope="module")
+def table():
+    return simulate_candidates(np.random.default_rng(7), TRUTH, metric_corr=0.8, n_trials=24)
+
+
+@pytest.fixture(scope="module")
+def design(table):
+    return joint_design(table, "y", TRUTH.metrics)
+
+
+def _point(model, rng):
+    ip = model.initial_point()
+    return {k: v + rng.normal(0, 0.3, size=np.shape(v)) for k, v in ip.items()}
+
+
+def _values(model, point, names):
+    outs = model.replace_rvs_by_values([model[n] for n in names])
+    fn = model.compile_fn(outs, inputs=model.value_vars, on_unused_input="ignore", point_fn=True)
+    return dict(zip(names, fn(point), strict=True))
+
+
+@pytest.mark.parametrize("prior", ["independent", "pooled"])
+def test_likelihood_equals_scipy_with_marginal_slopes(design, prior):
+    std = standardise_joint(design)
+    w = rank_weights(TRUTH.at, TRUTH.metrics, std)
+    spec = replace_spec(spec_for_degree(1), team_effects="non_centred")
+    model = build_joint_model(spec, len(design.teams), std, design.team_idx, elasticity_prior=prior, weights=w)
+    point = _point(model, np.random.default_rng(3))
+    v = _values(model, point, ["beta_std", "alpha", "kpi_mean", "residual_sd", "trial_loglik"])
+    packed = model.rvs_to_transforms[model["metric_chol"]].backward(
+        pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])).eval()
+    chol = unpack_chol(packed, 3)
+    sigma = chol @ chol.T
+    b = v["beta_std"]
+    c = np.diag(sigma) * b  # Cov(y, m_j) = beta_j Var(m_j): beta is each metric's marginal slope
+    G = np.block([[np.array([[c @ np.linalg.solve(sigma, c) + v["residual_sd"] ** 2]]), c[None, :]],
+                  [c[:, None], sigma]])
+    lik = sum(stats.multivariate_normal(np.concatenate([[v["kpi_mean"][g]], v["alpha"][g]]), G + std.S[k])
+              .logpdf(std.z[k]) for k, g in enumerate(design.team_idx))
+    np.testing.assert_allclose(v["trial_loglik"], lik, rtol=1e-9)
+    # every per-metric model is a bivariate marginal: its slope Cov(y, m_j) / Var(m_j) is beta_j
+    np.testing.assert_allclose(G[0, 1:] / np.diag(G)[1:], b, rtol=1e-12)
+    if prior == "pooled":  # u_j = b_j w_j = mu + tau z_j: the pooled quantities are the ranked ones
+        mu, tau = point["elasticity_mean"], np.exp(point["elasticity_sd_log__"])
+        np.testing.assert_allclose(b * w, mu + tau * point["elasticity_z"], rtol=1e-12)
+    grad = model.compile_dlogp()(point)
+    assert np.all(np.isfinite(grad))
+
+
+def test_partial_coefficients_are_the_joint_regression():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(3, 3))
+    sigma = A @ A.T + np.eye(3)
+    gamma_true = np.array([0.5, -0.2, 0.1])
+    c = sigma @ gamma_true
+    beta = c / np.diag(sigma)
+    np.testing.assert_allclose(partial_coefficients(beta, np.linalg.cholesky(sigma)), gamma_true, rtol=1e-12)
+
+
+def test_rank_weights_make_u_proportional_to_the_ranked_quantity(design):
+    std = standardise_joint(design)
+    w = rank_weights(TRUTH.at, TRUTH.metrics, std)
+    beta = np.array([0.3, 0.5, 0.7])
+    b = beta * np.diag(std.L) / std.kpi_scale  # internal marginal slopes
+    ratio = (b * w) / (beta * np.array([TRUTH.at[m] for m in TRUTH.metrics]))
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-12)
+    assert np.isclose(np.exp(np.log(w).mean()), 1.0)
+
+
+def _fake_fit(design, beta_draws):
+    chains, draws, _ = beta_draws.shape
+    post = xr.Dataset({"beta": (("chain", "draw", "metric"), beta_draws)},
+                      coords={"chain": range(chains), "draw": range(draws), "metric": TRUTH.metrics})
+    return JointFit(posterior=xr.DataTree.from_dict({"posterior": post}), spec=spec_for_degree(1), design=design,
+                    elasticity_prior="pooled")
+
+
+def test_ranking_uses_the_joint_draws(design):
+    rng = np.random.default_rng(5)
+    common = rng.normal(size=(2, 500, 1))
+    draws = 1.0 + 0.1 * common + 0.02 * rng.normal(size=(2, 500, 3))  # strongly correlated across metrics
+    fit = _fake_fit(design, draws)
+    at = {"m1": 1.0, "m2": 1.01, "m3": 0.99}
+    ranking = fit.ranking(at, baseline=10.0)
+    gain = draws * np.array([1.0, 1.01, 0.99])
+    expected = np.bincount(gain.reshape(-1, 3).argmax(axis=1), minlength=3) / 1000
+    np.testing.assert_allclose(ranking["p_best"].values, expected)
+    assert ranking.attrs["pairing"] == "joint"
+    # pairing the same marginal draws at random (as separate fits do) gives another answer
+    shuffled = np.stack([rng.permutation(gain[..., j].ravel()) for j in range(3)], axis=-1)
+    independent = np.bincount(shuffled.argmax(axis=1), minlength=3) / 1000
+    assert np.abs(independent - expected).max() > 0.05
+    e = fit.elasticity(at, lift=0.1, baseline=10.0)
+    np.testing.assert_allclose(e.sel(metric="m2").values, draws[..., 1] * 1.01 * 0.1 / 10.0)
+
+
+def test_ranking_needs_a_baseline_and_every_level(design):
+    fit = _fake_fit(design, np.ones((1, 4, 3)))
+    with pytest.raises(BayesCMMAError, match="--kpi-baseline"):
+        fit.ranking({"m1": 1, "m2": 1, "m3": 1})
+    with pytest.raises(BayesCMMAError, match="m3"):
+        fit.ranking({"m1": 1, "m2": 1}, baseline=1.0)
+    with pytest.raises(BayesCMMAError, match="'zz'"):
+        fit.ranking({"m1": 1, "m2": 1, "m3": 1, "zz": 1}, baseline=1.0)
+    with pytest.raises(BayesCMMAError, match="was not fitted"):
+        fit.metric_beta("zz")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"metrics": ["m1"]}, "2 or more metrics"),
+        ({"model": 3}, "degree 1"),
+        ({"at": None}, "no metric levels"),
+        ({"at": {"m1": 1.0, "m2": 1.0, "m3": -1.0}}, "'m3' is -1.0"),
+        ({"at": {"m1": 1.0, "m2": 1.0}}, "m3"),
+        ({"elasticity_prior": "flat"}, "pooled, independent"),
+        ({"target_accept": 1.5}, "target_accept"),
+    ],
+)
+def test_bad_arguments_fail_before_any_compile(table, kwargs, match):
+    args = {"metrics": TRUTH.metrics, "at": TRUTH.at, **kwargs}
+    with pytest.raises(BayesCMMAError, match=match):
+        bc.fit_joint(table, "y", **args)
+
+
+def test_joint_design_names_a_bad_quantity(table):
+    with pytest.raises(DataError, match="metric 'nope' is not a quantity"):
+        joint_design(table, "y", ["m1", "nope"])
+    with pytest.raises(DataError, match="repeat"):
+        joint_design(table, "y", ["m1", "m1"])
+    with pytest.raises(DataError, match="KPI 'gmv'"):
+        joint_design(table, "gmv", ["m1", "m2"])
+
+
+def test_joint_design_names_a_metric_no_trial_links_to_the_kpi(table):
+    ds = table.dataset
+    teams = ds["team"].values.astype(str)
+    rows = [{"trial": t, "team": teams[k], "quantity": q, "estimate": float(ds["estimate"].values[k, i]),
+             "std_error": float(ds["std_error"].values[k, i])}
+            for k, t in enumerate(table.trials) for i, q in enumerate(table.quantities)
+            # m3 only in the first trial, which does not report the KPI
+            if (q != "m3" or k == 0) and not (k == 0 and q == "y")]
+    data = bc.read_trials(pd.DataFrame(rows))
+    with pytest.raises(DataError, match="0 trial\\(s\\) report both the KPI 'y' and the metric 'm3'"):
+        joint_design(data, "y", TRUTH.metrics)
+
+
+def test_a_small_fit_recovers_the_slopes_and_is_reproducible():
+    truth = candidate_truth(0.8, "spread")
+    # two teams: independent team effects (no pi_sd funnel), so a short run converges
+    data = simulate_candidates(np.random.default_rng(11), truth, metric_corr=0.8, n_trials=60, n_teams=2)
+    kw = dict(at=truth.at, elasticity_prior="independent", seed=3, draws=300, tune=300, chains=4, cores=1)
+    fit = bc.fit_joint(data, "y", truth.metrics, **kw)
+    beta = fit.beta
+    z = (beta.mean(("chain", "draw")).values - truth.beta) / beta.std(("chain", "draw")).values
+    assert np.all(np.abs(z) < 3.5), z
+    assert fit.posterior.attrs["model"] == "joint"
+    assert fit.posterior["log_likelihood"]["trial_ate"].sizes["trial"] == 60
+    again = bc.fit_joint(data, "y", truth.metrics, **kw)
+    np.testing.assert_array_equal(again.beta.values, beta.values)
+    ranking = fit.ranking(truth.at, baseline=truth.baseline)
+    assert ranking["p_best"].sum() == pytest.approx(1.0)
+    assert ranking.attrs["elasticity_prior"] == "independent"
+
+
+def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
+    """``fit --joint`` end to end: ranking.csv and the terminal say the ranking is joint; joint.nc is written."""
+    from bayes_cmma.cli import main
+
+    truth = candidate_truth(0.8, "spread")
+    data = simulate_candidates(np.random.default_rng(11), truth, metric_corr=0.8, n_trials=60, n_teams=2)
+    ds = data.dataset
+    teams = ds["team"].values.astype(str)
+    rows = [{"trial": t, "team": teams[k], "quantity": q, "estimate": float(ds["estimate"].values[k, i]),
+             "std_error": float(ds["std_error"].values[k, i])}
+            for k, t in enumerate(data.trials) for i, q in enumerate(data.quantities)]
+    pd.DataFrame(rows).to_csv(tmp_path / "trials.csv", index=False)
+    cov = ds["covariance"].to_dataframe().reset_index().dropna()
+    cov = cov[cov["quantity"] < cov["quantity_other"]].rename(
+        columns={"quantity": "quantity_1", "quantity_other": "quantity_2"})[
+        ["trial", "quantity_1", "quantity_2", "covariance"]]
+    cov.to_csv(tmp_path / "cov.csv", index=False)
+    out = tmp_path / "out"
+    argv = ["fit", str(tmp_path / "trials.csv"), "--cov", str(tmp_path / "cov.csv"), "--kpi", "y",
+            *[a for m in truth.metrics for a in ("--metric", m)], "--degree", "1", "--joint", "independent",
+            *[a for m in truth.metrics for a in ("--at", f"{m}={truth.at[m]}")], "--kpi-baseline",
+            str(truth.baseline), "--seed", "3", "--draws", "300", "--tune", "300", "--no-report", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "The ranking comes from one joint model" in " ".join(printed.split())
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert set(ranking["pairing"]) == {"joint"} and set(ranking["elasticity_prior"]) == {"independent"}
+    assert (out / "joint.nc").exists()
+    assert ranking["p_best"].sum() == pytest.approx(1.0)
+    # `bayes-cmma report` on the folder shows the same (joint) ranking, and says so
+    from bayes_cmma.reporting.report import _answer, load_fit_dir
+
+    inputs = load_fit_dir(out)
+    assert inputs.ranking.attrs["pairing"] == "joint"
+    np.testing.assert_allclose(inputs.ranking["p_best"].sel(metric=ranking["metric"].tolist()).values,
+                               ranking["p_best"].values)
+    text, _ = _answer(inputs)
+    assert "one joint model of every metric (independent elasticity prior" in text
