@@ -263,21 +263,14 @@ def _log_likelihood(raw: xr.Dataset, design: MetricDesign, std: Standardised) ->
 class JointFit:
     """The joint posterior of every candidate metric's linear DRF (see the module docstring).
 
-    Attributes
-    ----------
-    posterior : xarray.DataTree
-        Groups ``posterior`` (original scale: ``beta`` (metric), the marginal DRF slope of each metric;
-        ``partial_beta`` (metric); ``alpha`` (team, metric); ``pi``, ``kpi_mean`` (team); ``metric_sd``
-        (metric); ``metric_corr`` (metric, metric_other); ``residual_sd``; ``pi_mean``, ``pi_sd`` with
-        >= 4 teams; ``elasticity_pool_sd`` with the pooled prior), ``sample_stats``,
-        ``log_likelihood``, ``observed_data``; attrs say ``elasticity_prior`` and the levels it used.
-    spec : ModelSpec
-    design : MetricDesign
-        The joint design (quantities: the KPI, then the metrics).
-    elasticity_prior : str
-    at : dict or None
-        The metric levels the pooled prior used.
-    timings : dict
+    Fields: ``posterior``, an xarray.DataTree with groups ``posterior`` (original scale: ``beta``
+    (metric), the marginal DRF slope of each metric; ``partial_beta`` (metric); ``alpha`` (team,
+    metric); ``pi``, ``kpi_mean`` (team); ``metric_sd`` (metric); ``metric_corr`` (metric,
+    metric_other); ``residual_sd``; ``pi_mean``, ``pi_sd`` with >= 4 teams; ``elasticity_pool_sd``
+    with the pooled prior), ``sample_stats``, ``log_likelihood`` and ``observed_data``, whose attrs
+    say ``elasticity_prior`` and the levels it used; the model spec and the joint design (the KPI,
+    then the metrics) it was fitted with; ``elasticity_prior``; ``at``, the metric levels the pooled
+    prior used (None otherwise); and ``timings`` (seconds compiling and sampling).
     """
 
     posterior: xr.DataTree
