@@ -57,6 +57,7 @@ from bayes_cmma.checks.diagnostics import divergences, warn_on_problems
 from bayes_cmma.decisions import derived
 from bayes_cmma.errors import BayesCMMAError
 from bayes_cmma.fitting import measurement, sampling
+from bayes_cmma.fitting.bayes import resolve_spec
 from bayes_cmma.fitting.model import (
     Standardised,
     _location,
@@ -64,13 +65,14 @@ from bayes_cmma.fitting.model import (
     _scale,
     _scale_dist,
     pooled,
+    team_kpi_means,
     team_slope,
     trial_loglik_numpy,
     trial_logp_graph,
     unpack_chol,
 )
 from bayes_cmma.fitting.provenance import provenance
-from bayes_cmma.fitting.spec import ModelSpec, load_spec, replace_spec, spec_for_degree
+from bayes_cmma.fitting.spec import ModelSpec, replace_spec
 from bayes_cmma.inputs.data import MetricDesign, TrialData, joint_design
 
 Progress = Callable[[str], None]
@@ -159,20 +161,7 @@ def build_joint_model(
         gamma = solve_triangular(chol.T, w_gamma, lower=False)
         slope = pm.Data("team_slope", team_slope(data.z, team_idx, J, observed))
         explained = alpha @ gamma
-        if pooled(n_teams):
-            pi_mean = _location("pi_mean", pri["pi_mean"])
-            pi_sd = _scale("pi_sd", pri["pi_sd"])
-            if spec.team_effects == "non_centred":
-                team_z = pm.Normal("team_z", 0.0, 1.0, dims="team")
-                kpi_mean = pm.Deterministic("kpi_mean", pi_mean + explained + pi_sd * team_z, dims="team")
-            else:  # partially centred, as in the per-metric model (see build_model)
-                xi = pm.Normal("kpi_offset", mu=pi_mean + explained - alpha @ slope, sigma=pi_sd, dims="team",
-                               initval=np.zeros(n_teams))
-                kpi_mean = pm.Deterministic("kpi_mean", xi + alpha @ slope, dims="team")
-        else:
-            xi = _location("kpi_offset", pri["pi_mean"], shift=explained - alpha @ slope, dims="team",
-                           initval=np.zeros(n_teams))
-            kpi_mean = pm.Deterministic("kpi_mean", xi + alpha @ slope, dims="team")
+        kpi_mean = team_kpi_means(spec, n_teams, alpha, explained, slope)
         logp = trial_logp_graph(z, S, tidx, w_gamma, alpha, kpi_mean, chol, residual_sd, J, 0.0, mask)
         pm.Potential("trial_loglik", logp.sum())
     return model
@@ -342,14 +331,7 @@ def _check_levels(at: Mapping[str, float] | None, metrics: Sequence[str]) -> Non
 
 
 def _resolve(model: str | Path | ModelSpec | int | None) -> ModelSpec:
-    if model is None:
-        return spec_for_degree(1)
-    if isinstance(model, ModelSpec):
-        spec = model
-    elif isinstance(model, int):
-        spec = spec_for_degree(model)
-    else:
-        spec = load_spec(model)
+    spec = resolve_spec(1 if model is None else model)
     if spec.degree != 1:
         raise BayesCMMAError(
             f"the joint model has linear DRFs (degree 1); the spec {spec.name!r} has degree {spec.degree}. Fit "

@@ -315,23 +315,7 @@ def build_model(
         # compile-time team_slope into it, and a cached model reused with other data would then start,
         # and sample, differently from a fresh compile; tests/test_many.py checks they agree.)
         slope = pm.Data("team_slope", team_slope(data.z, team_idx, q, observed))
-        explained = alpha @ beta
-        if pooled(n_teams):
-            pi_mean = _location("pi_mean", pri["pi_mean"])
-            pi_sd = _scale("pi_sd", pri["pi_sd"])
-            if spec.team_effects == "non_centred":
-                # pi_g = pi_mean + pi_sd z_g: no funnel between pi_sd and the team effects when pi_sd -> 0
-                team_z = pm.Normal("team_z", 0.0, 1.0, dims="team")
-                kpi_mean = pm.Deterministic("kpi_mean", pi_mean + explained + pi_sd * team_z, dims="team")
-            else:
-                xi = pm.Normal("kpi_offset", mu=pi_mean + explained - alpha @ slope, sigma=pi_sd, dims="team",
-                               initval=np.zeros(n_teams))
-                kpi_mean = pm.Deterministic("kpi_mean", xi + alpha @ slope, dims="team")
-        else:
-            # independent team effects: pi_g = eta_g - beta' alpha_g ~ the pi_mean prior
-            xi = _location("kpi_offset", pri["pi_mean"], shift=explained - alpha @ slope, dims="team",
-                           initval=np.zeros(n_teams))
-            kpi_mean = pm.Deterministic("kpi_mean", xi + alpha @ slope, dims="team")
+        kpi_mean = team_kpi_means(spec, n_teams, alpha, alpha @ beta, slope)
         if spec.direct_effect_corr_prior is not None:
             lower, upper = spec.direct_effect_corr_prior
             a3_corr = pm.Uniform(A3_VAR, lower=lower, upper=upper)
@@ -340,6 +324,31 @@ def build_model(
         logp = trial_logp_graph(z, S, tidx, gamma, alpha, kpi_mean, chol, residual_sd, P, a3_corr, mask)
         pm.Potential("trial_loglik", logp.sum())
     return model
+
+
+def team_kpi_means(spec: ModelSpec, n_teams: int, alpha: Any, explained: Any, slope: Any) -> Any:
+    """The team KPI means eta_g = explained_g + pi_g as model variables (inside a ``pm.Model`` context).
+
+    ``explained`` (team) is the part the metrics explain (beta' alpha_g, or gamma' alpha_g in the joint
+    model), ``slope`` the ``team_slope`` data of the partially centred form (see :func:`build_model`).
+    With >= 4 teams pi_g ~ Normal(pi_mean, pi_sd), centred (``kpi_offset``) or non-centred (``team_z``)
+    as the spec says; with fewer, independent pi_g ~ the ``pi_mean`` prior. Returns ``kpi_mean``.
+    """
+    pri = spec.priors
+    if pooled(n_teams):
+        pi_mean = _location("pi_mean", pri["pi_mean"])
+        pi_sd = _scale("pi_sd", pri["pi_sd"])
+        if spec.team_effects == "non_centred":
+            # pi_g = pi_mean + pi_sd z_g: no funnel between pi_sd and the team effects when pi_sd -> 0
+            team_z = pm.Normal("team_z", 0.0, 1.0, dims="team")
+            return pm.Deterministic("kpi_mean", pi_mean + explained + pi_sd * team_z, dims="team")
+        xi = pm.Normal("kpi_offset", mu=pi_mean + explained - alpha @ slope, sigma=pi_sd, dims="team",
+                       initval=np.zeros(n_teams))
+        return pm.Deterministic("kpi_mean", xi + alpha @ slope, dims="team")
+    # independent team effects: pi_g = eta_g - explained_g ~ the pi_mean prior
+    xi = _location("kpi_offset", pri["pi_mean"], shift=explained - alpha @ slope, dims="team",
+                   initval=np.zeros(n_teams))
+    return pm.Deterministic("kpi_mean", xi + alpha @ slope, dims="team")
 
 
 def team_slope(z: np.ndarray, team_idx: np.ndarray, degree: int, observed: np.ndarray | None = None) -> np.ndarray:
