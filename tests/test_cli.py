@@ -222,3 +222,12 @@ def test_number_formats_of_the_terminal_output():
     assert format_estimate(0.0, 0.0, 0.0) == "0.000 [0.000, 0.000]"
     assert format_p_value(0.0) == "< 1e-16" and format_p_value(3.2e-20) == "< 1e-16"
     assert format_p_value(0.0123) == "0.012"
+
+
+def test_fit_joint_refuses_a_metric_named_joint():
+    """Its posterior file would clash with joint.nc, the joint model's."""
+    from bayes_cmma.cli import _check_joint
+    from bayes_cmma.errors import BayesCMMAError
+
+    with pytest.raises(BayesCMMAError, match="a metric named 'joint' would share joint.nc"):
+        _check_joint(1, ["ndcg", "joint"], {"ndcg": 0.3, "joint": 0.2}, 100.0)
