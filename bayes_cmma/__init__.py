@@ -37,7 +37,8 @@ _LAZY = {
     "FitGrid": "fitting.many", "fit_many": "fitting.many",
     "JointFit": "fitting.joint", "fit_joint": "fitting.joint", "joint_design": "inputs.data",
     "drf": "decisions.derived", "elasticity": "decisions.derived", "interval_table": "decisions.derived",
-    "rank_metrics": "decisions.derived",
+    "rank_metrics": "decisions.derived", "northstar": "decisions.northstar",
+    "northstar_frame": "decisions.northstar",
     "diagnostics_table": "checks.diagnostics", "summary_table": "checks.diagnostics",
     "DegreeComparison": "checks.compare", "compare_degrees": "checks.compare",
     "RelevanceCheck": "checks.assumptions", "relevance_check": "checks.assumptions",
@@ -57,6 +58,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.checks.sensitivity import a3_sensitivity
     from bayes_cmma.datasets import Example, load_example
     from bayes_cmma.decisions.derived import drf, elasticity, interval_table, rank_metrics
+    from bayes_cmma.decisions.northstar import northstar, northstar_frame
     from bayes_cmma.fitting.bayes import CMMAResult, MetricFit, fit, fit_metric
     from bayes_cmma.fitting.joint import JointFit, fit_joint
     from bayes_cmma.fitting.many import FitGrid, fit_many
@@ -125,6 +127,8 @@ __all__ = [
     "load_example",
     "load_spec",
     "metric_design",
+    "northstar",
+    "northstar_frame",
     "parse_dag",
     "posterior_reliability",
     "rank_metrics",

@@ -13,6 +13,7 @@ dim                meaning
 ``metric_other``   the second index of the joint model's between-trial correlation of the metrics
 ``grid``           a point of the metric-value grid on which the DRF/elasticity are evaluated
 ``rank``           a rank 1..n_metrics (1 = largest elasticity)
+``future_size``    a future trial's size relative to a median past trial (the composite north star)
 ``chain``/``draw`` posterior sample dims, as in ArviZ
 =================  ==============================================================================
 """
@@ -27,6 +28,7 @@ METRIC = "metric"
 METRIC_OTHER = "metric_other"
 GRID = "grid"
 RANK = "rank"
+FUTURE_SIZE = "future_size"
 CHAIN = "chain"
 DRAW = "draw"
 SAMPLE_DIMS = (CHAIN, DRAW)

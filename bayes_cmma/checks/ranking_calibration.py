@@ -76,8 +76,13 @@ def simulate_candidates(
     residual_sd: float = 0.3,
     se_range: tuple[float, float] = (0.2, 0.5),
     error_corr: float = 0.3,
-) -> TrialData:
-    """One trial table (KPI ``y`` and metrics ``m1..mJ``, with covariances) from the law above."""
+    return_law: bool = False,
+) -> TrialData | tuple[TrialData, dict[str, np.ndarray]]:
+    """One trial table (KPI ``y`` and metrics ``m1..mJ``, with covariances) from the law above.
+
+    With ``return_law`` also the law's latent moments: ``sigma`` (Var m), ``c`` (Cov(m, y)),
+    ``var_y``, the team means ``mu_m`` (team, metric) and ``mu_y`` (team), and ``team_trials``.
+    """
     J = len(truth.metrics)
     team = np.arange(n_trials) % n_teams
     alpha = rng.normal(0.0, 1.0, (n_teams, J))
@@ -96,7 +101,12 @@ def simulate_candidates(
             for k in range(n_trials) for i, q in enumerate(names)]
     cov = [{"trial": trials[k], "quantity_1": names[i], "quantity_2": names[j], "covariance": S[k, i, j]}
            for k in range(n_trials) for i in range(d) for j in range(i)]
-    return read_trials(pd.DataFrame(rows), pd.DataFrame(cov))
+    data = read_trials(pd.DataFrame(rows), pd.DataFrame(cov))
+    if not return_law:
+        return data
+    law = {"sigma": omega, "c": b * omega[:, 0], "var_y": b * b * omega[0, 0] + residual_sd**2, "mu_m": alpha,
+           "mu_y": b * alpha[:, 0] + pi, "team_trials": np.bincount(team, minlength=n_teams)}
+    return data, law
 
 
 def reliability_table(p_best: np.ndarray, is_best: np.ndarray, edges: np.ndarray | None = None,

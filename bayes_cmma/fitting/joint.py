@@ -256,7 +256,9 @@ class JointFit:
     (metric), the marginal DRF slope of each metric; ``partial_beta`` (metric); ``alpha`` (team,
     metric); ``pi``, ``kpi_mean`` (team); ``metric_sd`` (metric); ``metric_corr`` (metric,
     metric_other); ``residual_sd``; ``pi_mean``, ``pi_sd`` with >= 4 teams; ``elasticity_pool_sd``
-    with the pooled prior), ``sample_stats``, ``log_likelihood`` and ``observed_data``, whose attrs
+    with the pooled prior), ``sample_stats``, ``log_likelihood``, ``observed_data`` and
+    ``constant_data`` (``reference_covariance``, the measurement covariance of a median-sized trial,
+    which :func:`bayes_cmma.northstar` scales to a future trial's size; ``team_trials``), whose attrs
     say ``elasticity_prior`` and the levels it used; the model spec and the joint design (the KPI,
     then the metrics) it was fitted with; ``elasticity_prior``; ``at``, the metric levels the pooled
     prior used (None otherwise); and ``timings`` (seconds compiling and sampling).
@@ -454,8 +456,14 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
                           coords={dims.TRIAL: design.trials, dims.QUANTITY: q})
     stats = trace["sample_stats"].to_dataset()
     keep = [v for v in stats.data_vars if stats[v].dtype != object]
+    ref, n_ref = measurement.reference_covariance(design, spec.size_proxy)
+    constant = xr.Dataset({"reference_covariance": ((dims.QUANTITY, dims.QUANTITY_OTHER), ref),
+                           "team_trials": (dims.TEAM, np.bincount(design.team_idx, minlength=len(design.teams)))},
+                          coords={dims.QUANTITY: q, dims.QUANTITY_OTHER: q, dims.TEAM: design.teams},
+                          attrs={"reference_n_per_arm": n_ref,
+                                 "meaning": "measurement covariance of a median-sized trial's ATEs (bc.northstar)"})
     tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": stats[keep], "log_likelihood": loglik,
-                                  "observed_data": observed})
+                                  "observed_data": observed, "constant_data": constant})
     tree.attrs.update(provenance(spec, seed=seed, data_hash=data_hash))
     tree.attrs.update({"kpi": design.kpi, "metrics": ", ".join(metrics), "degree": 1, "model": "joint",
                        "elasticity_prior": elasticity_prior, "measurement": design.measurement,

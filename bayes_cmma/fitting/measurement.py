@@ -176,6 +176,25 @@ def for_spec(design: MetricDesign, spec: ModelSpec) -> MetricDesign:
     return apply_measurement(design, spec.error_covariance, spec.pool_by, spec.size_proxy)
 
 
+def reference_covariance(design: MetricDesign, size_proxy: str = "metric_se") -> tuple[np.ndarray, float]:
+    """Measurement covariance of a median-sized trial, and its size in units per arm (NaN if unknown).
+
+    The per-unit covariance U pooled over all trials (:func:`pooled_covariance`) times the median
+    trial scale c_k. A trial r times that size has covariance ``reference / r``. With arm sizes the
+    size is 2 / median(c_k), the units per arm of an equal-arm trial with that scale; without arm
+    sizes c_k comes from ``size_proxy`` (all equal when that quantity is missing for some trial).
+    """
+    try:
+        c, _ = size_factors(design, size_proxy)
+    except DataError:
+        c, _ = size_factors(design, "equal")
+    U = pooled_covariance(design.S, c, None, design.observed)[0]
+    c_ref = float(np.median(c))
+    n_ref = 2.0 / c_ref if design.arm_sizes is not None else float("nan")
+    return 0.5 * (U + U.T) * c_ref, n_ref
+
+
 __all__ = [
-    "ERROR_COVARIANCE", "POOL_BY", "SIZE_PROXIES", "apply_measurement", "for_spec", "pooled_covariance", "size_factors",
+    "ERROR_COVARIANCE", "POOL_BY", "SIZE_PROXIES", "apply_measurement", "for_spec", "pooled_covariance",
+    "reference_covariance", "size_factors",
 ]
