@@ -38,7 +38,8 @@ _LAZY = {
     "JointFit": "fitting.joint", "fit_joint": "fitting.joint", "joint_design": "inputs.data",
     "drf": "decisions.derived", "elasticity": "decisions.derived", "interval_table": "decisions.derived",
     "rank_metrics": "decisions.derived", "northstar": "decisions.northstar",
-    "northstar_frame": "decisions.northstar",
+    "northstar_frame": "decisions.northstar", "value_of_trials": "decisions.more_trials",
+    "value_frame": "decisions.more_trials",
     "diagnostics_table": "checks.diagnostics", "summary_table": "checks.diagnostics",
     "DegreeComparison": "checks.compare", "compare_degrees": "checks.compare",
     "RelevanceCheck": "checks.assumptions", "relevance_check": "checks.assumptions",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.checks.sensitivity import a3_sensitivity
     from bayes_cmma.datasets import Example, load_example
     from bayes_cmma.decisions.derived import drf, elasticity, interval_table, rank_metrics
+    from bayes_cmma.decisions.more_trials import value_frame, value_of_trials
     from bayes_cmma.decisions.northstar import northstar, northstar_frame
     from bayes_cmma.fitting.bayes import CMMAResult, MetricFit, fit, fit_metric
     from bayes_cmma.fitting.joint import JointFit, fit_joint
@@ -139,5 +141,7 @@ __all__ = [
     "summarize_files",
     "summarize_units",
     "summary_table",
+    "value_frame",
+    "value_of_trials",
     "write_report",
 ]

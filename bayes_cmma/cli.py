@@ -132,6 +132,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rank from one joint model of every metric (linear DRFs; needs --degree 1, --at and "
                            "--kpi-baseline): 'pooled' (default) pools the metrics' elasticities, 'independent' "
                            "does not. Without it, the separate fits' draws are paired as if independent")
+    nst = sub.add_parser("northstar", help="the best composite of the metrics for a future trial of a given size "
+                         "(from the joint model of `fit --joint`)")
+    nst.add_argument("fit_dir", help="the --out folder of `bayes-cmma fit --joint`")
+    size = nst.add_mutually_exclusive_group()
+    size.add_argument("--future-size", type=float, nargs="+",
+                      help="future trial sizes relative to a median past trial (default 0.25 1 4 16)")
+    size.add_argument("--future-n", type=float, nargs="+",
+                      help="future trial sizes in units per arm (needs n_treated/n_control in the trial table)")
+    nst.add_argument("--criterion", choices=["sign", "correlation"], default="sign",
+                     help="sign (default): maximise P(sign of the composite's ATE = sign of the true KPI effect); "
+                          "correlation: maximise their correlation")
+    nst.add_argument("--team", help="the future trial's team (default: a team in proportion to its past trials)")
+    nst.add_argument("--out", help="folder for northstar.csv and northstar.png (default FIT_DIR)")
     rep = sub.add_parser("report", help="one self-contained HTML report of a fit folder")
     rep.add_argument("fit_dir", help="the --out folder of `bayes-cmma fit` or `demo`")
     rep.add_argument("--out", help="HTML file to write (default FIT_DIR/report.html)")
@@ -327,6 +340,8 @@ def run_fit(
     files = {"summary.csv": lambda p: summary.to_csv(p, index=False)}
     ranking = None
     elast = None
+    northstar_table = None
+    more_table = None
     crossing: dict[str, float] = {}
     rankable = not (spec.degree == 1 and kpi_baseline is None)
     draws_arg = draws
@@ -336,6 +351,7 @@ def run_fit(
         elast = outputs.elasticity_frame(result, at, lift, kpi_baseline, prob=PROB, draws=draws)
         if kpi_baseline is None:
             crossing = baseline_crossing(result, at)
+        rank_draws = draws
         if joint is not None:
             from bayes_cmma.fitting.joint import fit_joint
 
@@ -343,12 +359,23 @@ def run_fit(
                                   draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
                                   progress_bar=sys.stderr.isatty(), progress=_status)
             ranking_ds = joint_fit.ranking(at, lift=lift, baseline=kpi_baseline)
+            rank_draws = joint_fit.elasticity(at, lift=lift, baseline=kpi_baseline)
             files[report_mod.JOINT_FILE] = lambda p: joint_fit.posterior.to_netcdf(p, engine="h5netcdf")
+            from bayes_cmma.decisions.northstar import northstar, northstar_frame
+
+            _status("the best composite north star (bc.northstar)")
+            northstar_table = northstar_frame(northstar(joint_fit), prob=PROB)
+            files[report_mod.NORTHSTAR_FILE] = lambda p: northstar_table.to_csv(p, index=False)
         else:
             ranking_ds = derived.rank_metrics(draws)
         if rankable:
             ranking = outputs.ranking_frame(ranking_ds)
             files["ranking.csv"] = lambda p: ranking.to_csv(p, index=False)
+            if len(metrics) > 1:
+                from bayes_cmma.decisions.more_trials import value_frame, value_of_trials
+
+                more_table = value_frame(value_of_trials(rank_draws, len(trials.trials), seed=seed))
+                files[report_mod.MORE_TRIALS_FILE] = lambda p: more_table.to_csv(p, index=False)
         grids = {m: np.linspace(0.0, 2.0 * at[m], 41) for m in metrics}
         drf_table = outputs.drf_frame(result, grids, prob=PROB)
         files["elasticity.csv"] = lambda p: elast.to_csv(p, index=False)
@@ -368,7 +395,7 @@ def run_fit(
         inputs = report_mod.ReportInputs(
             trees={m: f.posterior for m, f in result.fits.items()}, kpi=kpi, at=at or None, lift=lift,
             baseline=kpi_baseline, ols=ols_table, assumptions=assumptions, loo=loos,
-            ranking=ranking_ds if joint is not None else None)
+            ranking=ranking_ds if joint is not None else None, northstar=northstar_table, more_trials=more_table)
         page = report_mod.render_report(inputs)
         files["report.html"] = lambda p: Path(p).write_text(page, encoding="utf-8")
     written = outputs.write_atomically(out, files)
@@ -378,6 +405,10 @@ def run_fit(
         if bad:
             warnings.warn(checking.pareto_k_message(m, bad), ConvergenceWarning, stacklevel=1)
     _print_report(result, spec, summary, elast, ranking, ols_results, at, lift, kpi_baseline, crossing)
+    if more_table is not None:
+        _print_more_trials(more_table)
+    if northstar_table is not None:
+        _print_northstar(northstar_table)
     _print_assumptions(assumptions)
     _say(f"\nWrote {', '.join(str(p) for p in written)}")
     print(f"Done in {time.perf_counter() - t_start:.1f} s.")
@@ -692,6 +723,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                        target_accept=args.target_accept, joint=args.joint)
     if args.command == "report":
         return run_report(args)
+    if args.command == "northstar":
+        return run_northstar(args)
     if args.command == "compare":
         return run_compare(args)
     if args.command == "ols":
@@ -716,6 +749,73 @@ def run_report(args: argparse.Namespace) -> int:
     _status(f"reading {args.fit_dir}")
     target = write_report(args.fit_dir, args.out)
     print(f"Wrote {target}")
+    return 0
+
+
+def _print_more_trials(table: pd.DataFrame) -> None:
+    """How the choice would firm up with more trials like the past ones (a preposterior approximation)."""
+    target = float(table["target"].iloc[0])
+    _say("\nWith more trials like these (a preposterior approximation; docs: model.md, 'The value of more "
+         "trials'):")
+    print(f"  {'new trials':>10}  {'P(choice truly best)':>20}  {'expected regret':>15}  "
+          f"{'expected P(best)':>16}")
+    for _, row in table.iterrows():
+        print(f"  {int(row['new_trials']):>10}  {row['p_correct']:>20.2f}  {row['expected_regret']:>15.3g}  "
+              f"{row['expected_p_best']:>16.2f}")
+    reached = table.loc[table["expected_p_best"] >= target, "new_trials"]
+    if len(reached):
+        _say(f"  About {int(reached.min())} more trials bring the expected P(best) of the choice to {target:g}.")
+    else:
+        _say(f"  Even {int(table['new_trials'].max())} more trials do not bring the expected P(best) of the choice "
+             f"to {target:g}.")
+
+
+def _print_northstar(table: pd.DataFrame) -> None:
+    """The composite's weights and its score beside the best single metric's, per future size."""
+    criterion = str(table["criterion"].iloc[0])
+    score = "P(sign agrees with the true KPI effect)" if criterion == "sign" else "corr with the true KPI effect"
+    _say(f"\nBest composite north star (weights sum |w| = 1, {100 * PROB:g}% CI; score = {score}), per future "
+         "trial size (1 = a median past trial):")
+    for size, g in table.groupby("future_size", sort=True):
+        singles = g[g["candidate"] != "composite"]
+        comp = g[g["candidate"] == "composite"].iloc[0]
+        best = singles.loc[singles["score_mean"].idxmax()]
+        n = g["n_per_arm"].iloc[0]
+        label = f"{size:.3g}" + (f" ({n:,.0f}/arm)" if np.isfinite(n) else "")
+        weights = ", ".join(f"{r['candidate']} {r['weight_mean']:+.2f} [{r['weight_lower']:+.2f}, "
+                            f"{r['weight_upper']:+.2f}]" for _, r in singles.iterrows())
+        _say(f"  size {label}: {weights}; score {comp['score_mean']:.3f} vs {best['candidate']} alone "
+             f"{best['score_mean']:.3f}")
+
+
+def run_northstar(args: argparse.Namespace) -> int:
+    import xarray as xr
+
+    from bayes_cmma.decisions.northstar import northstar, northstar_frame
+    from bayes_cmma.reporting import outputs
+    from bayes_cmma.reporting.plots import northstar_plot
+    from bayes_cmma.reporting.report import JOINT_FILE, NORTHSTAR_FILE
+
+    folder = Path(args.fit_dir)
+    path = folder / JOINT_FILE
+    if not folder.is_dir():
+        raise BayesCMMAError(f"{folder} is not a folder; give the --out folder of `bayes-cmma fit --joint`.")
+    if not path.exists():
+        raise BayesCMMAError(f"{folder} has no {JOINT_FILE}: the composite needs the joint model; fit with "
+                             "`bayes-cmma fit --degree 1 --joint ...`.")
+    try:
+        tree = xr.open_datatree(path, engine="h5netcdf").load()
+    except (OSError, ValueError) as exc:
+        raise BayesCMMAError(f"cannot read the joint posterior {path} ({exc}); rerun the fit.") from exc
+    _status(f"reading {path}")
+    result = northstar(tree, args.future_size, future_n=args.future_n, criterion=args.criterion, team=args.team)
+    table = northstar_frame(result, prob=PROB)
+    fig = northstar_plot(table, args.criterion, str(tree.attrs.get("kpi", "KPI")))
+    out = Path(args.out) if args.out is not None else folder
+    written = outputs.write_atomically(out, {NORTHSTAR_FILE: lambda p: table.to_csv(p, index=False),
+                                             "northstar.png": lambda p: fig.savefig(p, dpi=100)}, stale=())
+    _print_northstar(table)
+    _say(f"\nWrote {', '.join(str(p) for p in written)}")
     return 0
 
 

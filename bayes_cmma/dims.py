@@ -14,6 +14,7 @@ dim                meaning
 ``grid``           a point of the metric-value grid on which the DRF/elasticity are evaluated
 ``rank``           a rank 1..n_metrics (1 = largest elasticity)
 ``future_size``    a future trial's size relative to a median past trial (the composite north star)
+``new_trials``     a number of new trials in the value-of-more-trials analysis (0 = today)
 ``chain``/``draw`` posterior sample dims, as in ArviZ
 =================  ==============================================================================
 """
@@ -29,6 +30,7 @@ METRIC_OTHER = "metric_other"
 GRID = "grid"
 RANK = "rank"
 FUTURE_SIZE = "future_size"
+NEW_TRIALS = "new_trials"
 CHAIN = "chain"
 DRAW = "draw"
 SAMPLE_DIMS = (CHAIN, DRAW)

@@ -229,3 +229,38 @@ def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
                                ranking["p_best"].values)
     text, _ = _answer(inputs)
     assert "one joint model of every metric (independent elasticity prior" in text
+    # the best composite north star: fit --joint writes it, the report reads it, `northstar` recomputes it
+    from bayes_cmma.reporting.report import _northstar_section
+
+    table = pd.read_csv(out / "northstar.csv")
+    assert list(table["candidate"].unique()) == [*truth.metrics, "composite"]
+    assert inputs.northstar is not None and "Weights over the metrics" in _northstar_section(inputs.northstar, "y")
+    assert "Best composite north star" in printed
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert main(["northstar", str(out), "--future-size", "0.5", "8", "--criterion", "correlation", "--out",
+                 str(tmp_path / "ns")]) == 0
+    again = pd.read_csv(tmp_path / "ns" / "northstar.csv")
+    assert sorted(again["future_size"].unique()) == [0.5, 8.0] and set(again["criterion"]) == {"correlation"}
+    assert (tmp_path / "ns" / "northstar.png").exists()
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # the fit folder is untouched
+    # the table has no arm sizes: a size in units per arm is refused, and nothing is written
+    assert main(["northstar", str(out), "--future-n", "1000", "--out", str(tmp_path / "ns2")]) == 2
+    assert "no arm sizes" in capsys.readouterr().err
+    assert not (tmp_path / "ns2").exists()
+
+
+@pytest.mark.parametrize(
+    ("setup", "match"),
+    [("missing", "is not a folder"), ("empty", "has no joint.nc"), ("corrupt", "cannot read the joint posterior")],
+)
+def test_northstar_command_bad_folders(tmp_path, capsys, setup, match):
+    from bayes_cmma.cli import main
+
+    folder = tmp_path / "fit"
+    if setup != "missing":
+        folder.mkdir()
+    if setup == "corrupt":
+        (folder / "joint.nc").write_text("not netcdf")
+    assert main(["northstar", str(folder)]) == 2
+    assert match in capsys.readouterr().err
+    assert not (folder / "northstar.csv").exists()

@@ -364,7 +364,7 @@ def northstar(
 def northstar_frame(ns: xr.Dataset, prob: float = 0.94) -> pd.DataFrame:
     """One row per (future size, candidate): the metrics' weights and every candidate's score.
 
-    Columns: ``future_size``, ``n_per_arm``, ``candidate`` (each metric, then ``composite``),
+    Columns: ``future_size``, ``n_per_arm``, ``criterion``, ``candidate`` (each metric, then ``composite``),
     ``weight_mean``, ``weight_lower``, ``weight_upper`` (empty for the composite), ``score_mean``,
     ``score_lower``, ``score_upper``, ``p_composite_better`` (share of draws where the composite's
     score exceeds the metric's by more than 1e-9).
@@ -375,7 +375,8 @@ def northstar_frame(ns: xr.Dataset, prob: float = 0.94) -> pd.DataFrame:
     for i, size in enumerate(ns[dims.FUTURE_SIZE].values):
         sub = ns.isel({dims.FUTURE_SIZE: i})
         comp = sub["score"].values.ravel()
-        base = {"future_size": float(size), "n_per_arm": float(sub["n_per_arm"])}
+        base = {"future_size": float(size), "n_per_arm": float(sub["n_per_arm"]),
+                "criterion": str(ns.attrs.get("criterion", "sign"))}
         for m in ns[dims.METRIC].values:
             w = sub["weight"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()
             s = sub["metric_score"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()

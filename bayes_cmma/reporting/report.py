@@ -61,6 +61,10 @@ class ReportInputs:
         metric -> :func:`bayes_cmma.checks.checking.loo` of that posterior, when the caller has computed it.
     ranking : Dataset or None
         A ranking to show instead of pairing the trees' draws (``fit --joint``: the joint model's).
+    northstar : DataFrame or None
+        :func:`bayes_cmma.northstar_frame` of the joint posterior (``northstar.csv``).
+    more_trials : DataFrame or None
+        :func:`bayes_cmma.value_frame` of the ranking's draws (``more_trials.csv``).
     """
 
     trees: dict[str, xr.DataTree]
@@ -73,6 +77,8 @@ class ReportInputs:
     extra: dict[str, Any] = field(default_factory=dict)
     loo: dict[str, Any] | None = None  # metric -> pointwise PSIS-LOO when the caller has it (not recomputed)
     ranking: xr.Dataset | None = None
+    northstar: pd.DataFrame | None = None
+    more_trials: pd.DataFrame | None = None
 
 
 def run_record(kpi: str, metrics: list[str], at: dict[str, float], lift: float, baseline: float | None,
@@ -84,6 +90,10 @@ def run_record(kpi: str, metrics: list[str], at: dict[str, float], lift: float, 
 
 #: File of the joint model's posterior in a fit folder (``fit --joint``).
 JOINT_FILE = "joint.nc"
+#: File of the composite north star table in a fit folder (``fit --joint``, ``northstar``).
+NORTHSTAR_FILE = "northstar.csv"
+#: File of the value-of-more-trials table in a fit folder (``fit`` with a ranking).
+MORE_TRIALS_FILE = "more_trials.csv"
 
 
 def joint_ranking(tree: xr.DataTree, at: dict[str, float], lift: float, baseline: float) -> xr.Dataset:
@@ -143,7 +153,8 @@ def load_fit_dir(fit_dir: str | Path) -> ReportInputs:
         ranking = joint_ranking(joint_tree, run["at"], float(run.get("lift", 0.1)), float(run["kpi_baseline"]))
     return ReportInputs(trees=trees, kpi=kpi, at=run.get("at") or None, lift=float(run.get("lift", 0.1)),
                         baseline=run.get("kpi_baseline"), ols=table("ols.csv"),
-                        assumptions=table("assumptions.csv"), extra={"run": run}, ranking=ranking)
+                        assumptions=table("assumptions.csv"), extra={"run": run}, ranking=ranking,
+                        northstar=table(NORTHSTAR_FILE), more_trials=table(MORE_TRIALS_FILE))
 
 
 def _img(fig: Figure, alt: str) -> str:
@@ -352,6 +363,10 @@ def _render(inp: ReportInputs) -> str:
                                               "elasticity panels"),
                  h2("ranking", "Ranking"),
                  _img(plots.ranking_plot(trees, inp.at, inp.lift, inp.baseline, ranking=inp.ranking), "ranking")]
+    if inp.more_trials is not None:
+        body += [h2("more-trials", "The value of more trials"), _more_trials_section(inp.more_trials)]
+    if inp.northstar is not None:
+        body += [h2("northstar", "The best composite north star"), _northstar_section(inp.northstar, inp.kpi)]
     body += [h2("ols", "The paper's OLS beside the Bayesian estimate"),
              "<p>OLS is the CMMA estimator of Wang et al. (KDD 2020, Algorithm 1). It ignores the "
              "measurement error of the trials' ATEs and its correlation with the KPI's, so with noisy trials it "
@@ -383,6 +398,54 @@ def _render(inp: ReportInputs) -> str:
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>bayes_cmma report: {esc(inp.kpi)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join([*head, _toc(sections), *body]) + "\n</body></html>\n")
+
+
+def _more_trials_section(frame: pd.DataFrame) -> str:
+    """How K_new more trials like the past ones would change the choice."""
+    target = float(frame["target"].iloc[0])
+    reached = frame.loc[frame["expected_p_best"] >= target, "new_trials"]
+    needed = (f"About {int(reached.min())} more trials bring the expected P(best) of the choice to {target:g}."
+              if len(reached) else f"Even {int(frame['new_trials'].max())} more trials do not bring the expected "
+              f"P(best) of the choice to {target:g}.")
+    table = pd.DataFrame({"new trials": frame["new_trials"], "trials in all": frame["total_trials"],
+                          "P(choice truly best)": frame["p_correct"].map("{:.2f}".format),
+                          "expected regret": frame["expected_regret"].map("{:.3g}".format),
+                          "expected P(best) of the choice": frame["expected_p_best"].map("{:.2f}".format),
+                          f"P(P(best) >= {target:g})": frame["p_confident"].map("{:.2f}".format)})
+    return ("<p>A preposterior analysis: the true elasticities are drawn from today's posterior, the estimate "
+            "from K_new more trials like the past ones is simulated with the posterior's covariance scaled by "
+            "K / K_new, and the metric with the largest updated mean is chosen. It inherits the calibration of "
+            "today's P(best): where that is overconfident (near ties, see the documentation's checks), so are "
+            f"these numbers. {html.escape(needed)}</p>"
+            + _img(plots.more_trials_plot(frame), "value of more trials") + _table(table))
+
+
+def _northstar_section(frame: pd.DataFrame, kpi: str) -> str:
+    """Weights of the best composite per future trial size, and how it scores against each metric."""
+    criterion = str(frame["criterion"].iloc[0]) if "criterion" in frame else "sign"
+    what = (f"the probability that its observed ATE has the sign of the trial's true {kpi} effect"
+            if criterion == "sign" else f"the correlation of its observed ATE with the trial's true {kpi} effect")
+    rows = []
+    for size, g in frame.groupby("future_size", sort=True):
+        comp = g[g["candidate"] == "composite"].iloc[0]
+        singles = g[g["candidate"] != "composite"]
+        best = singles.loc[singles["score_mean"].idxmax()]
+        n = g["n_per_arm"].iloc[0]
+        rows.append({"future trial size": f"{size:.3g}" + (f" ({n:,.0f} per arm)" if np.isfinite(n) else ""),
+                     **{f"weight of {r['candidate']}": f"{r['weight_mean']:+.2f} [{r['weight_lower']:+.2f}, "
+                        f"{r['weight_upper']:+.2f}]" for _, r in singles.iterrows()},
+                     "score of the composite": f"{comp['score_mean']:.3f} [{comp['score_lower']:.3f}, "
+                                               f"{comp['score_upper']:.3f}]",
+                     "best single metric": f"{best['candidate']}: {best['score_mean']:.3f}",
+                     "P(composite scores higher)": f"{best['p_composite_better']:.2f}"})
+    table = pd.DataFrame(rows)
+    return (f"<p>Weights over the metrics' ATEs whose sum, for a future trial of the given size (1 = a median past "
+            f"trial; its measurement noise scales as 1/size), maximises {html.escape(what)}, computed per draw of "
+            "the joint posterior (so the weights have intervals); normalised so that the |weights| sum to 1. "
+            "Noisier future trials favour metrics measured with less noise. The figure and "
+            "<code>northstar.csv</code> also give each metric's own score.</p>"
+            + _img(plots.northstar_plot(frame, criterion, kpi), "composite north star")
+            + _table(table))
 
 
 def _toc(sections: list[tuple[str, str]]) -> str:

@@ -1,0 +1,169 @@
+"""The value of more trials: how K_new more trials like the past ones would change the choice (docs: model.md).
+
+A preposterior analysis on the elasticity draws the ranking uses (from the joint model or from
+the separate fits). With K past trials the posterior of the metrics' elasticities e (metric,) is
+approximated as N(m, V) (its mean and covariance over the draws). K_new more trials like the past
+ones add about K_new / K times the information the K trials gave, so, by the usual normal
+updating (the posterior covariance standing in for the sampling covariance of an estimate from K
+trials):
+
+- an estimate from the new trials alone is e_hat ~ N(e, V K / K_new) given the true e;
+- the updated posterior is N(m', V'), m' = (K m + K_new e_hat) / (K + K_new), V' = V K / (K + K_new).
+
+The true e is drawn from the current posterior (its draws, not the normal approximation), the new
+estimate from the line above, and the decision after the new trials is the metric with the largest
+m' (the Bayes choice for expected regret). Averaged over draws this gives, per K_new:
+
+``p_correct``
+    P(the metric chosen after K_new more trials is truly best);
+``expected_regret``
+    E[max_j e_j - e_chosen], in elasticity units;
+``expected_p_best``
+    the expected P(best) of the chosen metric after K_new more trials (from N(m', V'));
+``p_confident``
+    P(that P(best) >= ``target``, 0.9 by default).
+
+K_new = 0 is today: ``p_correct`` is then the current P(best) of the metric with the largest mean.
+``trials_needed`` (an attribute) is the smallest K_new of the grid whose ``expected_p_best``
+reaches the target. The approximation is checked against refits on simulated data in
+``benchmarks/more_trials_check.py`` (docs: checks.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayes_cmma import dims
+from bayes_cmma.errors import BayesCMMAError
+
+#: Default numbers of new trials.
+DEFAULT_NEW_TRIALS = (0, 10, 20, 50, 100, 200, 500)
+#: Draws of the current posterior used as the truth (thinned evenly when there are more).
+MAX_DRAWS = 2000
+
+
+def _p_best_of(mean: np.ndarray, chol: np.ndarray, choice: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """P(choice is the largest) under N(mean, L L') per row, by Monte Carlo with the shared normals ``z``."""
+    out = np.empty(len(mean))
+    step = max(1, 2_000_000 // (z.shape[0] * z.shape[1]))
+    for s in range(0, len(mean), step):
+        sims = mean[s:s + step, None, :] + z @ chol.T  # (rows, mc, J)
+        out[s:s + step] = (np.argmax(sims, axis=-1) == choice[s:s + step, None]).mean(axis=-1)
+    return out
+
+
+def preposterior(
+    draws: np.ndarray,
+    n_trials: int,
+    new_trials: Sequence[int],
+    *,
+    replicates: int = 4,
+    mc: int = 400,
+    target: float = 0.9,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """The module's quantities from elasticity draws (draw, metric); arrays over ``new_trials``."""
+    E = np.asarray(draws, dtype=float)
+    D, J = E.shape
+    m = E.mean(axis=0)
+    V = np.atleast_2d(np.cov(E, rowvar=False))
+    V = V + 1e-12 * max(float(np.trace(V)) / J, 1e-300) * np.eye(J)  # a jitter against exactly collinear draws
+    L = np.linalg.cholesky(V)
+    truth = np.repeat(E, replicates, axis=0)
+    best_true = truth.max(axis=-1)
+    z = rng.standard_normal((mc, J))
+    out = {k: np.empty(len(new_trials)) for k in ("p_correct", "expected_regret", "expected_p_best", "p_confident",
+                                                  "p_correct_mcse")}
+    for i, k in enumerate(new_trials):
+        if k == 0:
+            post_mean = np.broadcast_to(m, truth.shape)
+            chol = L
+        else:
+            estimate = truth + rng.standard_normal(truth.shape) @ (L * np.sqrt(n_trials / k)).T
+            post_mean = (n_trials * m + k * estimate) / (n_trials + k)
+            chol = L * np.sqrt(n_trials / (n_trials + k))
+        choice = np.argmax(post_mean, axis=-1)
+        chosen = np.take_along_axis(truth, choice[:, None], axis=-1)[:, 0]
+        correct = chosen == best_true
+        p_best = _p_best_of(post_mean, chol, choice, z)
+        out["p_correct"][i] = correct.mean()
+        out["p_correct_mcse"][i] = correct.std() / np.sqrt(D)  # draws, not replicates, are the independent units
+        out["expected_regret"][i] = (best_true - chosen).mean()
+        out["expected_p_best"][i] = p_best.mean()
+        out["p_confident"][i] = (p_best >= target).mean()
+    return out
+
+
+def value_of_trials(
+    elasticity: xr.DataArray,
+    n_trials: int,
+    new_trials: Sequence[int] = DEFAULT_NEW_TRIALS,
+    *,
+    target: float = 0.9,
+    replicates: int = 4,
+    seed: int = 0,
+) -> xr.Dataset:
+    """How K_new more trials like the past ones would change the choice of north star.
+
+    Parameters
+    ----------
+    elasticity : DataArray (metric, chain, draw)
+        The elasticity draws the ranking uses (``JointFit.elasticity`` or ``CMMAResult.elasticity``).
+    n_trials : int
+        K, the number of trials the posterior is based on.
+    new_trials : sequence of int
+        Numbers of new trials (0 = today); default 0, 10, 20, 50, 100, 200, 500.
+    target : float
+        The P(best) a decision-maker wants (default 0.9).
+    replicates : int
+        Simulated new-trial estimates per posterior draw.
+    seed : int
+        Seed of the simulation (same seed, same numbers).
+
+    Returns
+    -------
+    xarray.Dataset over ``new_trials``: ``p_correct``, ``p_correct_mcse``, ``expected_regret``,
+    ``expected_p_best``, ``p_confident``; attrs ``n_trials``, ``target``, ``trials_needed`` (-1 when
+    the grid does not reach the target), ``method``.
+    """
+    if dims.METRIC not in elasticity.dims or elasticity.sizes[dims.METRIC] < 2:
+        raise BayesCMMAError("the value of more trials needs elasticity draws of 2 or more metrics (dim 'metric').")
+    if not (isinstance(n_trials, int | np.integer) and n_trials >= 1):
+        raise BayesCMMAError(f"n_trials must be a positive integer (the trials the fit used), got {n_trials!r}.")
+    grid = np.asarray(list(new_trials))
+    if grid.ndim != 1 or grid.size == 0 or not np.all(np.isfinite(grid.astype(float))) \
+            or np.any(grid < 0) or np.any(grid != np.round(grid)):
+        raise BayesCMMAError(f"new_trials must be whole numbers >= 0, got {list(new_trials)!r}.")
+    if not 0 < target < 1:
+        raise BayesCMMAError(f"target must be a probability between 0 and 1, got {target!r}.")
+    if not (isinstance(replicates, int | np.integer) and replicates >= 1):
+        raise BayesCMMAError(f"replicates must be a positive integer, got {replicates!r}.")
+    flat = elasticity.transpose(*dims.SAMPLE_DIMS, dims.METRIC).values.reshape(-1, elasticity.sizes[dims.METRIC])
+    if not np.all(np.isfinite(flat)):
+        raise BayesCMMAError("the elasticity draws have non-finite values; check the KPI baseline and the levels.")
+    if len(flat) > MAX_DRAWS:
+        flat = flat[np.linspace(0, len(flat) - 1, MAX_DRAWS).round().astype(int)]
+    grid = grid.astype(int)
+    res = preposterior(flat, int(n_trials), grid.tolist(), replicates=int(replicates), target=float(target),
+                       rng=np.random.default_rng(seed))
+    reached = grid[res["expected_p_best"] >= target]
+    out = xr.Dataset({k: (dims.NEW_TRIALS, v) for k, v in res.items()}, coords={dims.NEW_TRIALS: grid})
+    out.attrs.update({"n_trials": int(n_trials), "target": float(target),
+                      "trials_needed": int(reached.min()) if reached.size else -1,
+                      "method": "normal preposterior approximation (docs: model.md, 'The value of more trials')"})
+    return out
+
+
+def value_frame(value: xr.Dataset) -> pd.DataFrame:
+    """One row per number of new trials (``more_trials.csv``)."""
+    frame = value.to_dataframe().reset_index()
+    frame.insert(1, "total_trials", frame[dims.NEW_TRIALS] + int(value.attrs["n_trials"]))
+    frame["target"] = float(value.attrs["target"])
+    return frame
+
+
+__all__ = ["DEFAULT_NEW_TRIALS", "preposterior", "value_frame", "value_of_trials"]
