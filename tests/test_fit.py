@@ -162,6 +162,12 @@ def test_fit_cli_end_to_end(tmp_path, example, capsys):
     assert el.loc["ndcg", "mean"] == pytest.approx(hand, rel=1e-9)
     ranking = pd.read_csv(out / "ranking.csv")
     assert ranking["p_best"].sum() == pytest.approx(1.0)
+    # the value of more trials, from the same (paired) elasticity draws: today's row is today's P(best)
+    more = pd.read_csv(out / "more_trials.csv")
+    assert list(more["new_trials"]) == [0, 10, 20, 50, 100, 200, 500]
+    chosen = el["mean"].idxmax()
+    assert more["p_correct"].iloc[0] == pytest.approx(ranking.set_index("metric").loc[chosen, "p_best"], abs=0.02)
+    assert "With more trials like these" in stdout and "The value of more trials" in page
     summary = pd.read_csv(out / "summary.csv")
     assert {"metric", "parameter", "mean", "sd", "eti94_lb", "eti94_ub", "r_hat", "ess_bulk", "ess_tail"} <= set(
         summary.columns

@@ -244,9 +244,11 @@ def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
     assert (tmp_path / "ns" / "northstar.png").exists()
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # the fit folder is untouched
     # the table has no arm sizes: a size in units per arm is refused, and nothing is written
-    assert main(["northstar", str(out), "--future-n", "1000", "--out", str(tmp_path / "ns2")]) == 2
-    assert "no arm sizes" in capsys.readouterr().err
-    assert not (tmp_path / "ns2").exists()
+    for bad, message in ((["--future-n", "1000"], "no arm sizes"), (["--future-size", "0"], "positive and finite"),
+                         (["--team", "nope"], "team 'nope' is not in the fit")):
+        assert main(["northstar", str(out), *bad, "--out", str(tmp_path / "ns2")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "ns2").exists()
 
 
 @pytest.mark.parametrize(

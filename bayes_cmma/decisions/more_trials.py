@@ -43,7 +43,7 @@ from bayes_cmma.errors import BayesCMMAError
 #: Default numbers of new trials.
 DEFAULT_NEW_TRIALS = (0, 10, 20, 50, 100, 200, 500)
 #: Draws of the current posterior used as the truth (thinned evenly when there are more).
-MAX_DRAWS = 2000
+MAX_DRAWS = 4000
 
 
 def _p_best_of(mean: np.ndarray, chol: np.ndarray, choice: np.ndarray, z: np.ndarray) -> np.ndarray:
