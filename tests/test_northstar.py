@@ -54,8 +54,8 @@ def test_sign_optimum_matches_a_brute_force_search_over_directions():
     grid = ns.score_weights(W, sigma, c, var_y, mu_m, mu_y, S, tw)
     best = W[np.argmax(grid)]
     assert score == pytest.approx(grid.max(), abs=1e-8)
-    np.testing.assert_allclose(w, best / np.abs(best).sum(), atol=2e-4)
-    assert abs(np.abs(w).sum() - 1) < 1e-12
+    np.testing.assert_allclose(w, best, atol=2e-4)
+    assert abs(np.linalg.norm(w) - 1) < 1e-12
     np.testing.assert_allclose(single, ns.score_weights(np.eye(2), sigma, c, var_y, mu_m, mu_y, S, tw), atol=1e-12)
 
 
@@ -66,7 +66,7 @@ def test_with_zero_means_the_sign_optimum_is_the_correlation_closed_form():
     w_sign, s_sign, _ = ns.optimal_weights(sigma, c, var_y, mu_m, mu_y, S, tw)
     w_corr, s_corr, _ = ns.optimal_weights(sigma, c, var_y, mu_m, mu_y, S, tw, criterion="correlation")
     closed = np.linalg.solve(sigma + S, c)
-    np.testing.assert_allclose(w_corr, closed / np.abs(closed).sum(), atol=1e-12)
+    np.testing.assert_allclose(w_corr, closed / np.linalg.norm(closed), atol=1e-12)
     np.testing.assert_allclose(w_sign, w_corr, atol=1e-5)
     assert s_sign == pytest.approx(0.5 + np.arcsin(s_corr) / np.pi, abs=1e-9)
 
@@ -143,7 +143,9 @@ def _fake_joint(n_per_arm=float("nan"), teams=("a", "b"), counts=(30, 10), seed=
                         "team_trials": ("team", np.array(counts))},
                        coords={"quantity": q, "quantity_other": q, "team": list(teams)},
                        attrs={"reference_n_per_arm": n_per_arm})
-    return xr.DataTree.from_dict({"posterior": post, "constant_data": const}), post, ref
+    obs = xr.Dataset({"trial_ate": (("trial", "quantity"), rng.normal(0.0, [1.0, 2.0, 0.5, 0.1], (40, 4)))},
+                     coords={"trial": [f"t{k}" for k in range(40)], "quantity": q})
+    return xr.DataTree.from_dict({"posterior": post, "constant_data": const, "observed_data": obs}), post, ref
 
 
 def test_northstar_on_a_fake_joint_posterior_names_its_dims_and_scales_the_noise():
@@ -159,7 +161,12 @@ def test_northstar_on_a_fake_joint_posterior_names_its_dims_and_scales_the_noise
                                     post["metric_corr"].values[i, d], post["residual_sd"].values[i, d])
     w, score, single = ns.optimal_weights(sigma, c, var_y, post["alpha"].values[i, d], post["kpi_mean"].values[i, d],
                                           ref[1:, 1:] / 2.0, np.array([0.75, 0.25]))
-    np.testing.assert_allclose(out["weight"].values[1, i, d], w, atol=1e-6)
+    scale = tree["observed_data"]["trial_ate"].sel(quantity=["m1", "m2", "m3"]).std("trial", ddof=1).values
+    np.testing.assert_allclose(out["scale"].values, scale)
+    std_w = w * scale / np.linalg.norm(w * scale)
+    np.testing.assert_allclose(out["weight"].values[1, i, d], std_w, atol=1e-6)
+    raw = out["raw_weight"].values[1, i, d]  # on the ATEs as reported: the same direction as w
+    np.testing.assert_allclose(raw / np.linalg.norm(raw), w, atol=1e-6)
     assert out["score"].values[1, i, d] == pytest.approx(score, abs=1e-10)
     np.testing.assert_allclose(out["metric_score"].values[1, i, d], single, atol=1e-12)
     one_team = bc.northstar(tree, [2.0], team="b")
@@ -203,6 +210,15 @@ def test_northstar_bad_arguments(kwargs, match):
     tree, _, _ = _fake_joint()
     with pytest.raises(BayesCMMAError, match=match):
         bc.northstar(tree, **kwargs)
+
+
+def test_a_metric_without_spread_cannot_be_weighed():
+    tree, _, _ = _fake_joint()
+    obs = tree["observed_data"].to_dataset()
+    obs["trial_ate"].loc[{"quantity": "m2"}] = 0.5
+    tree["observed_data"] = xr.DataTree(obs)
+    with pytest.raises(BayesCMMAError, match="metric 'm2' has no spread"):
+        bc.northstar(tree)
 
 
 def test_northstar_refuses_a_posterior_without_the_reference_covariance():

@@ -19,9 +19,15 @@ composite's observed ATE is s = w' m_hat. Two criteria, each a function of the d
     (Var m + S_f)^-1 Cov(m, y) (mixture moments). With zero team means the two criteria have the
     same optimum, since then P(agree) = 1/2 + arcsin(rho) / pi.
 
-The weights are reported normalised to sum |w_j| = 1 (the sign is identified: -w flips every
-decision). Per draw the composite's score is >= every single metric's (the single metrics are among
-the starts). Everything is per posterior draw, so the weights and scores get credible intervals.
+Only the direction of w matters, and the metrics come in different units, so :func:`northstar`
+reports standardised weights: on each metric's ATE in units of its sd across the past trials
+(``scale``), scaled to unit length (sum of squares 1; the sign is identified: -w flips every
+decision). Unit length rather than sum |w_j| = 1: with the absolute values, noise in a weight near 0
+always adds to the total and shrinks the others (on simulated tables the first metric's weight
+came out 0.09 low, with 81% coverage of its 94% interval); squares make that effect second order.
+``raw_weight`` = weight / scale builds the composite from the ATEs as reported. Per draw the
+composite's score is >= every single metric's (the single metrics are among the starts).
+Everything is per posterior draw, so the weights and scores get credible intervals.
 
 Core functions work on numpy arrays with the draws on leading axes and metrics on the last axis;
 :func:`northstar` wraps them for a joint posterior with named dims (``future_size``, chain, draw,
@@ -143,7 +149,7 @@ def _ascend(v: np.ndarray, args: tuple, max_iter: int = 500, tol: float = 1e-7) 
 
 
 def _normalise(w: np.ndarray) -> np.ndarray:
-    return w / np.abs(w).sum(axis=-1, keepdims=True)
+    return w / np.linalg.norm(w, axis=-1, keepdims=True)
 
 
 def optimal_weights(
@@ -168,8 +174,8 @@ def optimal_weights(
 
     Returns
     -------
-    weights (..., J) normalised to sum |w| = 1; score (...) of the composite; metric_score (..., J),
-    the score of each metric alone (w = e_j).
+    weights (..., J), the direction (unit length, in the units of the metrics' ATEs); score (...) of
+    the composite; metric_score (..., J), the score of each metric alone (w = e_j).
     """
     if criterion not in CRITERIA:
         raise BayesCMMAError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}.")
@@ -260,6 +266,16 @@ def _posterior_arrays(tree: xr.DataTree, metrics: list[str]) -> dict[str, np.nda
     return {k: v.values for k, v in get.items()}
 
 
+def metric_scales(tree: xr.DataTree, metrics: list[str]) -> np.ndarray:
+    """Each metric's sd of the observed ATEs across the past trials (the unit of the standardised weights)."""
+    obs = tree["observed_data"]["trial_ate"].sel({dims.QUANTITY: metrics}).transpose(dims.TRIAL, dims.QUANTITY)
+    scale = np.nanstd(obs.values, axis=0, ddof=1)
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        bad = metrics[int(np.flatnonzero(~(np.isfinite(scale) & (scale > 0)))[0])]
+        raise BayesCMMAError(f"metric {bad!r} has no spread of its ATEs across the trials; it cannot be weighed.")
+    return scale
+
+
 def future_sizes(tree: xr.DataTree, sizes: Sequence[float] | None = None, future_n: Sequence[float] | None = None
                  ) -> tuple[np.ndarray, float]:
     """Relative sizes r (a median past trial = 1) from ``sizes`` or ``future_n`` (units per arm)."""
@@ -312,10 +328,12 @@ def northstar(
     Returns
     -------
     xarray.Dataset
-        ``weight`` (future_size, chain, draw, metric), normalised to sum |w| = 1; ``score``
-        (future_size, chain, draw), the composite's; ``metric_score`` (future_size, chain, draw,
-        metric), each metric's alone. Coordinate ``n_per_arm`` on ``future_size`` (NaN without arm
-        sizes); attrs ``criterion``, ``team``.
+        ``weight`` (future_size, chain, draw, metric): standardised weights (on each metric's ATE
+        divided by ``scale``), unit length; ``raw_weight``, the same on the ATEs as reported
+        (weight / scale); ``scale`` (metric), each metric's sd of the ATEs across the past trials;
+        ``score`` (future_size, chain, draw), the composite's; ``metric_score`` (future_size, chain,
+        draw, metric), each metric's alone. Coordinate ``n_per_arm`` on ``future_size`` (NaN
+        without arm sizes); attrs ``criterion``, ``team``.
     """
     tree = fit if isinstance(fit, xr.DataTree) else getattr(fit, "posterior", None)
     if not isinstance(tree, xr.DataTree) or "posterior" not in tree or "metric_corr" not in tree["posterior"]:
@@ -342,18 +360,22 @@ def northstar(
     ref = const["reference_covariance"].sel({dims.QUANTITY: metrics, dims.QUANTITY_OTHER: metrics}).values
     arr = _posterior_arrays(tree, metrics)
     sigma, c, var_y = latent_law(arr["beta"], arr["metric_sd"], arr["metric_corr"], arr["residual_sd"])
+    scale = metric_scales(tree, metrics)
     out_w, out_s, out_m = [], [], []
     for size in r:
         w, score, single = optimal_weights(sigma, c, var_y, arr["alpha"], arr["kpi_mean"], ref / size, team_weight,
                                            criterion)
-        out_w.append(w)
+        out_w.append(_normalise(w * scale))
         out_s.append(score)
         out_m.append(single)
     sd = list(dims.SAMPLE_DIMS)
     coords = {dims.FUTURE_SIZE: r, "n_per_arm": (dims.FUTURE_SIZE, r * n_ref), dims.CHAIN: post[dims.CHAIN].values,
               dims.DRAW: post[dims.DRAW].values, dims.METRIC: metrics}
+    weight = np.stack(out_w)
     return xr.Dataset(
-        {"weight": ((dims.FUTURE_SIZE, *sd, dims.METRIC), np.stack(out_w)),
+        {"weight": ((dims.FUTURE_SIZE, *sd, dims.METRIC), weight),
+         "raw_weight": ((dims.FUTURE_SIZE, *sd, dims.METRIC), weight / scale),
+         "scale": (dims.METRIC, scale),
          "score": ((dims.FUTURE_SIZE, *sd), np.stack(out_s)),
          "metric_score": ((dims.FUTURE_SIZE, *sd, dims.METRIC), np.stack(out_m))},
         coords=coords,
@@ -365,7 +387,8 @@ def northstar_frame(ns: xr.Dataset, prob: float = 0.94) -> pd.DataFrame:
     """One row per (future size, candidate): the metrics' weights and every candidate's score.
 
     Columns: ``future_size``, ``n_per_arm``, ``criterion``, ``candidate`` (each metric, then ``composite``),
-    ``weight_mean``, ``weight_lower``, ``weight_upper`` (empty for the composite), ``score_mean``,
+    ``weight_mean``, ``weight_lower``, ``weight_upper`` (standardised weights; empty for the
+    composite), ``scale`` (divide a weight by it for the ATE as reported), ``score_mean``,
     ``score_lower``, ``score_upper``, ``p_composite_better`` (share of draws where the composite's
     score exceeds the metric's by more than 1e-9).
     """
@@ -381,14 +404,16 @@ def northstar_frame(ns: xr.Dataset, prob: float = 0.94) -> pd.DataFrame:
             w = sub["weight"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()
             s = sub["metric_score"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()
             rows.append({**base, "candidate": str(m), "weight_mean": w.mean(), "weight_lower": np.quantile(w, lo_q),
-                         "weight_upper": np.quantile(w, hi_q), "score_mean": s.mean(),
+                         "weight_upper": np.quantile(w, hi_q), "scale": float(ns["scale"].sel({dims.METRIC: m})),
+                         "score_mean": s.mean(),
                          "score_lower": np.quantile(s, lo_q), "score_upper": np.quantile(s, hi_q),
                          "p_composite_better": float(np.mean(comp > s + 1e-9))})
         rows.append({**base, "candidate": "composite", "weight_mean": np.nan, "weight_lower": np.nan,
-                     "weight_upper": np.nan, "score_mean": comp.mean(), "score_lower": np.quantile(comp, lo_q),
-                     "score_upper": np.quantile(comp, hi_q), "p_composite_better": np.nan})
+                     "weight_upper": np.nan, "scale": np.nan, "score_mean": comp.mean(),
+                     "score_lower": np.quantile(comp, lo_q), "score_upper": np.quantile(comp, hi_q),
+                     "p_composite_better": np.nan})
     return pd.DataFrame(rows)
 
 
-__all__ = ["CRITERIA", "DEFAULT_SIZES", "agreement", "bvn_cdf", "latent_law", "northstar", "northstar_frame",
-           "optimal_weights", "score_weights"]
+__all__ = ["CRITERIA", "DEFAULT_SIZES", "agreement", "bvn_cdf", "latent_law", "metric_scales", "northstar",
+           "northstar_frame", "optimal_weights", "score_weights"]

@@ -441,7 +441,9 @@ def _northstar_section(frame: pd.DataFrame, kpi: str) -> str:
     table = pd.DataFrame(rows)
     return (f"<p>Weights over the metrics' ATEs whose sum, for a future trial of the given size (1 = a median past "
             f"trial; its measurement noise scales as 1/size), maximises {html.escape(what)}, computed per draw of "
-            "the joint posterior (so the weights have intervals); normalised so that the |weights| sum to 1. "
+            "the joint posterior (so the weights have intervals). The weights apply to each metric's ATE in units of "
+            "its sd across the past trials and have unit length (sum of squares 1); divide by the "
+            "<code>scale</code> column of <code>northstar.csv</code> for the ATEs as reported. "
             "Noisier future trials favour metrics measured with less noise. The figure and "
             "<code>northstar.csv</code> also give each metric's own score.</p>"
             + _img(plots.northstar_plot(frame, criterion, kpi), "composite north star")

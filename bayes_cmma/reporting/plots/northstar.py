@@ -28,7 +28,7 @@ def northstar_plot(frame: pd.DataFrame, criterion: str = "sign", kpi: str = "KPI
         err = np.vstack([mean - sub["weight_lower"].to_numpy(), sub["weight_upper"].to_numpy() - mean])
         ax_w.errorbar(x, mean, yerr=err, marker="o", capsize=3, color=f"C{i}", label=m)
     ax_w.axhline(0.0, color="0.6", lw=0.8)
-    ax_w.set_ylabel("weight (sum of |w| = 1)")
+    ax_w.set_ylabel("weight on the ATE / its sd (unit length)")
     ax_w.set_title("Weights of the best composite", fontsize=10)
     for i, c in enumerate([*metrics, "composite"]):
         sub = frame[frame["candidate"] == c].sort_values("future_size")
