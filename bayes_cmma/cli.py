@@ -754,7 +754,8 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _print_more_trials(table: pd.DataFrame) -> None:
     """How the choice would firm up with more trials like the past ones (a preposterior approximation)."""
-    target = float(table["target"].iloc[0])
+    from bayes_cmma.decisions.more_trials import trials_needed_sentence
+
     _say("\nWith more trials like these (a preposterior approximation; docs: model.md, 'The value of more "
          "trials'):")
     print(f"  {'new trials':>10}  {'P(choice truly best)':>20}  {'expected regret':>15}  "
@@ -762,12 +763,7 @@ def _print_more_trials(table: pd.DataFrame) -> None:
     for _, row in table.iterrows():
         print(f"  {int(row['new_trials']):>10}  {row['p_correct']:>20.2f}  {row['expected_regret']:>15.3g}  "
               f"{row['expected_p_best']:>16.2f}")
-    reached = table.loc[table["expected_p_best"] >= target, "new_trials"]
-    if len(reached):
-        _say(f"  About {int(reached.min())} more trials bring the expected P(best) of the choice to {target:g}.")
-    else:
-        _say(f"  Even {int(table['new_trials'].max())} more trials do not bring the expected P(best) of the choice "
-             f"to {target:g}.")
+    _say(f"  {trials_needed_sentence(table)}")
 
 
 def _print_northstar(table: pd.DataFrame) -> None:

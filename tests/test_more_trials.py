@@ -90,3 +90,14 @@ def test_one_metric_or_non_finite_draws_are_refused():
     da[0, 0, 0] = np.nan
     with pytest.raises(BayesCMMAError, match="non-finite"):
         bc.value_of_trials(da, 10)
+
+
+def test_the_trials_needed_sentence_names_the_first_count_that_reaches_the_target():
+    from bayes_cmma.decisions.more_trials import trials_needed_sentence
+
+    frame = bc.value_frame(bc.value_of_trials(_draws([1.0, 0.95, 0.7], np.eye(3) * 0.01), 25, [0, 25, 100, 400]))
+    first = int(frame.loc[frame["expected_p_best"] >= 0.9, "new_trials"].min())
+    expected = f"About {first} more trials bring the expected P(best) of the choice to 0.9."
+    assert trials_needed_sentence(frame) == expected
+    assert "already 0.9 or more today" in trials_needed_sentence(frame.assign(expected_p_best=0.95))
+    assert trials_needed_sentence(frame.assign(expected_p_best=0.5)).startswith("Even 400 more trials do not")

@@ -166,4 +166,16 @@ def value_frame(value: xr.Dataset) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["DEFAULT_NEW_TRIALS", "preposterior", "value_frame", "value_of_trials"]
+def trials_needed_sentence(table: pd.DataFrame) -> str:
+    """How many new trials bring the expected P(best) of the choice to the target (``more_trials.csv``)."""
+    target = float(table["target"].iloc[0])
+    reached = table.loc[table["expected_p_best"] >= target, "new_trials"]
+    if not len(reached):
+        return (f"Even {int(table['new_trials'].max())} more trials do not bring the expected P(best) of the choice "
+                f"to {target:g}.")
+    if int(reached.min()) == 0:
+        return f"The expected P(best) of the choice is already {target:g} or more today."
+    return f"About {int(reached.min())} more trials bring the expected P(best) of the choice to {target:g}."
+
+
+__all__ = ["DEFAULT_NEW_TRIALS", "preposterior", "trials_needed_sentence", "value_frame", "value_of_trials"]

@@ -402,11 +402,10 @@ def _render(inp: ReportInputs) -> str:
 
 def _more_trials_section(frame: pd.DataFrame) -> str:
     """How K_new more trials like the past ones would change the choice."""
+    from bayes_cmma.decisions.more_trials import trials_needed_sentence
+
     target = float(frame["target"].iloc[0])
-    reached = frame.loc[frame["expected_p_best"] >= target, "new_trials"]
-    needed = (f"About {int(reached.min())} more trials bring the expected P(best) of the choice to {target:g}."
-              if len(reached) else f"Even {int(frame['new_trials'].max())} more trials do not bring the expected "
-              f"P(best) of the choice to {target:g}.")
+    needed = trials_needed_sentence(frame)
     table = pd.DataFrame({"new trials": frame["new_trials"], "trials in all": frame["total_trials"],
                           "P(choice truly best)": frame["p_correct"].map("{:.2f}".format),
                           "expected regret": frame["expected_regret"].map("{:.3g}".format),
