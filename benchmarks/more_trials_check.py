@@ -12,8 +12,8 @@ should match the realised frequency (target: within 5 percentage points).
 Writes ``results.csv`` (one row per replication and K_new) and ``summary.md``.
 
 Usage: ``python benchmarks/more_trials_check.py --sims 100 --trials 20 --regime spread --new 20 80
-[--corr 0.8] [--draws 400] [--out benchmarks/results/more_trials_check]``; ``--summarise`` rewrites
-``summary.md`` from ``results.csv``.
+[--corr 0.8] [--draws 400] [--out benchmarks/results/more_trials_check]``; ``--summarise [A.csv ...]``
+writes ``summary.md`` from ``results.csv`` (or from the given files, merged into it).
 """
 
 from __future__ import annotations
@@ -93,8 +93,10 @@ def summarise(results: pd.DataFrame) -> str:
                      f"{freq:.3f} +- {se:.3f} | {gap:+.1f} | {g['predicted_p_best'].mean():.3f} | "
                      f"{g['p_best_after'].mean():.3f} |")
     per_rep = results.groupby(["corr", "regime", "trials", "rep"])
-    lines += ["", f"Median seconds per replication (all its fits): {per_rep['seconds'].first().median():.0f}; "
-              f"fits with warnings: {int((results['warnings'] > 0).sum())} of {len(results)}."]
+    lines += ["", f"Median seconds per replication (all its fits, on 2 cores shared with other studies): "
+              f"{per_rep['seconds'].first().median():.0f}; fits that raised a warning of any kind (at 300 draws per "
+              f"chain, e.g. R-hat above 1.01 for a hyperparameter): {int((results['warnings'] > 0).sum())} of "
+              f"{len(results)}."]
     return "\n".join(lines) + "\n"
 
 
@@ -109,11 +111,14 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=400)
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "more_trials_check")
-    parser.add_argument("--summarise", action="store_true", help="only rewrite summary.md from results.csv")
+    parser.add_argument("--summarise", nargs="*", type=Path, metavar="RESULTS_CSV",
+                        help="only write summary.md (in --out) from results.csv, or from these files merged")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "results.csv"
-    if not args.summarise:
+    if args.summarise:
+        pd.concat([pd.read_csv(p) for p in args.summarise], ignore_index=True).to_csv(path, index=False)
+    if args.summarise is None:
         rows = []
         for rep in range(args.sims):
             rows += one_replication(args.corr, args.regime, args.trials, args.new, rep, args.seed, args.draws,

@@ -105,8 +105,10 @@ def summarise(results: pd.DataFrame) -> str:
             f" / {per_rep['single'].mean():.3f} | {100 * (per_rep['est'] >= per_rep['single'] - 1e-9).mean():.0f}% |")
     keys = ["prior", "corr", "trials", "rep"]
     secs = results.groupby(keys)["seconds"].first()
-    lines += ["", f"Median seconds per replication (fit and northstar): {secs.median():.1f}; replications with "
-              f"warnings: {int((results.groupby(keys)['warnings'].first() > 0).sum())} of {len(secs)}."]
+    lines += ["", f"Median seconds per replication (fit and northstar; medians over runs sharing 2 cores with other "
+              f"studies): {secs.median():.1f}; replications whose fit raised a warning of any kind (at 500 draws per "
+              f"chain, e.g. R-hat above 1.01 for a hyperparameter): "
+              f"{int((results.groupby(keys)['warnings'].first() > 0).sum())} of {len(secs)}."]
     return "\n".join(lines) + "\n"
 
 
