@@ -109,10 +109,16 @@ def test_marginal_model_agrees_with_latent_version():
     sd = m_beta.std()
     assert abs(m_beta.mean() - latent_beta.mean()) < 0.15 * sd
     assert abs(latent_beta.std() / sd - 1) < 0.15
+    # the medians agree within Monte Carlo error: the latent model samples residual_sd through a funnel (bulk
+    # ESS about 110 of 4000), so its median's MCSE is about 0.1 posterior sd, and a fixed 0.2 sd failed
+    # by chance (nutpie's multi-core draws of the latent model differ between runs)
     for name in ("kpi_mean", "residual_sd"):
-        a = marginal.posterior["posterior"][name].values
-        b = trace["posterior"][name].values * std.kpi_scale
-        assert np.all(np.abs(np.median(a, axis=(0, 1)) - np.median(b, axis=(0, 1))) < 0.2 * a.std(axis=(0, 1))), name
+        a = marginal.posterior["posterior"][name]
+        b = trace["posterior"][name] * std.kpi_scale
+        diff = np.abs(a.median(("chain", "draw")) - b.median(("chain", "draw"))).values
+        mcse = np.hypot(arviz_stats.mcse(a, method="median").values, arviz_stats.mcse(b, method="median").values)
+        assert np.all(diff < 4 * mcse), (name, diff, mcse)
+        assert np.all(4 * mcse < 0.5 * a.std(("chain", "draw")).values), (name, mcse)  # it detects half an sd
 
 
 def test_fit_cli_end_to_end(tmp_path, example, capsys):
