@@ -46,12 +46,20 @@ DEFAULT_NEW_TRIALS = (0, 10, 20, 50, 100, 200, 500)
 MAX_DRAWS = 4000
 
 
-def _p_best_of(mean: np.ndarray, chol: np.ndarray, choice: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """P(choice is the largest) under N(mean, L L') per row, by Monte Carlo with the shared normals ``z``."""
+def _p_best_of(mean: np.ndarray, chol: np.ndarray, choice: np.ndarray, mc: int, rng: np.random.Generator
+               ) -> np.ndarray:
+    """P(choice is the largest) under N(mean, L L') per row, by Monte Carlo with ``mc`` normals per row.
+
+    Fresh normals for every row: normals shared by all rows would give every row the same Monte
+    Carlo error, which the average over rows would not shrink (seen: the expected P(best) going
+    0.95, 0.96, 0.95 with more trials on the example data).
+    """
+    J = mean.shape[-1]
     out = np.empty(len(mean))
-    step = max(1, 2_000_000 // (z.shape[0] * z.shape[1]))
+    step = max(1, 2_000_000 // (mc * J))
     for s in range(0, len(mean), step):
-        sims = mean[s:s + step, None, :] + z @ chol.T  # (rows, mc, J)
+        rows = len(mean[s:s + step])
+        sims = mean[s:s + step, None, :] + rng.standard_normal((rows, mc, J)) @ chol.T  # (rows, mc, J)
         out[s:s + step] = (np.argmax(sims, axis=-1) == choice[s:s + step, None]).mean(axis=-1)
     return out
 
@@ -61,7 +69,7 @@ def preposterior(
     n_trials: int,
     new_trials: Sequence[int],
     *,
-    replicates: int = 4,
+    replicates: int = 2,
     mc: int = 400,
     target: float = 0.9,
     rng: np.random.Generator,
@@ -75,7 +83,6 @@ def preposterior(
     L = np.linalg.cholesky(V)
     truth = np.repeat(E, replicates, axis=0)
     best_true = truth.max(axis=-1)
-    z = rng.standard_normal((mc, J))
     out = {k: np.empty(len(new_trials)) for k in ("p_correct", "expected_regret", "expected_p_best", "p_confident",
                                                   "p_correct_mcse")}
     for i, k in enumerate(new_trials):
@@ -89,7 +96,7 @@ def preposterior(
         choice = np.argmax(post_mean, axis=-1)
         chosen = np.take_along_axis(truth, choice[:, None], axis=-1)[:, 0]
         correct = chosen == best_true
-        p_best = _p_best_of(post_mean, chol, choice, z)
+        p_best = _p_best_of(post_mean, chol, choice, mc, rng)
         out["p_correct"][i] = correct.mean()
         out["p_correct_mcse"][i] = correct.std() / np.sqrt(D)  # draws, not replicates, are the independent units
         out["expected_regret"][i] = (best_true - chosen).mean()
@@ -104,7 +111,7 @@ def value_of_trials(
     new_trials: Sequence[int] = DEFAULT_NEW_TRIALS,
     *,
     target: float = 0.9,
-    replicates: int = 4,
+    replicates: int = 2,
     seed: int = 0,
 ) -> xr.Dataset:
     """How K_new more trials like the past ones would change the choice of north star.
