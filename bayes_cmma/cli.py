@@ -785,12 +785,10 @@ def _print_northstar(table: pd.DataFrame) -> None:
 
 
 def run_northstar(args: argparse.Namespace) -> int:
-    import xarray as xr
-
     from bayes_cmma.decisions.northstar import northstar, northstar_frame
     from bayes_cmma.reporting import outputs
     from bayes_cmma.reporting.plots import northstar_plot
-    from bayes_cmma.reporting.report import JOINT_FILE, NORTHSTAR_FILE
+    from bayes_cmma.reporting.report import JOINT_FILE, NORTHSTAR_FILE, read_joint
 
     folder = Path(args.fit_dir)
     path = folder / JOINT_FILE
@@ -799,11 +797,8 @@ def run_northstar(args: argparse.Namespace) -> int:
     if not path.exists():
         raise BayesCMMAError(f"{folder} has no {JOINT_FILE}: the composite needs the joint model; fit with "
                              "`bayes-cmma fit --degree 1 --joint ...`.")
-    try:
-        tree = xr.open_datatree(path, engine="h5netcdf").load()
-    except (OSError, ValueError) as exc:
-        raise BayesCMMAError(f"cannot read the joint posterior {path} ({exc}); rerun the fit.") from exc
     _status(f"reading {path}")
+    tree = read_joint(path)
     result = northstar(tree, args.future_size, future_n=args.future_n, criterion=args.criterion, team=args.team)
     table = northstar_frame(result, prob=PROB)
     fig = northstar_plot(table, args.criterion, str(tree.attrs.get("kpi", "KPI")))

@@ -148,6 +148,17 @@ def _ascend(v: np.ndarray, args: tuple, max_iter: int = 500, tol: float = 1e-7) 
     return v, score
 
 
+def _mixture_moments(V: np.ndarray, c: np.ndarray, var_y: np.ndarray, mu_m: np.ndarray, mu_y: np.ndarray,
+                     team_weight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Var(m_hat), Cov(m_hat, y) and Var(y) over the mixture of teams (within-team moments plus team means')."""
+    mbar = np.einsum("t,...tj->...j", team_weight, mu_m)
+    ybar = np.einsum("t,...t->...", team_weight, mu_y)
+    dm, dy = mu_m - mbar[..., None, :], mu_y - ybar[..., None]
+    return (V + np.einsum("t,...ti,...tj->...ij", team_weight, dm, dm),
+            c + np.einsum("t,...tj,...t->...j", team_weight, dm, dy),
+            var_y + np.einsum("t,...t->...", team_weight, dy * dy))
+
+
 def _normalise(w: np.ndarray) -> np.ndarray:
     return w / np.linalg.norm(w, axis=-1, keepdims=True)
 
@@ -183,13 +194,7 @@ def optimal_weights(
     J = c.shape[-1]
     V = sigma + S_future
     if criterion == "correlation":
-        # mixture moments over teams
-        mbar = np.einsum("t,...tj->...j", team_weight, mu_m)
-        ybar = np.einsum("t,...t->...", team_weight, mu_y)
-        dm, dy = mu_m - mbar[..., None, :], mu_y - ybar[..., None]
-        V_tot = V + np.einsum("t,...ti,...tj->...ij", team_weight, dm, dm)
-        c_tot = c + np.einsum("t,...tj,...t->...j", team_weight, dm, dy)
-        vy_tot = var_y + np.einsum("t,...t->...", team_weight, dy * dy)
+        V_tot, c_tot, vy_tot = _mixture_moments(V, c, var_y, mu_m, mu_y, team_weight)
         w = np.linalg.solve(V_tot, c_tot[..., None])[..., 0]
         eye = np.broadcast_to(np.eye(J), (*c.shape, J))
         cand = np.concatenate([w[..., None, :], eye], axis=-2)  # (..., 1 + J, J)
@@ -236,16 +241,11 @@ def score_weights(
         raise BayesCMMAError(f"criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}.")
     team_weight = np.asarray(team_weight, dtype=float)
     V = sigma + S_future
-    sd_s = np.sqrt(np.einsum("...i,...ij,...j->...", w, V, w))
     if criterion == "correlation":
-        mbar = np.einsum("t,...tj->...j", team_weight, mu_m)
-        ybar = np.einsum("t,...t->...", team_weight, mu_y)
-        dm, dy = mu_m - mbar[..., None, :], mu_y - ybar[..., None]
-        s_dev = np.einsum("...tj,...j->...t", dm, w)
-        cov = np.einsum("...j,...j->...", w, c) + np.einsum("t,...t,...t->...", team_weight, s_dev, dy)
-        var_s = sd_s**2 + np.einsum("t,...t->...", team_weight, s_dev**2)
-        vy = var_y + np.einsum("t,...t->...", team_weight, dy * dy)
-        return cov / np.sqrt(var_s * vy)
+        V_tot, c_tot, vy_tot = _mixture_moments(V, c, var_y, mu_m, mu_y, team_weight)
+        var_s = np.einsum("...i,...ij,...j->...", w, V_tot, w)
+        return np.einsum("...j,...j->...", w, c_tot) / np.sqrt(var_s * vy_tot)
+    sd_s = np.sqrt(np.einsum("...i,...ij,...j->...", w, V, w))
     sd_y = np.sqrt(var_y)
     rho = np.einsum("...j,...j->...", w, c) / (sd_y * sd_s)
     b = np.einsum("...tj,...j->...t", mu_m, w) / sd_s[..., None]

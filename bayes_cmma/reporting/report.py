@@ -107,6 +107,14 @@ def joint_ranking(tree: xr.DataTree, at: dict[str, float], lift: float, baseline
     return out
 
 
+def read_joint(path: str | Path) -> xr.DataTree:
+    """The joint posterior saved by ``fit --joint`` (``joint.nc``), or one error line saying to refit."""
+    try:
+        return xr.open_datatree(path, engine="h5netcdf").load()
+    except (OSError, ValueError) as exc:
+        raise BayesCMMAError(f"cannot read the joint posterior {path} ({exc}); rerun the fit.") from exc
+
+
 def load_fit_dir(fit_dir: str | Path) -> ReportInputs:
     """Read a folder written by ``bayes-cmma fit``/``demo`` into :class:`ReportInputs`."""
     folder = Path(fit_dir)
@@ -146,11 +154,8 @@ def load_fit_dir(fit_dir: str | Path) -> ReportInputs:
         if not path.exists():
             raise BayesCMMAError(f"{path} is missing: the run ranked from the joint model (fit --joint); rerun the "
                                  "fit.")
-        try:
-            joint_tree = xr.open_datatree(path, engine="h5netcdf").load()
-        except (OSError, ValueError) as exc:
-            raise BayesCMMAError(f"cannot read the joint posterior {path} ({exc}); rerun the fit.") from exc
-        ranking = joint_ranking(joint_tree, run["at"], float(run.get("lift", 0.1)), float(run["kpi_baseline"]))
+        ranking = joint_ranking(read_joint(path), run["at"], float(run.get("lift", 0.1)),
+                                float(run["kpi_baseline"]))
     return ReportInputs(trees=trees, kpi=kpi, at=run.get("at") or None, lift=float(run.get("lift", 0.1)),
                         baseline=run.get("kpi_baseline"), ols=table("ols.csv"),
                         assumptions=table("assumptions.csv"), extra={"run": run}, ranking=ranking,
