@@ -268,3 +268,12 @@ def test_northstar_command_bad_folders(tmp_path, capsys, setup, match):
     assert main(["northstar", str(folder)]) == 2
     assert match in capsys.readouterr().err
     assert not (folder / "northstar.csv").exists()
+
+
+def test_northstar_command_takes_one_size_option(tmp_path, capsys):
+    from bayes_cmma.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["northstar", str(tmp_path), "--future-size", "1", "--future-n", "1000"])
+    assert exc.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
