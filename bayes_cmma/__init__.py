@@ -39,7 +39,8 @@ _LAZY = {
     "drf": "decisions.derived", "elasticity": "decisions.derived", "interval_table": "decisions.derived",
     "rank_metrics": "decisions.derived", "northstar": "decisions.northstar",
     "northstar_frame": "decisions.northstar", "value_of_trials": "decisions.more_trials",
-    "value_frame": "decisions.more_trials",
+    "value_frame": "decisions.more_trials", "DecisionValue": "decisions.decision_value",
+    "decision_value": "decisions.decision_value",
     "diagnostics_table": "checks.diagnostics", "summary_table": "checks.diagnostics",
     "DegreeComparison": "checks.compare", "compare_degrees": "checks.compare",
     "RelevanceCheck": "checks.assumptions", "relevance_check": "checks.assumptions",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.checks.diagnostics import diagnostics_table, summary_table
     from bayes_cmma.checks.sensitivity import a3_sensitivity
     from bayes_cmma.datasets import Example, load_example
+    from bayes_cmma.decisions.decision_value import DecisionValue, decision_value
     from bayes_cmma.decisions.derived import drf, elasticity, interval_table, rank_metrics
     from bayes_cmma.decisions.more_trials import value_frame, value_of_trials
     from bayes_cmma.decisions.northstar import northstar, northstar_frame
@@ -102,6 +104,7 @@ __all__ = [
     "CMMAResult",
     "ConvergenceWarning",
     "DataError",
+    "DecisionValue",
     "DegreeComparison",
     "Example",
     "FitGrid",
@@ -117,6 +120,7 @@ __all__ = [
     "augment",
     "cmma_ols",
     "compare_degrees",
+    "decision_value",
     "diagnostics_table",
     "drf",
     "elasticity",

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning
+from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, ConvergenceWarning, DataError
 from bayes_cmma.fitting import interrupts
 
 if TYPE_CHECKING:
@@ -145,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
                           "correlation: maximise their correlation")
     nst.add_argument("--team", help="the future trial's team (default: a team in proportion to its past trials)")
     nst.add_argument("--out", help="folder for northstar.csv and northstar.png (default FIT_DIR)")
+    dv = sub.add_parser("decision-value", help="how much KPI each metric's launch decisions collect, estimated "
+                        "from the trials alone (cross-fitted, data fission; no model)")
+    _add_data_args(dv)
+    dv.add_argument("--folds", type=int, default=5, help="cross-fitting folds for the composite (default 5)")
+    dv.add_argument("--tau", type=float, default=1.0,
+                    help="data-fission strength: decisions see (1 + tau^2) times today's measurement variance "
+                         "(default 1); 0 decides and scores on the same ATEs (biased, for comparison)")
+    dv.add_argument("--repeats", type=int, default=50, help="fission draws averaged per trial (default 50)")
+    dv.add_argument("--threshold", type=float, default=0.0,
+                    help="launch when the north star's ATE exceeds this many standard errors (default 0)")
+    dv.add_argument("--within-trial-correlation", type=float, default=0.0,
+                    help="correlation assumed for within-trial covariance pairs --cov does not give (default 0)")
+    dv.add_argument("--seed", type=int, default=1, help="seed of the folds and fission draws (default 1)")
+    dv.add_argument("--out", default="decision_value.csv", help="table to write (default ./decision_value.csv)")
     rep = sub.add_parser("report", help="one self-contained HTML report of a fit folder")
     rep.add_argument("fit_dir", help="the --out folder of `bayes-cmma fit` or `demo`")
     rep.add_argument("--out", help="HTML file to write (default FIT_DIR/report.html)")
@@ -380,6 +394,17 @@ def run_fit(
         drf_table = outputs.drf_frame(result, grids, prob=PROB)
         files["elasticity.csv"] = lambda p: elast.to_csv(p, index=False)
         files["drf.csv"] = lambda p: drf_table.to_csv(p, index=False)
+    decision_table = None
+    if len(metrics) > 1:
+        from bayes_cmma.decisions.decision_value import decision_value
+
+        try:
+            decision_table = decision_value(trials, kpi, metrics, seed=seed, warn_filled=False,  # the fit warns
+                                            within_trial_correlation=spec.within_trial_correlation).table.reset_index()
+        except DataError as exc:
+            _status(f"no model-free decision value: {exc}")
+        else:
+            files[report_mod.DECISION_VALUE_FILE] = lambda p: decision_table.to_csv(p, index=False)
     ols_table = _ols_frame(ols_results)
     files["ols.csv"] = lambda p: ols_table.to_csv(p, index=False)
     assumptions = _assumption_frame(checks, result)
@@ -395,7 +420,8 @@ def run_fit(
         inputs = report_mod.ReportInputs(
             trees={m: f.posterior for m, f in result.fits.items()}, kpi=kpi, at=at or None, lift=lift,
             baseline=kpi_baseline, ols=ols_table, assumptions=assumptions, loo=loos,
-            ranking=ranking_ds if joint is not None else None, northstar=northstar_table, more_trials=more_table)
+            ranking=ranking_ds if joint is not None else None, northstar=northstar_table, more_trials=more_table,
+            decision_value=decision_table)
         page = report_mod.render_report(inputs)
         files["report.html"] = lambda p: Path(p).write_text(page, encoding="utf-8")
     written = outputs.write_atomically(out, files)
@@ -405,6 +431,8 @@ def run_fit(
         if bad:
             warnings.warn(checking.pareto_k_message(m, bad), ConvergenceWarning, stacklevel=1)
     _print_report(result, spec, summary, elast, ranking, ols_results, at, lift, kpi_baseline, crossing)
+    if decision_table is not None:
+        _print_decision_value(decision_table.set_index("candidate"), kpi)
     if more_table is not None:
         _print_more_trials(more_table)
     if northstar_table is not None:
@@ -699,6 +727,8 @@ def check_args(args: argparse.Namespace) -> None:
     if cmd == "summarize":
         check_writable(args.out, "--out", folder=False)
         check_writable(args.cov_out, "--cov-out", folder=False)
+    elif cmd == "decision-value":
+        check_writable(args.out, "--out", folder=False)
     elif getattr(args, "out", None) is not None and cmd not in ("report",):
         check_writable(args.out)
     elif cmd == "report" and args.out is not None:
@@ -725,6 +755,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_report(args)
     if args.command == "northstar":
         return run_northstar(args)
+    if args.command == "decision-value":
+        return run_decision_value(args)
     if args.command == "compare":
         return run_compare(args)
     if args.command == "ols":
@@ -782,6 +814,45 @@ def _print_northstar(table: pd.DataFrame) -> None:
                             f"{r['weight_upper']:+.2f}]" for _, r in singles.iterrows())
         _say(f"  size {label}: {weights}; score {comp['score_mean']:.3f} vs {best['candidate']} alone "
              f"{best['score_mean']:.3f}")
+
+
+def _print_decision_value(table: pd.DataFrame, kpi: str) -> None:
+    """Each north star's decision value (KPI collected per trial by launching on it), best first."""
+    factor = float(table["measurement_variance_factor"].iloc[0])
+    _say(f"\nModel-free check, decision value: the true {kpi} effect collected per trial by "
+         "launching when the north star moves up, estimated from the trials alone (cross-fitted, data fission "
+         f"at {factor:g}x today's measurement variance; 95% CI; "
+         "docs: model.md, 'Decision value from the trials'):")
+    rows = table.sort_values("value", ascending=False)
+    width = max(len(str(c)) for c in rows.index)
+    print(f"  {'north star':<{width}}  {'value per trial':>28}  {'launched':>8}  {'vs best':>20}")
+    for name, row in rows.iterrows():
+        value = format_estimate(row["value"], row["ci_lower"], row["ci_upper"], digits=3)
+        vs = "best" if row["difference"] == 0 else f"{row['difference']:+.2g} (se {row['difference_se']:.2g})"
+        print(f"  {name!s:<{width}}  {value:>28}  {row['launch_rate']:>8.0%}  {vs:>20}")
+
+
+def run_decision_value(args: argparse.Namespace) -> int:
+    """``bayes-cmma decision-value``: the cross-fitted decision value of each metric from the trial table."""
+    from bayes_cmma.decisions.decision_value import decision_value
+    from bayes_cmma.inputs.data import read_trials
+    from bayes_cmma.reporting.outputs import write_files_atomically
+
+    if not -1 < args.within_trial_correlation < 1:
+        raise BayesCMMAError(f"--within-trial-correlation must be strictly between -1 and 1, got "
+                             f"{args.within_trial_correlation}.")
+    trials = read_trials(args.trials, args.cov)
+    result = decision_value(trials, args.kpi, args.metric, folds=args.folds, tau=args.tau, repeats=args.repeats,
+                            threshold=args.threshold, seed=args.seed,
+                            within_trial_correlation=args.within_trial_correlation)
+    (written,) = write_files_atomically({args.out: _writer(result.table.reset_index(), args.out)})
+    _print_decision_value(result.table, args.kpi)
+    if not result.weights.empty:
+        mean = result.weights.mean()
+        _say("  composite weights (standardised, mean over folds): "
+             + ", ".join(f"{m} {w:+.2f}" for m, w in mean.items()))
+    _say(f"\nWrote {written}")
+    return 0
 
 
 def run_northstar(args: argparse.Namespace) -> int:

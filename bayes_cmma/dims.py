@@ -15,6 +15,7 @@ dim                meaning
 ``rank``           a rank 1..n_metrics (1 = largest elasticity)
 ``future_size``    a future trial's size relative to a median past trial (the composite north star)
 ``new_trials``     a number of new trials in the value-of-more-trials analysis (0 = today)
+``candidate``      a candidate north star in the decision-value estimate (a metric, a composite, a reference)
 ``chain``/``draw`` posterior sample dims, as in ArviZ
 =================  ==============================================================================
 """
@@ -31,6 +32,7 @@ GRID = "grid"
 RANK = "rank"
 FUTURE_SIZE = "future_size"
 NEW_TRIALS = "new_trials"
+CANDIDATE = "candidate"
 CHAIN = "chain"
 DRAW = "draw"
 SAMPLE_DIMS = (CHAIN, DRAW)

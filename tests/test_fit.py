@@ -174,6 +174,12 @@ def test_fit_cli_end_to_end(tmp_path, example, capsys):
     chosen = el["mean"].idxmax()
     assert more["p_correct"].iloc[0] == pytest.approx(ranking.set_index("metric").loc[chosen, "p_best"], abs=0.02)
     assert "With more trials like these" in stdout and "The value of more trials" in page
+    # the model-free decision value, written, printed and shown beside the model's P(best)
+    dv = pd.read_csv(out / "decision_value.csv")
+    expected = bc.decision_value(bc.read_trials(trials_csv, cov), "gmv", ["ndcg", "mrr"], seed=2).table
+    np.testing.assert_allclose(dv.set_index("candidate").loc[expected.index, "value"], expected["value"])
+    assert "Model-free check, decision value" in stdout
+    assert "A model-free check: the decision value of each metric" in page and "<th>model's P(best)" in page
     summary = pd.read_csv(out / "summary.csv")
     assert {"metric", "parameter", "mean", "sd", "eti94_lb", "eti94_ub", "r_hat", "ess_bulk", "ess_tail"} <= set(
         summary.columns

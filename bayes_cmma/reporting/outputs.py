@@ -43,7 +43,8 @@ Writer = Callable[[Path], None]
 #: Tables a fit may write; one a new run does not write is removed, so no stale table from an
 #: earlier run sits next to the new ones (e.g. a rerun without --at).
 TABLE_NAMES = ("summary.csv", "elasticity.csv", "ranking.csv", "drf.csv", "ols.csv", "assumptions.csv",
-               "report.html", "joint.nc", "northstar.csv", "northstar.png", "more_trials.csv")
+               "report.html", "joint.nc", "northstar.csv", "northstar.png", "more_trials.csv",
+               "decision_value.csv")
 
 #: The commit record inside an output folder while a set of files is being moved in.
 COMMIT_FILE = ".bayes_cmma-commit.json"

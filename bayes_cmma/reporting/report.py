@@ -65,6 +65,8 @@ class ReportInputs:
         :func:`bayes_cmma.northstar_frame` of the joint posterior (``northstar.csv``).
     more_trials : DataFrame or None
         :func:`bayes_cmma.value_frame` of the ranking's draws (``more_trials.csv``).
+    decision_value : DataFrame or None
+        :func:`bayes_cmma.decision_value`'s table with the candidate as a column (``decision_value.csv``).
     """
 
     trees: dict[str, xr.DataTree]
@@ -79,6 +81,7 @@ class ReportInputs:
     ranking: xr.Dataset | None = None
     northstar: pd.DataFrame | None = None
     more_trials: pd.DataFrame | None = None
+    decision_value: pd.DataFrame | None = None
 
 
 def run_record(kpi: str, metrics: list[str], at: dict[str, float], lift: float, baseline: float | None,
@@ -94,6 +97,8 @@ JOINT_FILE = "joint.nc"
 NORTHSTAR_FILE = "northstar.csv"
 #: File of the value-of-more-trials table in a fit folder (``fit`` with a ranking).
 MORE_TRIALS_FILE = "more_trials.csv"
+#: File of the model-free decision-value table in a fit folder (``fit`` with two or more metrics).
+DECISION_VALUE_FILE = "decision_value.csv"
 
 
 def joint_ranking(tree: xr.DataTree, at: dict[str, float], lift: float, baseline: float) -> xr.Dataset:
@@ -159,7 +164,8 @@ def load_fit_dir(fit_dir: str | Path) -> ReportInputs:
     return ReportInputs(trees=trees, kpi=kpi, at=run.get("at") or None, lift=float(run.get("lift", 0.1)),
                         baseline=run.get("kpi_baseline"), ols=table("ols.csv"),
                         assumptions=table("assumptions.csv"), extra={"run": run}, ranking=ranking,
-                        northstar=table(NORTHSTAR_FILE), more_trials=table(MORE_TRIALS_FILE))
+                        northstar=table(NORTHSTAR_FILE), more_trials=table(MORE_TRIALS_FILE),
+                        decision_value=table(DECISION_VALUE_FILE))
 
 
 def _img(fig: Figure, alt: str) -> str:
@@ -183,9 +189,7 @@ def _answer(inp: ReportInputs) -> tuple[str, list[str]]:
     if not inp.at or any(m not in inp.at for m in inp.trees):
         return ("<p>No current metric values were given (<code>--at METRIC=VALUE</code>), so there is no "
                 "elasticity and no ranking; the dose-response functions below are still valid.</p>", warn)
-    parts = [derived.elasticity(t["posterior"]["beta"], float(inp.at[m]), lift=inp.lift, baseline=inp.baseline)
-             for m, t in inp.trees.items()]
-    el = derived.stack_metrics(parts, list(inp.trees))
+    el = _elasticities(inp)
     ranking = derived.rank_metrics(el) if inp.ranking is None else inp.ranking
     pct = f"{100 * CI_PROB:g}"
     rows = []
@@ -216,6 +220,21 @@ def _answer(inp: ReportInputs) -> tuple[str, list[str]]:
             f"P(best) = <b>{best['P(best)']:.2f}</b>. {strength}</p>"
             f"<p>{html.escape(_pairing_sentence(ranking))}</p></div>{_table(_two_decimals(table))}")
     return text, warn
+
+
+def _elasticities(inp: ReportInputs) -> xr.DataArray:
+    """The separate fits' elasticity draws (metric, chain, draw) at the current values."""
+    parts = [derived.elasticity(t["posterior"]["beta"], float(inp.at[m]), lift=inp.lift, baseline=inp.baseline)
+             for m, t in inp.trees.items()]
+    return derived.stack_metrics(parts, list(inp.trees))
+
+
+def _p_best(inp: ReportInputs) -> dict[str, float] | None:
+    """Each metric's P(best) as the answer shows it, or None when there is no ranking."""
+    if not inp.at or any(m not in inp.at for m in inp.trees) or len(inp.trees) < 2:
+        return None
+    ranking = derived.rank_metrics(_elasticities(inp)) if inp.ranking is None else inp.ranking
+    return {str(m): float(v) for m, v in zip(ranking[dims.METRIC].values, ranking["p_best"].values, strict=True)}
 
 
 def _pairing_sentence(ranking: xr.Dataset) -> str:
@@ -368,6 +387,9 @@ def _render(inp: ReportInputs) -> str:
                                               "elasticity panels"),
                  h2("ranking", "Ranking"),
                  _img(plots.ranking_plot(trees, inp.at, inp.lift, inp.baseline, ranking=inp.ranking), "ranking")]
+    if inp.decision_value is not None:
+        body += [h2("decision-value", "A model-free check: the decision value of each metric"),
+                 _decision_value_section(inp.decision_value, inp.kpi, _p_best(inp))]
     if inp.more_trials is not None:
         body += [h2("more-trials", "The value of more trials"), _more_trials_section(inp.more_trials)]
     if inp.northstar is not None:
@@ -422,6 +444,38 @@ def _more_trials_section(frame: pd.DataFrame) -> str:
             "today's P(best): where that is overconfident (near ties, see the documentation's checks), so are "
             f"these numbers. {html.escape(needed)}</p>"
             + _img(plots.more_trials_plot(frame), "value of more trials") + _table(table))
+
+
+def _decision_value_section(frame: pd.DataFrame, kpi: str, p_best: dict[str, float] | None) -> str:
+    """The trials' own estimate of each north star's decision value, beside the model's P(best)."""
+    rows = frame.sort_values("value", ascending=False)
+    table = pd.DataFrame({
+        "north star": rows["candidate"],
+        f"{kpi} effect collected per trial (95% CI)": [
+            f"{r.value:.3g} [{r.ci_lower:.3g}, {r.ci_upper:.3g}]" for r in rows.itertuples()],
+        "trials launched": rows["launch_rate"].map("{:.0%}".format),
+        "difference from the best (se)": [
+            "best" if r.difference == 0 else f"{r.difference:+.2g} ({r.difference_se:.2g})" for r in rows.itertuples()],
+    })
+    agree = ""
+    if p_best is not None:
+        table["model's P(best)"] = [f"{p_best[c]:.2f}" if c in p_best else "" for c in rows["candidate"]]
+        metrics = rows[rows["kind"] == "metric"]
+        top_value = str(metrics["candidate"].iloc[0])
+        top_model = max(p_best, key=p_best.get)
+        agree = (f" Here both put {html.escape(top_model)} first." if top_value == top_model else
+                 f" Here they differ: the model ranks {html.escape(top_model)} first, the trials' decision value "
+                 f"{html.escape(top_value)}; look at the difference's standard error before reading much into it.")
+    factor = frame["measurement_variance_factor"].iloc[0] if "measurement_variance_factor" in frame else 2.0
+    return ("<p>How much true " + html.escape(kpi) + " effect per trial a team collects by launching a trial's "
+            "treatment when the north star's ATE is positive, estimated from the trials alone, without the "
+            "model: decisions on held-out trials (cross-fitted composite weights) are scored with those trials' "
+            "KPI ATEs after data fission, which removes the bias of scoring a metric with KPI estimates whose "
+            f"errors correlate with its own (the decisions see {factor:g} times today's measurement variance). "
+            "The model's P(best) ranks the metrics by elasticity at their current levels; the decision value by "
+            "how well their movements pick trials that raise the KPI. They answer related questions, so "
+            "agreement is reassuring and disagreement worth a look." + agree
+            + " docs: model.md, 'Decision value from the trials'.</p>" + _table(table))
 
 
 def _northstar_section(frame: pd.DataFrame, kpi: str) -> str:

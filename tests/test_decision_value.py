@@ -1,0 +1,246 @@
+"""The decision value of a north star from the trials alone: fission against closed forms, the composite
+against numpy least squares, cross-fitting, reproducibility, bad input, the command."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_output import unwrap
+from scipy import stats
+
+import bayes_cmma as bc
+from bayes_cmma.cli import main
+from bayes_cmma.decisions.decision_value import (
+    COMPOSITE,
+    LAUNCH_ALL,
+    composite_weights,
+    fission,
+    fold_labels,
+    value_per_trial,
+)
+from bayes_cmma.errors import DataError
+
+
+def _covariances(se: np.ndarray, corr: float) -> np.ndarray:
+    d = se.shape[1]
+    R = corr * np.ones((d, d)) + (1 - corr) * np.eye(d)
+    return se[:, :, None] * se[:, None, :] * R
+
+
+def _truths(K=30, J=2, seed=0, corr=0.8):
+    """True (y, m) per trial, and strongly correlated measurement errors of about their spread."""
+    rng = np.random.default_rng(seed)
+    m = rng.normal(0.1, 0.4, (K, J))
+    y = m @ np.linspace(1.0, 0.2, J) + rng.normal(0, 0.2, K)
+    S = _covariances(rng.uniform(0.2, 0.5, (K, J + 1)), corr)
+    return np.column_stack([y, m]), S
+
+
+def _table(z, S, metrics=("m1", "m2"), kpi="y"):
+    names = [kpi, *metrics]
+    K = len(z)
+    trials = [f"t{k:03d}" for k in range(K)]
+    rows = [{"trial": trials[k], "team": f"g{k % 2}", "quantity": q, "estimate": z[k, i],
+             "std_error": np.sqrt(S[k, i, i])} for k in range(K) for i, q in enumerate(names)]
+    cov = [{"trial": trials[k], "quantity_1": names[i], "quantity_2": names[j], "covariance": S[k, i, j]}
+           for k in range(K) for i in range(len(names)) for j in range(i)]
+    return pd.DataFrame(rows), pd.DataFrame(cov)
+
+
+def test_fission_halves_are_independent_with_the_stated_covariances():
+    """Over z ~ N(theta, S): f ~ N(theta, (1 + tau^2) S), g ~ N(theta, (1 + 1/tau^2) S), Cov(f, g) = 0."""
+    theta, S = _truths(K=1, seed=1)
+    rng = np.random.default_rng(2)
+    n, tau = 200_000, 0.7
+    z = theta + rng.multivariate_normal(np.zeros(3), S[0], size=n)
+    f, g = fission(z, np.broadcast_to(S[0], (n, 3, 3)), tau, rng, repeats=1)
+    f, g = f[0], g[0]
+    sd = np.sqrt(np.diag(S[0]))
+    for x, factor in ((f, 1 + tau**2), (g, 1 + 1 / tau**2)):
+        np.testing.assert_allclose(x.mean(axis=0), theta[0], atol=float(5 * sd.max() * np.sqrt(factor / n)))
+        # a covariance estimate's sd is at most sqrt(2 / n) s_i s_j; 5 of those
+        bound = 5 * factor * np.outer(sd, sd) * np.sqrt(2 / n)
+        np.testing.assert_array_less(np.abs(np.cov(x.T) - factor * S[0]), bound)
+    cross = (f - f.mean(0)).T @ (g - g.mean(0)) / (n - 1)
+    scale = np.sqrt((1 + tau**2) * (1 + 1 / tau**2)) * np.outer(sd, sd)
+    np.testing.assert_array_less(np.abs(cross), 5 * scale * np.sqrt(2 / n))
+
+
+def _replicate(z, S, tau, n_rep, seed):
+    """n_rep data sets z_r ~ N(theta, S) and the single-metric estimate (metric 1) of each (one fission draw)."""
+    rng = np.random.default_rng(seed)
+    K, d = z.shape
+    L = np.linalg.cholesky(S)
+    data = z[None] + np.einsum("kij,rkj->rki", L, rng.standard_normal((n_rep, K, d)))
+    f, g = fission(data.reshape(-1, d), np.tile(S, (n_rep, 1, 1)), tau, rng, repeats=1)
+    contrib, _ = value_per_trial(f[..., 1], g[..., 0])
+    return contrib.reshape(n_rep, K).mean(axis=1)
+
+
+def test_the_fission_estimate_is_unbiased_for_the_closed_form_decision_value():
+    """E[1{f_m > 0} g_y] = Phi(m / sqrt((1 + tau^2) S_mm)) y, whatever the KPI-metric error correlation."""
+    theta, S = _truths(seed=3)
+    tau = 1.0
+    est = _replicate(theta, S, tau, 20_000, seed=4)
+    truth = np.mean(stats.norm.cdf(theta[:, 1] / np.sqrt((1 + tau**2) * S[:, 1, 1])) * theta[:, 0])
+    mcse = est.std(ddof=1) / np.sqrt(est.size)
+    assert abs(est.mean() - truth) < 4 * mcse, (est.mean(), truth, mcse)
+
+
+def test_scoring_on_the_same_ates_is_biased_by_the_stein_term():
+    """Without fission E[1{m_hat > 0} y_hat] = Phi(m/s) y + (S_my / s) phi(m/s): the metric's chance luck
+    shows up in the KPI too. The estimate matches that closed form, and the bias is large."""
+    theta, S = _truths(seed=5)
+    est = _replicate(theta, S, 0.0, 20_000, seed=6)
+    s = np.sqrt(S[:, 1, 1])
+    value = np.mean(stats.norm.cdf(theta[:, 1] / s) * theta[:, 0])
+    bias = np.mean(S[:, 0, 1] / s * stats.norm.pdf(theta[:, 1] / s))
+    mcse = est.std(ddof=1) / np.sqrt(est.size)
+    assert abs(est.mean() - (value + bias)) < 4 * mcse
+    assert bias > 20 * mcse
+
+
+def test_composite_weights_match_least_squares_of_the_true_kpi_effect_on_the_observed_metrics():
+    """With many trials the noise-corrected estimator is the regression (through 0) of the *true* KPI
+    effect on the *observed* metric ATEs, which numpy can compute when the truth is known."""
+    rng = np.random.default_rng(7)
+    K = 100_000
+    m = rng.multivariate_normal([0.2, 0.1, 0.0], [[1, 0.6, 0.3], [0.6, 1, 0.5], [0.3, 0.5, 1]], size=K)
+    y = m @ np.array([1.0, 0.5, -0.3]) + rng.normal(0, 0.3, K)
+    S = np.broadcast_to(_covariances(np.full((1, 4), 0.6), 0.7)[0], (K, 4, 4))
+    z = np.column_stack([y, m]) + rng.multivariate_normal(np.zeros(4), S[0], size=K)
+    w = composite_weights(z, S)
+    ls = np.linalg.lstsq(z[:, 1:], y, rcond=None)[0]
+    np.testing.assert_allclose(w, ls / np.linalg.norm(ls), atol=0.01)
+    # naive least squares on the observed KPI ATE is pulled by the correlated noise
+    naive = np.linalg.lstsq(z[:, 1:], z[:, 0], rcond=None)[0]
+    assert np.linalg.norm(naive / np.linalg.norm(naive) - w) > 0.05
+
+
+@pytest.fixture(scope="module")
+def small():
+    z, S = _truths(K=40, J=2, seed=8, corr=0.6)
+    trials, cov = _table(z, S)
+    return bc.read_trials(trials, cov), trials, cov
+
+
+def test_table_rows_and_the_difference_from_the_best(small):
+    data, _, _ = small
+    out = bc.decision_value(data, "y", ["m1", "m2"], seed=1, repeats=20)
+    t = out.table
+    assert list(t.index) == ["m1", "m2", COMPOSITE, LAUNCH_ALL]
+    assert list(t["kind"]) == ["metric", "metric", "composite", "reference"]
+    np.testing.assert_allclose(t["value"], out.per_trial.mean("trial").values)
+    np.testing.assert_allclose(t.loc[LAUNCH_ALL, "launch_rate"], 1.0)
+    assert t.loc[out.best, "difference"] == 0.0
+    assert (t["difference"][t["kind"] != "reference"] <= 0).all()
+    np.testing.assert_allclose(t["ci_upper"] - t["value"], 1.959964 * t["std_error"], rtol=1e-5)
+    # launching every trial is scored by the KPI ATE alone: without fission, the plain mean of the KPI ATEs
+    plain = bc.decision_value(data, "y", ["m1", "m2"], tau=0)
+    np.testing.assert_allclose(plain.table.loc[LAUNCH_ALL, "value"], data.dataset["estimate"].sel(quantity="y").mean())
+    assert out.table.attrs["measurement_variance_factor"] == 2.0
+    assert out.weights.shape == (5, 2)
+    np.testing.assert_allclose(np.linalg.norm(out.weights.values, axis=1), 1.0)
+
+
+def test_same_seed_same_numbers_and_a_held_out_trial_does_not_move_its_folds_weights(small):
+    data, trials, cov = small
+    a = bc.decision_value(data, "y", ["m1", "m2"], seed=4, repeats=10)
+    b = bc.decision_value(data, "y", ["m1", "m2"], seed=4, repeats=10)
+    pd.testing.assert_frame_equal(a.table, b.table)
+    folds = fold_labels(40, 5, np.random.default_rng(4))
+    k = 7
+    moved = trials.copy()
+    moved.loc[(moved["trial"] == f"t{k:03d}") & (moved["quantity"] == "m1"), "estimate"] += 3.0
+    c = bc.decision_value(bc.read_trials(moved, cov), "y", ["m1", "m2"], seed=4, repeats=10)
+    # the composite's decisions on the other trials of trial k's fold use weights learned without trial k
+    ca, cc = a.per_trial.sel(candidate=COMPOSITE).values, c.per_trial.sel(candidate=COMPOSITE).values
+    same = (folds == folds[k]) & (np.arange(40) != k)
+    np.testing.assert_array_equal(ca[same], cc[same])
+    assert not np.array_equal(ca[folds != folds[k]], cc[folds != folds[k]])  # trial k trains the other folds
+
+
+def test_unknown_covariances_are_filled_with_a_warning(small):
+    """Fission needs the KPI-metric error covariance: filling it is an assumption the user hears about."""
+    _, trials, _ = small
+    message = r"120 within-trial covariance pair\(s\) .* filled with correlation 0.3"
+    with pytest.warns(bc.AssumptionWarning, match=message):
+        bc.decision_value(bc.read_trials(trials), "y", ["m1", "m2"], within_trial_correlation=0.3)
+
+
+def test_one_metric_has_no_composite(small):
+    data, _, _ = small
+    out = bc.decision_value(data, "y", ["m1"])
+    assert list(out.table.index) == ["m1", LAUNCH_ALL]
+    assert out.weights.empty
+
+
+def test_a_threshold_launches_fewer_trials(small):
+    data, _, _ = small
+    low = bc.decision_value(data, "y", ["m1", "m2"], seed=2)
+    high = bc.decision_value(data, "y", ["m1", "m2"], seed=2, threshold=1.96)
+    assert (high.table["launch_rate"].iloc[:3] < low.table["launch_rate"].iloc[:3]).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"tau": -1}, "tau .* must be 0 or more, got -1"),
+        ({"repeats": 0}, "repeats must be at least 1, got 0"),
+        ({"folds": 1}, r"folds must be between 2 and the number of complete trials \(40\), got 1"),
+        ({"folds": 41}, r"folds must be between 2 and .*\(40\), got 41"),
+        ({"threshold": float("nan")}, "threshold must be a finite number"),
+        ({"metrics": []}, "no metric given"),
+        ({"metrics": ["m1", "ndcg"]}, "metric 'ndcg' is not a quantity of the trial table"),
+    ],
+)
+def test_bad_input_names_the_value(small, kwargs, message):
+    data, _, _ = small
+    kwargs = {"metrics": ["m1", "m2"]} | kwargs
+    with pytest.raises(DataError, match=message):
+        bc.decision_value(data, "y", **kwargs)
+
+
+def test_too_few_complete_trials_is_an_error(small):
+    _, trials, cov = small
+    few = trials[trials["trial"].isin(["t000", "t001", "t002"])]
+    with pytest.raises(DataError, match=r"3 trial\(s\) for 'y'/'m1 \+ m2' but .* needs at least 5"):
+        bc.decision_value(bc.read_trials(few, cov[cov["trial"].isin(few["trial"])]), "y", ["m1", "m2"])
+
+
+def test_command_writes_the_table_and_prints_it(small, tmp_path, capsys):
+    _, trials, cov = small
+    trials.to_csv(tmp_path / "t.csv", index=False)
+    cov.to_csv(tmp_path / "c.csv", index=False)
+    out = tmp_path / "dv.csv"
+    code = main(["decision-value", str(tmp_path / "t.csv"), "--cov", str(tmp_path / "c.csv"), "--kpi", "y",
+                 "--metric", "m1", "--metric", "m2", "--seed", "3", "--out", str(out)])
+    text = unwrap(capsys.readouterr().out)
+    assert code == 0
+    table = pd.read_csv(out)
+    assert list(table["candidate"]) == ["m1", "m2", COMPOSITE, LAUNCH_ALL]
+    expected = bc.decision_value(bc.read_trials(trials, cov), "y", ["m1", "m2"], seed=3).table
+    np.testing.assert_allclose(table["value"], expected["value"])
+    assert "decision value" in text and "composite" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--folds", "1"], "folds must be between 2"), (["--tau", "-0.5"], "tau .* must be 0 or more"),
+     (["--repeats", "0"], "repeats must be at least 1")],
+)
+def test_command_bad_input_writes_nothing(small, tmp_path, capsys, extra, message):
+    _, trials, _ = small
+    trials.to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "dv.csv"
+    code = main(["decision-value", str(tmp_path / "t.csv"), "--kpi", "y", "--metric", "m1", "--metric", "m2",
+                 "--out", str(out), *extra])
+    err = unwrap(capsys.readouterr().err)
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and re.search(message, lines[0]), err
+    assert "Traceback" not in err
+    assert not out.exists()
