@@ -196,6 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--degree", type=int, default=3, help="summarise powers 1..degree of each metric (default 3)")
     summ.add_argument("--out", required=True, help="trial table to write (.csv or .parquet)")
     summ.add_argument("--cov-out", required=True, help="covariance table to write (.csv or .parquet)")
+    summ.add_argument("--observational-out",
+                      help="also write the observational table (.csv or .parquet): per team and metric, the "
+                           "within-arm regression of the KPI on the metric's powers (confounded; docs: input.md)")
+    summ.add_argument("--observational-arms", choices=["control", "both", "treatment"], default="control",
+                      help="arms whose units enter the observational regression (default control)")
     summ.add_argument("--engine", choices=["pandas", "dask"], default="pandas",
                       help="pandas: one file at a time in this process (default); dask: partition by partition")
     summ.add_argument("--scheduler",
@@ -727,6 +732,8 @@ def check_args(args: argparse.Namespace) -> None:
     if cmd == "summarize":
         check_writable(args.out, "--out", folder=False)
         check_writable(args.cov_out, "--cov-out", folder=False)
+        if args.observational_out is not None:
+            check_writable(args.observational_out, "--observational-out", folder=False)
     elif cmd == "decision-value":
         check_writable(args.out, "--out", folder=False)
     elif getattr(args, "out", None) is not None and cmd not in ("report",):
@@ -1038,25 +1045,34 @@ def run_summarize(args: argparse.Namespace) -> int:
 
     if args.degree < 1:
         raise BayesCMMAError(f"--degree must be at least 1, got {args.degree}.")
-    if Path(args.out).resolve() == Path(args.cov_out).resolve():
-        raise BayesCMMAError("--out and --cov-out name the same file; give two different files.")
+    targets = [("--out", args.out), ("--cov-out", args.cov_out)] + (
+        [("--observational-out", args.observational_out)] if args.observational_out else [])
+    for i, (flag, path) in enumerate(targets):
+        for other, path2 in targets[:i]:
+            if Path(path).resolve() == Path(path2).resolve():
+                raise BayesCMMAError(f"{other} and {flag} name the same file; give different files.")
     if args.engine != "dask" and (args.scheduler or args.workers):
         raise BayesCMMAError("--scheduler and --workers apply to --engine dask only; add --engine dask.")
     if args.workers is not None and args.workers < 1:
         raise BayesCMMAError(f"--workers must be at least 1, got {args.workers}.")
     kwargs = dict(kpi=args.kpi, metrics=args.metric, degree=args.degree, trial=args.trial, team=args.team or None,
-                  treatment=args.treatment, engine=args.engine)
+                  treatment=args.treatment, engine=args.engine,
+                  observational=args.observational_arms if args.observational_out else None)
     if args.engine == "dask":
         from bayes_cmma.inputs.dask_engine import dask_scheduler
 
         with dask_scheduler(args.scheduler, workers=args.workers):
-            trials, cov, n_units = summarize_files(args.units, **kwargs)
+            trials, cov, n_units, *obs = summarize_files(args.units, **kwargs)
     else:
-        trials, cov, n_units = summarize_files(args.units, **kwargs)
-    written = write_files_atomically({args.out: _writer(trials, args.out), args.cov_out: _writer(cov, args.cov_out)})
+        trials, cov, n_units, *obs = summarize_files(args.units, **kwargs)
+    files = {args.out: _writer(trials, args.out), args.cov_out: _writer(cov, args.cov_out)}
+    if obs:
+        files[args.observational_out] = _writer(obs[0], args.observational_out)
+    written = write_files_atomically(files)
     n_trials = trials["trial"].nunique()
     print(f"{n_trials} trials, {n_units} units: wrote {written[0]} ({len(trials)} rows) and "
-          f"{written[1]} ({len(cov)} rows).")
+          f"{written[1]} ({len(cov)} rows)" + (f" and {written[2]} ({len(obs[0])} rows, the observational "
+                                               f"regression in the {args.observational_arms} arm(s))." if obs else "."))
     print(f"Next: bayes-cmma fit {written[0]} --cov {written[1]} --kpi {args.kpi} "
           + " ".join(f"--metric {m}" for m in args.metric) + f" --degree {args.degree}")
     return 0

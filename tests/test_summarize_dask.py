@@ -56,6 +56,13 @@ def test_dask_equals_pandas(client, units):
     assert got[0]["trial"].unique().tolist() == pd.unique(units["trial"]).tolist()
 
 
+def test_dask_observational_table_equals_pandas(client, units):
+    kw = dict(kpi="y", metrics=["m", "m2"], degree=2, observational="both")
+    want = bc.summarize(units, **kw)
+    got = bc.summarize(dd.from_pandas(units, npartitions=7), **kw)
+    _compare(got, want, rtol=1e-8)
+
+
 def test_chunked_merge_matches_one_pass_and_numpy(units):
     """Blocks of 101 rows merged by Chan's update equal one block, and both equal np.cov per arm."""
     cols = Columns(kpi="y", metrics=("m",), degree=3)

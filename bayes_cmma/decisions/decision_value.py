@@ -28,9 +28,10 @@ the total-covariance estimator (Bibaut, Chou, Ejdemyr & Kallus, KDD 2024)::
 
     w = (sum_k m_k m_k')^-1 sum_k (m_k y_k - S_my,k)
 
-Standard errors are the spread of the per-trial values across trials over sqrt(K): the trials are
-independent, so this covers the mean decision value of new trials like these (and, conservatively,
-the value on these trials' own true effects). The measurement covariances must be right: fission
+Standard errors are the spread of the per-trial values across trials over sqrt(K), and intervals use
+Student's t with K - 1 degrees of freedom: the trials are independent, so this covers the mean
+decision value of new trials like these (and, conservatively, the value on these trials' own true
+effects). The measurement covariances must be right: fission
 needs the within-trial covariance of the KPI and the metrics (a covariance table, or the arm sizes
 and the summarizer); unknown pairs are filled as the model does (``within_trial_correlation``).
 """
@@ -52,7 +53,7 @@ from bayes_cmma.inputs.data import TrialData, joint_design
 #: Label of the cross-fitted composite candidate, and of the reference rule that launches every trial.
 COMPOSITE = "composite"
 LAUNCH_ALL = "launch every trial"
-#: Coverage of the intervals in the table (normal approximation).
+#: Coverage of the intervals in the table (Student's t with K - 1 degrees of freedom).
 CI_PROB = 0.95
 
 
@@ -65,8 +66,8 @@ class DecisionValue:
     table : pandas.DataFrame
         One row per candidate (index ``candidate``): ``kind`` (metric / composite / reference),
         ``value`` (mean true KPI effect collected per trial, in KPI units), ``std_error``,
-        ``ci_lower``/``ci_upper`` (95%), ``launch_rate``, ``difference`` from the best candidate with
-        its paired ``difference_se``, ``n_trials`` (complete trials used) and
+        ``ci_lower``/``ci_upper`` (95%, Student's t with K - 1 df), ``launch_rate``, ``difference``
+        from the best candidate with its paired ``difference_se``, ``n_trials`` (complete trials used) and
         ``measurement_variance_factor`` (1 + tau^2). Every setting also in ``table.attrs``.
     per_trial : xarray.DataArray
         (candidate, trial): each trial's contribution, averaged over the fission draws; ``value`` is
@@ -288,7 +289,7 @@ def _table(per_trial: np.ndarray, rates: np.ndarray, names: list[str], kinds: li
     K = per_trial.shape[1]
     value = per_trial.mean(axis=1)
     se = per_trial.std(axis=1, ddof=1) / np.sqrt(K)
-    z = stats.norm.ppf(0.5 + CI_PROB / 2)
+    z = stats.t.ppf(0.5 + CI_PROB / 2, K - 1)  # Student's t: a mean of K independent trials' contributions
     candidates = [i for i, k in enumerate(kinds) if k != "reference"]
     best = max(candidates, key=lambda i: value[i])
     diff = per_trial - per_trial[best]

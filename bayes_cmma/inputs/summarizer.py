@@ -327,7 +327,8 @@ def summarize(
     trial: str = "trial",
     team: str | None = "team",
     treatment: str = "treated",
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+    observational: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame] | tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Trial table and covariance table (the toolkit's input format) from unit-level rows.
 
     Parameters
@@ -342,10 +343,15 @@ def summarize(
         Powers 1..degree of each metric are summarised.
     trial, team, treatment : str
         Column names; ``team=None`` when there is no team column.
+    observational : {"control", "both", "treatment"}, optional
+        Also return the observational table: per team and metric, the within-(trial, arm)
+        regression of the KPI on the metric's powers in those arms
+        (:func:`bayes_cmma.inputs.observational.observational_table`; confounded, see there). From the
+        same pass over the rows.
 
     Returns
     -------
-    (trials, covariance) : tuple of DataFrames
+    (trials, covariance) or (trials, covariance, observational) : tuple of DataFrames
         Trials in the order they first appear. The trial table carries each trial's arm sizes
         (``n_treated``, ``n_control``), which the pooled measurement model uses.
 
@@ -356,8 +362,25 @@ def summarize(
         a trial under two teams, no rows; the message names the column or trial.
     """
     cols = _columns(kpi, metrics, degree, trial, team, treatment)
+    _check_arms(observational)
     moments = _dask_moments(units, cols) if _is_dask(units) else _pandas_moments(units, cols)
-    return _tables(moments, cols)
+    trials, cov = _tables(moments, cols)
+    if observational is None:
+        return trials, cov
+    return trials, cov, _observational(moments, cols, observational)
+
+
+def _check_arms(arms: str | None) -> None:
+    from bayes_cmma.inputs.observational import ARMS
+
+    if arms is not None and arms not in ARMS:
+        raise DataError(f"observational arms must be one of {', '.join(ARMS)}, got {arms!r}.")
+
+
+def _observational(moments: ArmMoments, cols: Columns, arms: str) -> pd.DataFrame:
+    from bayes_cmma.inputs.observational import observational_table
+
+    return observational_table(moments, cols, arms=arms, by="team")
 
 
 def summarize_units(
@@ -370,7 +393,7 @@ def summarize_units(
     team: str | None = "team",
     treatment: str = "treated",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Same as :func:`summarize` (kept name; accepts pandas or Dask frames)."""
+    """Same as :func:`summarize` without the observational table (kept name; accepts pandas or Dask frames)."""
     return summarize(units, kpi=kpi, metrics=metrics, degree=degree, trial=trial, team=team, treatment=treatment)
 
 
@@ -417,19 +440,22 @@ def summarize_files(
     treatment: str = "treated",
     engine: str = "pandas",
     blocksize: str | int = "128MiB",
-) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    observational: str | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, int] | tuple[pd.DataFrame, pd.DataFrame, int, pd.DataFrame]:
     """:func:`summarize` over unit-level files (CSV or Parquet; a Parquet folder counts as one file).
 
     ``engine="pandas"`` reads one file at a time (memory bounded by the largest file);
     ``engine="dask"`` reads every file lazily with Dask (only the needed columns; CSV in
     ``blocksize`` pieces) and summarises partition by partition on the active scheduler.
 
-    Returns the trial table, the covariance table and the number of unit rows read.
+    Returns the trial table, the covariance table and the number of unit rows read, and with
+    ``observational`` (as in :func:`summarize`) the observational table last.
     """
     from bayes_cmma.inputs.data import _read_table
 
     files = _expand_paths([paths] if isinstance(paths, (str, Path)) else paths)
     cols = _columns(kpi, metrics, degree, trial, team, treatment)
+    _check_arms(observational)
     if engine == "pandas" and any(_is_url(f) for f in files):
         raise DataError(f"{next(f for f in files if _is_url(f))!r} is a URL; the pandas engine reads local "
                         "files only. Use --engine dask (engine='dask') for remote storage.")
@@ -446,7 +472,9 @@ def summarize_files(
     else:
         raise DataError(f"unknown engine {engine!r}; use 'pandas' or 'dask'.")
     trials, cov = _tables(moments, cols)
-    return trials, cov, int(moments.n.sum())
+    if observational is None:
+        return trials, cov, int(moments.n.sum())
+    return trials, cov, int(moments.n.sum()), _observational(moments, cols, observational)
 
 
 def _dask_read(files: list[str], cols: Columns, blocksize: str | int) -> Any:
