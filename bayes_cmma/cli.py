@@ -128,10 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_args(fitp)
     fitp.add_argument("--out", default="bayes_cmma_out", help="output folder (default ./bayes_cmma_out)")
     fitp.add_argument("--no-report", action="store_true", help="do not write report.html")
-    fitp.add_argument("--joint", nargs="?", const="pooled", choices=["pooled", "independent"], default=None,
+    fitp.add_argument("--joint", nargs="?", const="pooled", choices=["pooled", "independent", "observational"],
+                      default=None,
                       help="rank from one joint model of every metric (linear DRFs; needs --degree 1, --at and "
                            "--kpi-baseline): 'pooled' (default) pools the metrics' elasticities, 'independent' "
-                           "does not. Without it, the separate fits' draws are paired as if independent")
+                           "does not, 'observational' borrows from the observational slopes of --observational. "
+                           "Without it, the separate fits' draws are paired as if independent")
+    fitp.add_argument("--observational",
+                      help="with --joint observational: the observational table of degree 1 (bayes-cmma summarize "
+                           "--degree 1 --observational-out), whose slopes the prior borrows from as far as the "
+                           "trials agree")
     nst = sub.add_parser("northstar", help="the best composite of the metrics for a future trial of a given size "
                          "(from the joint model of `fit --joint`)")
     nst.add_argument("fit_dir", help="the --out folder of `bayes-cmma fit --joint`")
@@ -282,6 +288,7 @@ def run_fit(
     report: bool = True,
     target_accept: float | None = None,
     joint: str | None = None,
+    observational: str | Path | None = None,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status.
 
@@ -333,6 +340,15 @@ def run_fit(
             raise BayesCMMAError(f"{name} must be a positive integer, got {value}.")
     if joint is not None:
         _check_joint(spec.degree, metrics, at, kpi_baseline)
+    if (joint == "observational") != (observational is not None):
+        raise BayesCMMAError("--joint observational and --observational FILE go together: the observational prior "
+                             "borrows from that file's slopes.")
+    obs_table = None
+    if observational is not None:
+        from bayes_cmma.inputs.observational import observational_slopes, read_observational
+
+        obs_table = read_observational(observational)
+        observational_slopes(obs_table, metrics)  # every metric has a linear slope: checked before sampling
     # validate every design up front (fit() does it again, cheaply) so errors come before sampling
     ols_results, checks, measured, partial = {}, {}, {}, {}
     with warnings.catch_warnings():
@@ -375,6 +391,7 @@ def run_fit(
             from bayes_cmma.fitting.joint import fit_joint
 
             joint_fit = fit_joint(trials, kpi, metrics, at=at, elasticity_prior=joint, model=spec, seed=seed,
+                                  observational=obs_table,
                                   draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
                                   progress_bar=sys.stderr.isatty(), progress=_status)
             ranking_ds = joint_fit.ranking(at, lift=lift, baseline=kpi_baseline)
@@ -757,7 +774,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_fit(args.trials, args.cov, args.kpi, args.metric, model=model, at=_parse_at(args.at),
                        lift=args.lift, kpi_baseline=args.kpi_baseline, seed=args.seed, out=args.out,
                        draws=args.draws, tune=args.tune, chains=args.chains, report=not args.no_report,
-                       target_accept=args.target_accept, joint=args.joint)
+                       target_accept=args.target_accept, joint=args.joint, observational=args.observational)
     if args.command == "report":
         return run_report(args)
     if args.command == "northstar":

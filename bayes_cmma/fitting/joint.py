@@ -32,6 +32,14 @@ Two priors on the slopes (``elasticity_prior``):
     metrics that look alike are then not declared different on noise (the winner's curse of a near
     tie); with elasticities far apart tau is large and the pooling weak. The levels are needed at
     fit time.
+``"observational"``
+    A commensurate prior that borrows from the observational regression of the KPI on each metric
+    in unit-level logs (:mod:`bayes_cmma.inputs.observational`): b_j = o_j + sqrt(kappa^2 + v_j^2) z_j,
+    z_j ~ N(0, 1), with o_j and v_j the observational slope and its standard error on the internal
+    scale, and kappa ~ HalfNormal(:data:`BIAS_SD_SCALE`) the scale of the observational bias, shared by
+    the metrics and learned: when the trials agree with the observational slopes, kappa is small and the
+    fit borrows their precision; when they disagree (confounding), kappa grows and the trials decide.
+    ``observational_bias_sd`` reports kappa on each metric's original scale.
 
 Data enter through ``pm.Data``; one compiled model serves every refit with the same number of
 metrics, teams, priors and ``elasticity_prior``.
@@ -78,7 +86,11 @@ from bayes_cmma.inputs.data import MetricDesign, TrialData, joint_design
 Progress = Callable[[str], None]
 
 #: Values of ``elasticity_prior`` (the first is the default).
-ELASTICITY_PRIORS = ("pooled", "independent")
+ELASTICITY_PRIORS = ("pooled", "independent", "observational")
+#: Scale of the HalfNormal prior of kappa, the sd of the observational slopes' bias, on the internal
+#: scale (where a slope is about a correlation, so |b_j| <= 1 or so): a bias as large as the slope
+#: itself is possible, one of several times it is not.
+BIAS_SD_SCALE = 0.5
 #: Scale of the HalfNormal prior of tau, the spread of the pooled (standardised) elasticities u_j.
 POOLING_SD_SCALE = 1.0
 #: Default target acceptance of the joint model. Measured on 50-trial, 4-team, 3-metric tables
@@ -113,7 +125,8 @@ def rank_weights(at: Mapping[str, float], metrics: Sequence[str], std: Standardi
 def sampled_vars(n_teams: int, elasticity_prior: str) -> list[str]:
     """Names of the stored (internal-scale) variables."""
     hyper = ["pi_mean", "pi_sd"] if pooled(n_teams) else []
-    pool = ["elasticity_mean", "elasticity_sd"] if elasticity_prior == "pooled" else []
+    pool = {"pooled": ["elasticity_mean", "elasticity_sd"], "observational": ["observational_bias_sd"]}.get(
+        elasticity_prior, [])
     return ["beta_std", *pool, "alpha", *hyper, "kpi_mean", "metric_chol", "residual_sd"]
 
 
@@ -125,11 +138,15 @@ def build_joint_model(
     observed: np.ndarray | None = None,
     elasticity_prior: str = "pooled",
     weights: np.ndarray | None = None,
+    observational: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pm.Model:
     """The joint PyMC model on the internal scale (see the module docstring).
 
     ``weights`` (metric,) are the :func:`rank_weights` of the pooled prior (swapped through
-    ``rank_weight``; ignored by the independent prior).
+    ``rank_weight``; ignored by the other priors). ``observational`` is (slope, standard error) per
+    metric on the internal scale, and optionally the scale of kappa's prior, for the observational
+    prior (swapped through ``observational_beta``, ``observational_se`` and
+    ``observational_bias_scale``).
     """
     J = data.z.shape[1] - 1
     if J < 2:
@@ -149,6 +166,16 @@ def build_joint_model(
             # (of 2000) on near ties, where tau -> 0 (benchmarks/pbest_calibration.py settings, 4 seeds)
             u = mu + tau * pm.Normal("elasticity_z", 0.0, 1.0, dims="metric")
             beta = pm.Deterministic("beta_std", u / w, dims="metric")
+        elif elasticity_prior == "observational":
+            o, v = (np.zeros(J), np.ones(J)) if observational is None else observational[:2]
+            o = pm.Data("observational_beta", np.asarray(o, dtype=float))
+            v = pm.Data("observational_se", np.asarray(v, dtype=float))
+            given = BIAS_SD_SCALE if observational is None or len(observational) < 3 else observational[2]
+            scale = pm.Data("observational_bias_scale", float(given))
+            kappa = pm.HalfNormal("observational_bias_sd", sigma=scale)
+            # non-centred, as the pooled prior: kappa -> 0 when the trials agree with the logs
+            z_obs = pm.Normal("observational_z", 0.0, 1.0, dims="metric")
+            beta = pm.Deterministic("beta_std", o + pm.math.sqrt(kappa**2 + v**2) * z_obs, dims="metric")
         else:
             beta = _location("beta_std", pri["beta_std"], dims="metric")
         alpha = _location("alpha", pri["alpha"], dims=("team", "metric"))
@@ -172,7 +199,8 @@ _LOCK = threading.Lock()
 
 
 def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardised, elasticity_prior: str,
-                         weights: np.ndarray | None) -> tuple[Any, bool]:
+                         weights: np.ndarray | None,
+                         observational: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Any, bool]:
     """Compiled nutpie model for this shape with this design's data swapped in (cached per shape)."""
     import nutpie
 
@@ -182,7 +210,7 @@ def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardis
     with _LOCK:
         if key not in _CACHE:
             model = build_joint_model(spec, n_teams, data, design.team_idx, design.observed, elasticity_prior,
-                                      weights)
+                                      weights, observational)
             _CACHE[key] = nutpie.compile_pymc_model(model, var_names=sampled_vars(n_teams, elasticity_prior))
             fresh = True
         base = _CACHE[key]
@@ -191,6 +219,10 @@ def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardis
         swap["team_slope"] = team_slope(data.z, design.team_idx, design.degree, design.observed)
     if elasticity_prior == "pooled":
         swap["rank_weight"] = np.asarray(weights, dtype=float)
+    if elasticity_prior == "observational":
+        swap["observational_beta"], swap["observational_se"] = (np.asarray(a, dtype=float) for a in observational[:2])
+        swap["observational_bias_scale"] = np.asarray(observational[2] if len(observational) > 2 else BIAS_SD_SCALE,
+                                                      dtype=float)
     return base.with_data(**swap), fresh
 
 
@@ -231,6 +263,8 @@ def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised,
         out["pi_sd"] = (sdims, raw["pi_sd"].values * s0)
     if "elasticity_sd" in raw:  # dimensionless: the spread of the standardised elasticities u_j
         out["elasticity_pool_sd"] = (sdims, raw["elasticity_sd"].values)
+    if "observational_bias_sd" in raw:  # kappa on each metric's slope scale
+        out["observational_bias_sd"] = ((*sdims, dims.METRIC), raw["observational_bias_sd"].values[..., None] * s0 / s)
     return out
 
 
@@ -358,6 +392,8 @@ def fit_joint(
     target_accept: float | None = None,
     progress_bar: bool = False,
     progress: Progress | None = None,
+    observational: Any = None,
+    observational_bias_scale: float = BIAS_SD_SCALE,
 ) -> JointFit:
     """Fit every candidate metric in one model (linear DRFs), for a ranking from joint draws.
 
@@ -370,8 +406,15 @@ def fit_joint(
     at : mapping metric -> level, optional
         Current per-unit level of each metric; required by the pooled prior (it pools the
         elasticities at these levels).
-    elasticity_prior : {"pooled", "independent"}
+    elasticity_prior : {"pooled", "independent", "observational"}
         See the module docstring.
+    observational : DataFrame, path or mapping, optional
+        With ``elasticity_prior="observational"`` (and only then): the observational slopes the prior
+        borrows from, an observational table of degree 1 (``bayes-cmma summarize --degree 1
+        --observational-out``) or ``{metric: (slope, standard error)}`` on the original scale.
+    observational_bias_scale : float
+        The scale of the HalfNormal prior of kappa, the observational bias sd, on the internal scale
+        (default :data:`BIAS_SD_SCALE`); smaller borrows more.
     model : spec, bundled name, TOML path or 1, optional
         A degree-1 spec (default: the bundled ``linear`` spec); its priors and sampler settings are used.
     target_accept : float, optional
@@ -398,11 +441,25 @@ def fit_joint(
     spec = replace_spec(spec, sampler={**spec.sampler, "target_accept": accept})
     if elasticity_prior == "pooled" or at is not None:
         _check_levels(at, metrics)
+    obs = None
+    if elasticity_prior == "observational":
+        from bayes_cmma.inputs.observational import observational_slopes
+
+        if observational is None:
+            raise BayesCMMAError("elasticity_prior='observational' borrows from observational slopes: give "
+                                 "observational= (an observational table or {metric: (slope, standard error)}).")
+        if not (np.isfinite(observational_bias_scale) and observational_bias_scale > 0):
+            raise BayesCMMAError(f"observational_bias_scale must be a positive number, got {observational_bias_scale}.")
+        obs = (*observational_slopes(observational, metrics), float(observational_bias_scale))
+    elif observational is not None:
+        raise BayesCMMAError(f"observational slopes are used only with elasticity_prior='observational', not "
+                             f"{elasticity_prior!r}.")
     design = joint_design(data, kpi, metrics, spec.within_trial_correlation,
                           warn_filled=not spec.within_trial_correlation_given)
     design = measurement.for_spec(design, spec)
     kwargs = dict(seed=seed, draws=draws, tune=tune, chains=chains, cores=cores, progress_bar=progress_bar,
-                  progress=progress, data_hash=data.data_hash(), elasticity_prior=elasticity_prior, at=at)
+                  progress=progress, data_hash=data.data_hash(), elasticity_prior=elasticity_prior, at=at,
+                  observational=obs)
     if spec.team_effects != "auto" or not pooled(len(design.teams)):
         chosen = spec if spec.team_effects != "auto" else replace_spec(spec, team_effects="centred")
         result = _fit_once(design, chosen, **kwargs)
@@ -428,14 +485,19 @@ def fit_joint(
 
 def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws: int | None, tune: int | None,
               chains: int | None, cores: int | None, progress_bar: bool, progress: Progress | None,
-              data_hash: str, elasticity_prior: str, at: Mapping[str, float] | None) -> JointFit:
+              data_hash: str, elasticity_prior: str, at: Mapping[str, float] | None,
+              observational: tuple[np.ndarray, np.ndarray, float] | None = None) -> JointFit:
     metrics = list(design.quantities[1:])
     std = standardise_joint(design)
     weights = rank_weights(at, metrics, std) if elasticity_prior == "pooled" else None
+    internal = None
+    if observational is not None:  # slopes and standard errors to the internal scale: b = beta s_j / s_0
+        factor = np.diag(std.L) / std.kpi_scale
+        internal = (observational[0] * factor, observational[1] * factor, observational[2])
     t0 = time.perf_counter()
     if progress:
         progress(f"compiling the joint model of {len(metrics)} metrics (once per shape)")
-    compiled, fresh = compiled_joint_model(spec, design, std, elasticity_prior, weights)
+    compiled, fresh = compiled_joint_model(spec, design, std, elasticity_prior, weights, internal)
     t_compile = time.perf_counter() - t0 if fresh else 0.0
     settings = dict(spec.sampler)
     n_chains = int(chains or settings["chains"])
@@ -469,6 +531,10 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
                        "elasticity_prior": elasticity_prior, "measurement": design.measurement,
                        "elasticity_prior_levels": "none" if at is None else
                        ", ".join(f"{m}={float(at[m]):g}" for m in metrics)})
+    if observational is not None:
+        tree.attrs["observational_slopes"] = ", ".join(
+            f"{m}={e:g} (se {v:g})" for m, e, v in zip(metrics, *observational[:2], strict=True))
+        tree.attrs["observational_bias_scale"] = observational[2]
     return JointFit(posterior=tree, spec=spec, design=design, elasticity_prior=elasticity_prior,
                     at=None if at is None else {m: float(at[m]) for m in metrics},
                     timings={"compile_s": t_compile, "sample_s": t_sample})

@@ -162,4 +162,52 @@ def read_observational(table: str | Path | pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index(drop=True)
 
 
-__all__ = ["ALL_TEAMS", "ARMS", "observational_table", "read_observational"]
+def observational_slopes(
+    observational: pd.DataFrame | str | Path | dict[str, tuple[float, float]], metrics: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each metric's observational (linear) slope and its standard error, (metric,) arrays.
+
+    From an observational table (:func:`observational_table`, degree 1; the teams' slopes combined
+    with inverse-variance weights) or a mapping ``metric -> (slope, standard error)``.
+
+    Raises
+    ------
+    DataError
+        A metric with no slope, a table with powers above 1 for a metric (the joint model is linear),
+        or a standard error that is not positive.
+    """
+    if isinstance(observational, dict):
+        missing = [m for m in metrics if m not in observational]
+        if missing:
+            raise DataError(f"no observational slope for metric(s) {', '.join(map(repr, missing))}; give "
+                            f"(slope, standard error) for every metric ({', '.join(metrics)}).")
+        try:
+            pairs = np.array([[float(v) for v in observational[m]] for m in metrics])
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"observational slopes must be (slope, standard error) pairs per metric ({exc}).") from exc
+        if pairs.shape != (len(metrics), 2):
+            raise DataError("observational slopes must be (slope, standard error) pairs per metric.")
+        est, se = pairs[:, 0], pairs[:, 1]
+    else:
+        table = read_observational(observational)
+        est, se = np.empty(len(metrics)), np.empty(len(metrics))
+        for j, m in enumerate(metrics):
+            rows = table[table["metric"] == m]
+            if rows.empty:
+                raise DataError(f"the observational table has no rows for metric {m!r}; it has "
+                                f"{', '.join(map(repr, table['metric'].unique()))}.")
+            if (rows["power"] > 1).any():
+                raise DataError(f"the observational table regresses the KPI on powers of {m!r} up to "
+                                f"{int(rows['power'].max())}; the joint model's DRFs are linear, so it needs the "
+                                "linear regression: summarise with --degree 1.")
+            w = 1.0 / rows["std_error"].to_numpy() ** 2
+            est[j] = float(np.sum(w * rows["estimate"].to_numpy()) / w.sum())
+            se[j] = float(1.0 / np.sqrt(w.sum()))
+    bad = ~(np.isfinite(est) & np.isfinite(se) & (se > 0))
+    if bad.any():
+        m = metrics[int(np.flatnonzero(bad)[0])]
+        raise DataError(f"observational slope of {m!r}: the slope must be finite and its standard error positive.")
+    return est, se
+
+
+__all__ = ["ALL_TEAMS", "ARMS", "observational_slopes", "observational_table", "read_observational"]
