@@ -453,6 +453,12 @@ def run_fit(
         if bad:
             warnings.warn(checking.pareto_k_message(m, bad), ConvergenceWarning, stacklevel=1)
     _print_report(result, spec, summary, elast, ranking, ols_results, at, lift, kpi_baseline, crossing)
+    if ranking_ds is not None and ranking_ds.attrs.get("observational_bias_sd"):
+        attrs = ranking_ds.attrs
+        _say(f"The joint model's slopes borrow from the observational slopes ({attrs['observational_slopes']}) "
+             f"as far as the trials agree; learned bias sd (median) per metric: "
+             f"{attrs['observational_bias_sd']}. Small against the slope: it borrowed; large: the trials "
+             "decided.")
     if decision_table is not None:
         _print_decision_value(decision_table.set_index("candidate"), kpi)
     if more_table is not None:

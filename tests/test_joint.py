@@ -46,12 +46,14 @@ def _values(model, point, names):
     return dict(zip(names, fn(point), strict=True))
 
 
-@pytest.mark.parametrize("prior", ["independent", "pooled"])
+@pytest.mark.parametrize("prior", ["independent", "pooled", "observational"])
 def test_likelihood_equals_scipy_with_marginal_slopes(design, prior):
     std = standardise_joint(design)
     w = rank_weights(TRUTH.at, TRUTH.metrics, std)
     spec = replace_spec(spec_for_degree(1), team_effects="non_centred")
-    model = build_joint_model(spec, len(design.teams), std, design.team_idx, elasticity_prior=prior, weights=w)
+    obs = (np.array([0.7, 0.5, -0.2]), np.array([0.01, 0.2, 0.05]), 0.3)
+    model = build_joint_model(spec, len(design.teams), std, design.team_idx, elasticity_prior=prior, weights=w,
+                              observational=obs)
     point = _point(model, np.random.default_rng(3))
     v = _values(model, point, ["beta_std", "alpha", "kpi_mean", "residual_sd", "trial_loglik"])
     packed = model.rvs_to_transforms[model["metric_chol"]].backward(
@@ -70,6 +72,11 @@ def test_likelihood_equals_scipy_with_marginal_slopes(design, prior):
     if prior == "pooled":  # u_j = b_j w_j = mu + tau z_j: the pooled quantities are the ranked ones
         mu, tau = point["elasticity_mean"], np.exp(point["elasticity_sd_log__"])
         np.testing.assert_allclose(b * w, mu + tau * point["elasticity_z"], rtol=1e-12)
+    if prior == "observational":  # b_j = o_j + sqrt(kappa^2 + v_j^2) z_j
+        kappa = np.exp(point["observational_bias_sd_log__"])
+        np.testing.assert_allclose(b, obs[0] + np.sqrt(kappa**2 + obs[1] ** 2) * point["observational_z"], rtol=1e-12)
+        logp = model.compile_logp(vars=[model["observational_bias_sd"]], sum=True, jacobian=False)(point)
+        np.testing.assert_allclose(logp, stats.halfnorm(scale=0.3).logpdf(kappa), rtol=1e-12)
     grad = model.compile_dlogp()(point)
     assert np.all(np.isfinite(grad))
 
@@ -211,15 +218,20 @@ def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
         ["trial", "quantity_1", "quantity_2", "covariance"]]
     cov.to_csv(tmp_path / "cov.csv", index=False)
     out = tmp_path / "out"
+    # the observational prior, borrowing from slopes as a degree-1 observational table gives them
+    pd.DataFrame({"team": "all", "metric": truth.metrics, "power": 1, "estimate": truth.beta,
+                  "std_error": 0.01}).to_csv(tmp_path / "obs.csv", index=False)
     argv = ["fit", str(tmp_path / "trials.csv"), "--cov", str(tmp_path / "cov.csv"), "--kpi", "y",
-            *[a for m in truth.metrics for a in ("--metric", m)], "--degree", "1", "--joint", "independent",
+            *[a for m in truth.metrics for a in ("--metric", m)], "--degree", "1", "--joint", "observational",
+            "--observational", str(tmp_path / "obs.csv"),
             *[a for m in truth.metrics for a in ("--at", f"{m}={truth.at[m]}")], "--kpi-baseline",
             str(truth.baseline), "--seed", "3", "--draws", "300", "--tune", "300", "--no-report", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "The ranking comes from one joint model" in " ".join(printed.split())
+    assert "borrow from the observational slopes (m1=1 (se 0.01), m2=0.8" in " ".join(printed.split())
     ranking = pd.read_csv(out / "ranking.csv")
-    assert set(ranking["pairing"]) == {"joint"} and set(ranking["elasticity_prior"]) == {"independent"}
+    assert set(ranking["pairing"]) == {"joint"} and set(ranking["elasticity_prior"]) == {"observational"}
     assert (out / "joint.nc").exists()
     assert ranking["p_best"].sum() == pytest.approx(1.0)
     # `bayes-cmma report` on the folder shows the same (joint) ranking, and says so
@@ -230,7 +242,8 @@ def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
     np.testing.assert_allclose(inputs.ranking["p_best"].sel(metric=ranking["metric"].tolist()).values,
                                ranking["p_best"].values)
     text, _ = _answer(inputs)
-    assert "one joint model of every metric (independent elasticity prior" in text
+    assert "one joint model of every metric (observational elasticity prior" in text
+    assert "Its slopes borrow from the observational slopes of the logs" in text
     # the best composite north star: fit --joint writes it, the report reads it, `northstar` recomputes it
     from bayes_cmma.reporting.report import _northstar_section
 

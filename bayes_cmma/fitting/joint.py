@@ -340,8 +340,25 @@ class JointFit:
     def ranking(self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None) -> xr.Dataset:
         """Posterior ranking from joint draws; see :func:`derived.rank_metrics`. attrs say ``pairing``."""
         out = derived.rank_metrics(self.elasticity(at, lift=lift, baseline=baseline))
-        out.attrs.update({"pairing": "joint", "elasticity_prior": self.elasticity_prior})
+        out.attrs.update({"pairing": "joint", "elasticity_prior": self.elasticity_prior,
+                          **borrowing_attrs(self.posterior)})
         return out
+
+
+def borrowing_attrs(tree: xr.DataTree) -> dict[str, str]:
+    """What the observational prior borrowed, for a ranking's attrs (empty for the other priors).
+
+    ``observational_slopes`` (the slopes borrowed from) and ``observational_bias_sd``: each metric's
+    posterior median of kappa beside its posterior median slope.
+    """
+    post = tree["posterior"]
+    if "observational_bias_sd" not in post:
+        return {}
+    kappa = post["observational_bias_sd"].median((dims.CHAIN, dims.DRAW))
+    beta = post["beta"].median((dims.CHAIN, dims.DRAW))
+    text = ", ".join(f"{m}: {float(kappa.sel({dims.METRIC: m})):.3g} (slope {float(beta.sel({dims.METRIC: m})):.3g})"
+                     for m in post["beta"][dims.METRIC].values)
+    return {"observational_slopes": str(tree.attrs.get("observational_slopes", "")), "observational_bias_sd": text}
 
 
 def _check_levels(at: Mapping[str, float] | None, metrics: Sequence[str]) -> None:

@@ -108,7 +108,10 @@ def joint_ranking(tree: xr.DataTree, at: dict[str, float], lift: float, baseline
     parts = [derived.elasticity(beta.sel({dims.METRIC: m}, drop=True).expand_dims({dims.POWER: [1]}, axis=-1),
                                 float(at[m]), lift=lift, baseline=baseline) for m in metrics]
     out = derived.rank_metrics(derived.stack_metrics(parts, metrics))
-    out.attrs.update({"pairing": "joint", "elasticity_prior": str(tree.attrs.get("elasticity_prior", "pooled"))})
+    from bayes_cmma.fitting.joint import borrowing_attrs
+
+    out.attrs.update({"pairing": "joint", "elasticity_prior": str(tree.attrs.get("elasticity_prior", "pooled")),
+                      **borrowing_attrs(tree)})
     return out
 
 
@@ -241,8 +244,15 @@ def _pairing_sentence(ranking: xr.Dataset) -> str:
     """What produced the ranking's draws (the joint model, or separate fits paired as if independent)."""
     if ranking.attrs.get("pairing") == "joint":
         prior = ranking.attrs.get("elasticity_prior", "pooled")
-        return (f"The ranking comes from one joint model of every metric ({prior} elasticity prior; "
+        text = (f"The ranking comes from one joint model of every metric ({prior} elasticity prior; "
                 "docs: model.md, 'The joint model'); the elasticity columns are the separate fits'.")
+        if ranking.attrs.get("observational_bias_sd"):
+            text += (f" Its slopes borrow from the observational slopes of the logs "
+                     f"({ranking.attrs['observational_slopes']}) as far as the trials agree; the learned bias sd "
+                     f"(posterior median, per metric) is {ranking.attrs['observational_bias_sd']}: small against "
+                     "the slope means the fit borrowed, large means the trials decided (docs: model.md, 'Borrowing "
+                     "from observational data').")
+        return text
     return ("The ranking pairs the separate per-metric fits' draws as if independent; their errors are "
             "correlated, and on near ties that overstates P(best) (docs: checks.md); fit --joint ranks from one "
             "joint model.")
