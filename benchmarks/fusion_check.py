@@ -2,13 +2,15 @@
 
 Trial summaries of a KPI and three metrics from the joint law of
 ``bayes_cmma.checks.ranking_calibration`` (correlation 0.8 between the metrics' effects, the KPI
-driven by the first, true elasticities 1, 0.7, 0.4 times the first's: ``spread``; 4 teams), K
-trials. The observational slopes (what ``bayes-cmma summarize --observational-out`` reports from
-unit-level logs) are simulated at the trial-level estimand with a relative bias: metric j's is
-beta_j (1 + b s_j) with s = (-1, +1, 0) and standard error 0.005 beta_j (millions of units). b is
-the DGP's knob for unit-level confounding: 0 (none), 0.05 (small), 0.24 (the paper's level: its
-observational slope is 4.95 for a true 4). At b = 0.24 the biased slopes rank the second metric
-first (0.7 x 1.24 > 1 x 0.76), so the observational-only choice is wrong.
+driven by the first; 4 teams), K trials, with the metrics' levels set so that the true elasticities
+are (0.8, 1, 0.6) times the second's (``--relative``): the best metric is the second, a proxy whose
+slope the trials identify less well than the first's. The observational slopes (what ``bayes-cmma
+summarize --observational-out`` reports from unit-level logs) are simulated at the trial-level
+estimand with a relative bias: metric j's is beta_j (1 + b s_j) with s = (+1, -1, 0) (``--signs``)
+and standard error 0.005 beta_j (millions of units). b is the DGP's knob for unit-level
+confounding: 0 (none), 0.05 (small), 0.24 (the paper's level: its observational slope is 4.95 for a
+true 4). From b = 0.11 the biased slopes rank the first metric first (0.8 x 1.24 > 1 x 0.76 at the
+paper's level), so the observational-only choice is wrong.
 
 Estimators, each choosing the metric with the largest posterior (or point) elasticity:
 
@@ -38,8 +40,18 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-SIGNS = np.array([-1.0, 1.0, 0.0])
-CORR, REGIME = 0.8, "spread"
+CORR = 0.8
+SETTINGS = {"relative": (0.8, 1.0, 0.6), "signs": (1.0, -1.0, 0.0)}
+
+
+def make_truth():
+    """The candidates' truth with the study's relative elasticities (levels a_j = relative_j / slope_j)."""
+    from bayes_cmma.checks.ranking_calibration import CandidateTruth, candidate_truth
+
+    base = candidate_truth(CORR, "spread")
+    levels = np.asarray(SETTINGS["relative"]) / base.beta
+    return CandidateTruth(base.metrics, base.beta, dict(zip(base.metrics, levels.tolist(), strict=True)),
+                          base.baseline, base.lift)
 
 
 def _fit(bc, data, truth, prior, spec, seed, draws, obs=None, scale=None):
@@ -54,11 +66,11 @@ def _fit(bc, data, truth, prior, spec, seed, draws, obs=None, scale=None):
 
 def one(K: int, rep: int, seed: int, biases: list[float], scales: list[float], draws: int) -> list[dict]:
     import bayes_cmma as bc
-    from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
+    from bayes_cmma.checks.ranking_calibration import simulate_candidates
     from bayes_cmma.fitting.bayes import resolve_spec
     from bayes_cmma.fitting.spec import replace_spec
 
-    truth = candidate_truth(CORR, REGIME)
+    truth = make_truth()
     rng = np.random.default_rng([seed, K, rep])
     data = simulate_candidates(rng, truth, metric_corr=CORR, n_trials=K)
     spec = replace_spec(resolve_spec(1), team_effects="non_centred")
@@ -86,7 +98,7 @@ def one(K: int, rep: int, seed: int, biases: list[float], scales: list[float], d
         beta, n = _fit(bc, data, truth, prior, spec, fit_seed, draws)
         rows += [row(f"trials_{prior}", b, beta, n_warn=n, seconds=time.perf_counter() - t0) for b in biases]
     for b in biases:
-        slopes = truth.beta * (1 + b * SIGNS)
+        slopes = truth.beta * (1 + b * np.asarray(SETTINGS["signs"]))
         obs = {m: (float(s), 0.005 * float(t)) for m, s, t in zip(truth.metrics, slopes, truth.beta, strict=True)}
         rows.append(row("observational", b, point=slopes))
         for scale in scales:
@@ -99,9 +111,9 @@ def one(K: int, rep: int, seed: int, biases: list[float], scales: list[float], d
 def decision_value_rows(K: int, rep: int, seed: int, biases: list[float]) -> list[dict]:
     """The metric with the largest cross-fitted decision value, on the same simulated trials as :func:`one`."""
     import bayes_cmma as bc
-    from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
+    from bayes_cmma.checks.ranking_calibration import simulate_candidates
 
-    truth = candidate_truth(CORR, REGIME)
+    truth = make_truth()
     rng = np.random.default_rng([seed, K, rep])
     data = simulate_candidates(rng, truth, metric_corr=CORR, n_trials=K)
     table = bc.decision_value(data, "y", truth.metrics, seed=rep, composite=False).table
@@ -114,16 +126,16 @@ def decision_value_rows(K: int, rep: int, seed: int, biases: list[float]) -> lis
 
 
 def summarise(results: pd.DataFrame) -> str:
-    from bayes_cmma.checks.ranking_calibration import candidate_truth
-
-    truth = candidate_truth(CORR, REGIME)
+    truth = make_truth()
     metrics = truth.metrics
     lines = ["# Fusing observational slopes with the trials: regret and calibration", "",
              "Generated by `benchmarks/fusion_check.py` from `results.csv` (law and estimators in the script's "
              "docstring). Regret: the true elasticity lost by the chosen metric, relative to the best's, mean "
              "over replications (with its standard error); 'vs trials' compares with `trials_independent` "
              "(negative = less regret). Slope bias and 94% coverage are means over the three metrics "
-             f"(true slopes {', '.join(f'{b:g}' for b in truth.beta)}).", ""]
+             f"(true slopes {', '.join(f'{b:g}' for b in truth.beta)}; relative true elasticities "
+             f"{', '.join(f'{r:g}' for r in SETTINGS['relative'])}; bias signs "
+             f"{', '.join(f'{v:+g}' for v in SETTINGS['signs'])}).", ""]
     lines += ["| K | observational bias | estimator | replications | regret (se) | vs trials | P(correct) "
               "| slope bias (m1, m2, m3) | 94% coverage | fit warnings | seconds per fit |",
               "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -161,7 +173,12 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/fusion_check"))
     ap.add_argument("--summarise", action="store_true")
     ap.add_argument("--decision-value", action="store_true", help="add only the decision_value rows (no fits)")
+    ap.add_argument("--relative", type=float, nargs=3, default=SETTINGS["relative"],
+                    help="true elasticities relative to the largest (default 0.8 1 0.6)")
+    ap.add_argument("--signs", type=float, nargs=3, default=SETTINGS["signs"],
+                    help="direction of each metric's observational bias (default +1 -1 0)")
     args = ap.parse_args()
+    SETTINGS.update(relative=tuple(args.relative), signs=tuple(args.signs))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     i, n = (int(x) for x in args.shard.split("/"))
