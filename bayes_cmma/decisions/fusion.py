@@ -1,0 +1,163 @@
+"""Decision-focused fusion: how far a composite launch rule should lean on the observational logs.
+
+The decision is a launch policy: launch a trial's treatment when its composite north star,
+w' m_hat (the metrics' ATEs weighted by w), is positive. Its value is linear in the trials' true KPI
+effects, so :mod:`bayes_cmma.decisions.decision_value` estimates it without bias from held-out trials.
+Two sources of weights:
+
+* the trials: the noise-corrected best linear predictor of a trial's true KPI effect from its metric
+  ATEs, w_T = G^-1 g with G = sum_k m_k m_k' and g = sum_k (m_k y_k - S_my,k) (total covariance; see
+  :func:`bayes_cmma.decisions.decision_value.composite_weights`): unbiased, but noisy with few trials;
+* the logs: the partial slopes o of the KPI on every metric at once in unit-level rows, plentiful but
+  confounded.
+
+Both estimate the same cross-moment sum_k m_k y_k: the trials directly (g), the logs through
+y = o'm, as g_o = (G - sum_k S_mm,k) o (the metric ATEs' scatter less its noise, times the slopes).
+The fused weights average the two with strength lambda::
+
+    w(lambda) = G^-1 (g + lambda g_o) / (1 + lambda)
+
+lambda = 0 is the trials alone; lambda -> infinity the logs alone, adjusted to the trials' noise
+(G^-1 (G - sum S) o: the best rule for deciding on noisy ATEs when the KPI is o'm, which is not o
+itself, since a noisy metric should weigh less). This is the bi-level problem of
+Bi-DFCL (decision-focused causal learning): the inner level fits w(lambda) on the trials and the
+logs; the outer level chooses lambda to maximise the cross-fitted, fission-scored decision value of
+the launch rule w(lambda)' m_hat > 0 on held-out trials (the unbiased estimator of decision
+quality). With one strength the outer problem is one-dimensional and solved on a grid.
+
+The value of the chosen lambda's rule on the same trials is optimistic (it was chosen for being
+high); the curve is reported for that reason, and the studies evaluate the choice on new trials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from bayes_cmma.decisions.decision_value import fission, fold_labels, value_per_trial
+from bayes_cmma.errors import DataError
+from bayes_cmma.inputs.data import TrialData, joint_design
+
+#: Fusion strengths tried by default (0 = the trials alone, inf = the logs alone).
+LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0, float("inf"))
+
+
+@dataclass(frozen=True)
+class FusionChoice:
+    """The decision-focused fusion strength and its launch rule.
+
+    Attributes
+    ----------
+    curve : pandas.DataFrame
+        Per ``fusion_strength``: the cross-fitted decision value (``value``, per trial, KPI units) and
+        its ``std_error``, and ``launch_rate``.
+    strength : float
+        The strength with the highest cross-fitted value.
+    weights : pandas.Series
+        w(strength) fitted on every trial (index ``metric``), unit length.
+    """
+
+    curve: pd.DataFrame
+    strength: float
+    weights: pd.Series
+
+
+def fused_weights(z: np.ndarray, S: np.ndarray, prior: np.ndarray, strength: float) -> np.ndarray:
+    """w(lambda) = G^-1 (g + lambda g_o) / (1 + lambda), unit length (see the module docstring).
+
+    ``z`` (trial, 1 + J) holds the KPI ATE first, ``S`` (trial, 1 + J, 1 + J) the measurement
+    covariances, ``prior`` (J,) the observational partial slopes o.
+    """
+    m, y = z[:, 1:], z[:, 0]
+    gram = m.T @ m
+    cross = m.T @ y - S[:, 1:, 0].sum(axis=0)
+    cross_obs = (gram - S[:, 1:, 1:].sum(axis=0)) @ np.asarray(prior, dtype=float)
+    if np.isinf(strength):
+        w = np.linalg.solve(gram, cross_obs)
+    else:
+        w = np.linalg.solve(gram, (cross + strength * cross_obs) / (1.0 + strength))
+    norm = np.linalg.norm(w)
+    return w / norm if norm > 0 else w
+
+
+def decision_focused_fusion(
+    data: TrialData,
+    kpi: str,
+    metrics: Sequence[str],
+    observational_weights: Mapping[str, float],
+    *,
+    strengths: Sequence[float] = LAMBDAS,
+    folds: int = 5,
+    tau: float = 1.0,
+    repeats: int = 50,
+    seed: int = 0,
+    within_trial_correlation: float = 0.0,
+) -> FusionChoice:
+    """Choose how far the composite launch rule leans on the logs by its cross-fitted decision value.
+
+    Parameters
+    ----------
+    data : TrialData
+    kpi : str
+    metrics : sequence of str
+        At least 2 metrics.
+    observational_weights : mapping metric -> float
+        The logs' partial slopes of the KPI on the metrics (a unit-level regression on every metric at
+        once, within arms), in KPI units per metric unit.
+    strengths : sequence of float
+        Fusion strengths lambda to try (>= 0; ``inf`` is the logs alone).
+    folds, tau, repeats, seed, within_trial_correlation
+        As in :func:`bayes_cmma.decision_value`.
+
+    Returns
+    -------
+    FusionChoice
+
+    Raises
+    ------
+    DataError
+        Fewer than 2 metrics, a metric without an observational slope, a negative strength, or the
+        inputs :func:`bayes_cmma.decision_value` refuses.
+    """
+    metrics = list(metrics)
+    if len(metrics) < 2:
+        raise DataError(f"a composite needs 2 or more metrics; got {metrics}.")
+    missing = [m for m in metrics if m not in observational_weights]
+    if missing:
+        raise DataError(f"no observational slope for metric(s) {', '.join(map(repr, missing))}; give one for every "
+                        f"metric ({', '.join(metrics)}).")
+    prior = np.array([float(observational_weights[m]) for m in metrics])
+    if not np.all(np.isfinite(prior)) or not np.any(prior != 0):
+        raise DataError("the observational slopes must be finite and not all 0.")
+    strengths = [float(s) for s in strengths]
+    if not strengths or any(not (s >= 0) for s in strengths):
+        raise DataError(f"fusion strengths must be 0 or more (inf for the logs alone), got {strengths}.")
+    if not (np.isfinite(tau) and tau > 0):
+        raise DataError(f"tau (the fission strength) must be positive here, got {tau}.")
+    design = joint_design(data, kpi, metrics, within_trial_correlation, warn_filled=False).complete_cases()
+    K = design.n_trials
+    if not 2 <= int(folds) <= K:
+        raise DataError(f"folds must be between 2 and the number of complete trials ({K}), got {folds}.")
+    rng = np.random.default_rng(seed)
+    fold = fold_labels(K, int(folds), rng)
+    f, g = fission(design.z, design.S, float(tau), rng, int(repeats))
+    rows = []
+    for lam in strengths:
+        score = np.empty(f.shape[:2])
+        for i in range(int(folds)):
+            test = fold == i
+            w = fused_weights(design.z[~test], design.S[~test], prior, lam)
+            score[:, test] = f[:, test, 1:] @ w
+        contrib, rate = value_per_trial(score, g[..., 0])
+        rows.append({"fusion_strength": lam, "value": contrib.mean(),
+                     "std_error": contrib.std(ddof=1) / np.sqrt(K), "launch_rate": rate.mean()})
+    curve = pd.DataFrame(rows)
+    best = float(curve.loc[curve["value"].idxmax(), "fusion_strength"])
+    weights = pd.Series(fused_weights(design.z, design.S, prior, best), index=pd.Index(metrics, name="metric"))
+    return FusionChoice(curve=curve, strength=best, weights=weights)
+
+
+__all__ = ["LAMBDAS", "FusionChoice", "decision_focused_fusion", "fused_weights"]
