@@ -40,7 +40,8 @@ _LAZY = {
     "rank_metrics": "decisions.derived", "northstar": "decisions.northstar",
     "northstar_frame": "decisions.northstar", "value_of_trials": "decisions.more_trials",
     "value_frame": "decisions.more_trials", "DecisionValue": "decisions.decision_value",
-    "decision_value": "decisions.decision_value",
+    "decision_value": "decisions.decision_value", "decision_focused_fusion": "decisions.fusion",
+    "FusionChoice": "decisions.fusion",
     "diagnostics_table": "checks.diagnostics", "summary_table": "checks.diagnostics",
     "DegreeComparison": "checks.compare", "compare_degrees": "checks.compare",
     "RelevanceCheck": "checks.assumptions", "relevance_check": "checks.assumptions",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.datasets import Example, load_example
     from bayes_cmma.decisions.decision_value import DecisionValue, decision_value
     from bayes_cmma.decisions.derived import drf, elasticity, interval_table, rank_metrics
+    from bayes_cmma.decisions.fusion import FusionChoice, decision_focused_fusion
     from bayes_cmma.decisions.more_trials import value_frame, value_of_trials
     from bayes_cmma.decisions.northstar import northstar, northstar_frame
     from bayes_cmma.fitting.bayes import CMMAResult, MetricFit, fit, fit_metric
@@ -108,6 +110,7 @@ __all__ = [
     "DegreeComparison",
     "Example",
     "FitGrid",
+    "FusionChoice",
     "JointFit",
     "MetricFit",
     "ModelSpec",
@@ -120,6 +123,7 @@ __all__ = [
     "augment",
     "cmma_ols",
     "compare_degrees",
+    "decision_focused_fusion",
     "decision_value",
     "diagnostics_table",
     "drf",

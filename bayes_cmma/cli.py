@@ -61,20 +61,20 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(wrap(f"warning: {message}"), file=sys.stderr, flush=True)
 
 
-def _parse_at(items: Sequence[str] | None) -> dict[str, float]:
+def _parse_at(items: Sequence[str] | None, flag: str = "--at") -> dict[str, float]:
     out: dict[str, float] = {}
     for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise BayesCMMAError(f"--at {item!r} is not METRIC=VALUE (e.g. --at ndcg=0.0021).")
+            raise BayesCMMAError(f"{flag} {item!r} is not METRIC=VALUE (e.g. {flag} ndcg=0.0021).")
         try:
             number = float(value)
         except ValueError:
-            raise BayesCMMAError(f"--at {item!r}: {value!r} is not a number.") from None
+            raise BayesCMMAError(f"{flag} {item!r}: {value!r} is not a number.") from None
         if not np.isfinite(number):
-            raise BayesCMMAError(f"--at {item!r}: the value must be finite.")
+            raise BayesCMMAError(f"{flag} {item!r}: the value must be finite.")
         if name.strip() in out:
-            raise BayesCMMAError(f"--at gives metric {name.strip()!r} twice; give it once.")
+            raise BayesCMMAError(f"{flag} gives metric {name.strip()!r} twice; give it once.")
         out[name.strip()] = number
     return out
 
@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="correlation assumed for within-trial covariance pairs --cov does not give (default 0)")
     dv.add_argument("--seed", type=int, default=1, help="seed of the folds and fission draws (default 1)")
     dv.add_argument("--out", default="decision_value.csv", help="table to write (default ./decision_value.csv)")
+    dv.add_argument("--observational-slope", action="append", metavar="METRIC=VALUE",
+                    help="the logs' partial slope of the KPI on a metric (repeat for every metric): also choose how "
+                         "far the composite launch rule leans on them, by its cross-fitted decision value")
+    dv.add_argument("--fusion-out", default="fusion.csv",
+                    help="with --observational-slope: the decision value per fusion strength (default ./fusion.csv)")
     rep = sub.add_parser("report", help="one self-contained HTML report of a fit folder")
     rep.add_argument("fit_dir", help="the --out folder of `bayes-cmma fit` or `demo`")
     rep.add_argument("--out", help="HTML file to write (default FIT_DIR/report.html)")
@@ -759,6 +764,10 @@ def check_args(args: argparse.Namespace) -> None:
             check_writable(args.observational_out, "--observational-out", folder=False)
     elif cmd == "decision-value":
         check_writable(args.out, "--out", folder=False)
+        if args.observational_slope:
+            check_writable(args.fusion_out, "--fusion-out", folder=False)
+            if Path(args.fusion_out).resolve() == Path(args.out).resolve():
+                raise BayesCMMAError("--out and --fusion-out name the same file; give different files.")
     elif getattr(args, "out", None) is not None and cmd not in ("report",):
         check_writable(args.out)
     elif cmd == "report" and args.out is not None:
@@ -871,17 +880,37 @@ def run_decision_value(args: argparse.Namespace) -> int:
     if not -1 < args.within_trial_correlation < 1:
         raise BayesCMMAError(f"--within-trial-correlation must be strictly between -1 and 1, got "
                              f"{args.within_trial_correlation}.")
+    slopes = _parse_at(args.observational_slope, flag="--observational-slope") if args.observational_slope else None
     trials = read_trials(args.trials, args.cov)
     result = decision_value(trials, args.kpi, args.metric, folds=args.folds, tau=args.tau, repeats=args.repeats,
                             threshold=args.threshold, seed=args.seed,
                             within_trial_correlation=args.within_trial_correlation)
-    (written,) = write_files_atomically({args.out: _writer(result.table.reset_index(), args.out)})
+    files = {args.out: _writer(result.table.reset_index(), args.out)}
+    fusion = None
+    if slopes is not None:
+        from bayes_cmma.decisions.fusion import decision_focused_fusion
+
+        fusion = decision_focused_fusion(trials, args.kpi, args.metric, slopes, folds=args.folds,
+                                         tau=args.tau or 1.0, repeats=args.repeats, seed=args.seed,
+                                         within_trial_correlation=args.within_trial_correlation)
+        files[args.fusion_out] = _writer(fusion.curve, args.fusion_out)
+    written, *more = write_files_atomically(files)
     _print_decision_value(result.table, args.kpi)
     if not result.weights.empty:
         mean = result.weights.mean()
         _say("  composite weights (standardised, mean over folds): "
              + ", ".join(f"{m} {w:+.2f}" for m, w in mean.items()))
-    _say(f"\nWrote {written}")
+    if fusion is not None:
+        _say("\nHow far the composite launch rule should lean on the logs' slopes (fusion strength: 0 = the trials "
+             "alone, inf = the logs alone), by its cross-fitted decision value per trial (docs: model.md, "
+             "'Decision-focused fusion'):")
+        for _, row in fusion.curve.iterrows():
+            mark = "  <- chosen" if row["fusion_strength"] == fusion.strength else ""
+            print(f"  {row['fusion_strength']:>8g}  {row['value']:.4g} (se {row['std_error']:.2g}); vs the first "
+                  f"{row['difference']:+.2g} (se {row['difference_se']:.2g}){mark}")
+        _say("  its weights on the metrics' ATEs (unit length): "
+             + ", ".join(f"{m} {w:+.3g}" for m, w in fusion.weights.items()))
+    _say(f"\nWrote {', '.join(str(p) for p in [written, *more])}")
     return 0
 
 

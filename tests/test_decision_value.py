@@ -244,3 +244,77 @@ def test_command_bad_input_writes_nothing(small, tmp_path, capsys, extra, messag
     assert len(lines) == 1 and re.search(message, lines[0]), err
     assert "Traceback" not in err
     assert not out.exists()
+
+
+def test_fused_weights_run_from_the_trials_to_the_logs(small):
+    """lambda = 0 is the trials' composite; inf the logs' slopes adjusted to the noise; between, the average
+    of the two cross-moments."""
+    from bayes_cmma.decisions.fusion import fused_weights
+
+    data, _, _ = small
+    design = bc.joint_design(data, "y", ["m1", "m2"])
+    z, S = design.z, design.S
+    o = np.array([1.0, -0.5])
+    np.testing.assert_allclose(fused_weights(z, S, o, 0.0), composite_weights(z, S), rtol=1e-12)
+    gram = z[:, 1:].T @ z[:, 1:]
+    logs = np.linalg.solve(gram, (gram - S[:, 1:, 1:].sum(axis=0)) @ o)
+    np.testing.assert_allclose(fused_weights(z, S, o, np.inf), logs / np.linalg.norm(logs), rtol=1e-12)
+    g = z[:, 1:].T @ z[:, 0] - S[:, 1:, 0].sum(axis=0)
+    mid = np.linalg.solve(gram, (g + 2.0 * (gram - S[:, 1:, 1:].sum(axis=0)) @ o) / 3.0)
+    np.testing.assert_allclose(fused_weights(z, S, o, 2.0), mid / np.linalg.norm(mid), rtol=1e-12)
+    np.testing.assert_allclose(fused_weights(z, S, o, 1e9), fused_weights(z, S, o, np.inf), atol=1e-6)
+
+
+def test_decision_focused_fusion_picks_the_strength_with_the_best_cross_fitted_value(small):
+    from bayes_cmma.decisions.fusion import decision_focused_fusion, fused_weights
+
+    data, _, _ = small
+    out = decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, strengths=[0, 1, np.inf], seed=3)
+    assert list(out.curve["fusion_strength"]) == [0, 1, np.inf]
+    assert out.strength == out.curve.loc[out.curve["value"].idxmax(), "fusion_strength"]
+    design = bc.joint_design(data, "y", ["m1", "m2"])
+    np.testing.assert_allclose(out.weights.values, fused_weights(design.z, design.S, np.array([1.0, 0.2]),
+                                                                 out.strength))
+    # lambda = 0 scores as the composite of bc.decision_value with the same seed (same folds, same fission)
+    plain = bc.decision_value(data, "y", ["m1", "m2"], seed=3).table.loc[COMPOSITE, "value"]
+    assert out.curve["value"].iloc[0] == pytest.approx(plain, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [((["m1"], {"m1": 1.0}), "a composite needs 2 or more metrics"),
+     ((["m1", "m2"], {"m1": 1.0}), r"no observational slope for metric\(s\) 'm2'"),
+     ((["m1", "m2"], {"m1": 0.0, "m2": 0.0}), "must be finite and not all 0"),
+     ((["m1", "m2"], {"m1": 1.0, "m2": 1.0}, [-1.0]), "fusion strengths must be 0 or more")],
+)
+def test_decision_focused_fusion_bad_input(small, args, message):
+    from bayes_cmma.decisions.fusion import decision_focused_fusion
+
+    data, _, _ = small
+    metrics, slopes, *strengths = args
+    kw = {"strengths": strengths[0]} if strengths else {}
+    with pytest.raises(DataError, match=message):
+        decision_focused_fusion(data, "y", metrics, slopes, **kw)
+
+
+def test_command_chooses_a_fusion_strength_with_observational_slopes(small, tmp_path, capsys):
+    _, trials, cov = small
+    trials.to_csv(tmp_path / "t.csv", index=False)
+    cov.to_csv(tmp_path / "c.csv", index=False)
+    argv = ["decision-value", str(tmp_path / "t.csv"), "--cov", str(tmp_path / "c.csv"), "--kpi", "y", "--metric",
+            "m1", "--metric", "m2", "--seed", "3", "--out", str(tmp_path / "dv.csv")]
+    code = main([*argv, "--observational-slope", "m1=1", "--observational-slope", "m2=0.2",
+                 "--fusion-out", str(tmp_path / "fu.csv")])
+    text = unwrap(capsys.readouterr().out)
+    assert code == 0 and "<- chosen" in text
+    curve = pd.read_csv(tmp_path / "fu.csv")
+    assert curve["difference"].iloc[0] == 0 and np.isinf(curve["fusion_strength"].iloc[-1])
+    # a slope that is not a number, or one file twice: one error line, nothing written
+    for extra, message in ((["--observational-slope", "m1=x"], "--observational-slope 'm1=x': 'x' is not a number"),
+                           (["--observational-slope", "m1=1", "--fusion-out", str(tmp_path / "dv2.csv")],
+                            "--out and --fusion-out name the same file")):
+        bad = [*argv[:-1], str(tmp_path / "dv2.csv"), *extra]
+        assert main(bad) == 2
+        err = unwrap(capsys.readouterr().err)
+        assert message in err and "Traceback" not in err
+        assert not (tmp_path / "dv2.csv").exists()

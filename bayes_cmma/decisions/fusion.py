@@ -53,7 +53,8 @@ class FusionChoice:
     ----------
     curve : pandas.DataFrame
         Per ``fusion_strength``: the cross-fitted decision value (``value``, per trial, KPI units) and
-        its ``std_error``, and ``launch_rate``.
+        its ``std_error``, ``launch_rate``, and the paired ``difference`` from the first strength (the
+        trials alone by default) with its ``difference_se``.
     strength : float
         The strength with the highest cross-fitted value.
     weights : pandas.Series
@@ -144,7 +145,7 @@ def decision_focused_fusion(
     rng = np.random.default_rng(seed)
     fold = fold_labels(K, int(folds), rng)
     f, g = fission(design.z, design.S, float(tau), rng, int(repeats))
-    rows = []
+    rows, per_trial = [], []
     for lam in strengths:
         score = np.empty(f.shape[:2])
         for i in range(int(folds)):
@@ -152,9 +153,13 @@ def decision_focused_fusion(
             w = fused_weights(design.z[~test], design.S[~test], prior, lam)
             score[:, test] = f[:, test, 1:] @ w
         contrib, rate = value_per_trial(score, g[..., 0])
+        per_trial.append(contrib)
         rows.append({"fusion_strength": lam, "value": contrib.mean(),
                      "std_error": contrib.std(ddof=1) / np.sqrt(K), "launch_rate": rate.mean()})
     curve = pd.DataFrame(rows)
+    diff = np.array(per_trial) - per_trial[0]  # paired, against the first strength (the trials alone by default)
+    curve["difference"] = diff.mean(axis=1)
+    curve["difference_se"] = diff.std(axis=1, ddof=1) / np.sqrt(K)
     best = float(curve.loc[curve["value"].idxmax(), "fusion_strength"])
     weights = pd.Series(fused_weights(design.z, design.S, prior, best), index=pd.Index(metrics, name="metric"))
     return FusionChoice(curve=curve, strength=best, weights=weights)
