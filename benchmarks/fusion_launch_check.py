@@ -18,7 +18,9 @@ replication. Rules:
 * ``trials``: the trials' composite alone (fusion strength 0);
 * ``observational``: the logs' slopes alone, adjusted to the trials' noise (fusion strength inf);
 * ``decision_focused``: ``bc.decisions.fusion.decision_focused_fusion``, the strength chosen by the
-  cross-fitted decision value on the trials;
+  cross-fitted decision value on the trials (``select="best"``);
+* ``decision_focused_significant``: the same with ``select="significant"`` (a strength above 0 only
+  when its paired gain over the trials alone exceeds one standard error);
 * ``metric_1``: the metric that drives the KPI, alone (a reference the trials do not know).
 
 Usage: ``python benchmarks/fusion_launch_check.py --sims 500 --trials 10 20 50
@@ -92,12 +94,15 @@ def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
         o = np.array([1.0, 0.0, 0.0]) + b * SHIFT
         choice = decision_focused_fusion(data, "y", metrics, dict(zip(metrics, o, strict=True)), seed=rep,
                                          repeats=20)
-        rules = {"trials": w_trials, "observational": fused_weights(design.z, design.S, o, np.inf),
-                 "decision_focused": choice.weights.values, "metric_1": np.array([1.0, 0.0, 0.0])}
-        for name, w in rules.items():
+        strict = decision_focused_fusion(data, "y", metrics, dict(zip(metrics, o, strict=True)), seed=rep,
+                                         repeats=20, select="significant")
+        rules = {"trials": (w_trials, np.nan), "observational": (fused_weights(design.z, design.S, o, np.inf), np.nan),
+                 "decision_focused": (choice.weights.values, choice.strength),
+                 "decision_focused_significant": (strict.weights.values, strict.strength),
+                 "metric_1": (np.array([1.0, 0.0, 0.0]), np.nan)}
+        for name, (w, strength) in rules.items():
             rows.append(base | {"direct_sd": direct_sd, "bias": b, "rule": name,
-                                "regret": policy_regret(w, y, m, S_mm),
-                                "strength": choice.strength if name == "decision_focused" else np.nan})
+                                "regret": policy_regret(w, y, m, S_mm), "strength": strength})
     return rows
 
 

@@ -318,3 +318,17 @@ def test_command_chooses_a_fusion_strength_with_observational_slopes(small, tmp_
         err = unwrap(capsys.readouterr().err)
         assert message in err and "Traceback" not in err
         assert not (tmp_path / "dv2.csv").exists()
+
+
+def test_significant_selection_keeps_the_trials_unless_the_logs_earn_their_place(small):
+    from bayes_cmma.decisions.fusion import decision_focused_fusion
+
+    data, _, _ = small
+    kw = dict(strengths=[0, 1, np.inf], seed=3)
+    best = decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, **kw)
+    strict = decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, select="significant", **kw)
+    row = best.curve.set_index("fusion_strength").loc[best.strength]
+    expected = best.strength if row["difference"] > row["difference_se"] else 0.0
+    assert strict.strength == expected
+    with pytest.raises(DataError, match="select must be 'best' or 'significant', got 'max'"):
+        decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, select="max")

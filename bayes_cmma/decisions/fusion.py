@@ -96,6 +96,7 @@ def decision_focused_fusion(
     repeats: int = 50,
     seed: int = 0,
     within_trial_correlation: float = 0.0,
+    select: str = "best",
 ) -> FusionChoice:
     """Choose how far the composite launch rule leans on the logs by its cross-fitted decision value.
 
@@ -112,6 +113,10 @@ def decision_focused_fusion(
         Fusion strengths lambda to try (>= 0; ``inf`` is the logs alone).
     folds, tau, repeats, seed, within_trial_correlation
         As in :func:`bayes_cmma.decision_value`.
+    select : {"best", "significant"}
+        ``"best"``: the strength with the highest cross-fitted value. ``"significant"``: that strength
+        only if its paired gain over the first strength (the trials alone) exceeds one standard error,
+        else the first: leaning on the logs must earn its place.
 
     Returns
     -------
@@ -136,6 +141,8 @@ def decision_focused_fusion(
     strengths = [float(s) for s in strengths]
     if not strengths or any(not (s >= 0) for s in strengths):
         raise DataError(f"fusion strengths must be 0 or more (inf for the logs alone), got {strengths}.")
+    if select not in ("best", "significant"):
+        raise DataError(f"select must be 'best' or 'significant', got {select!r}.")
     if not (np.isfinite(tau) and tau > 0):
         raise DataError(f"tau (the fission strength) must be positive here, got {tau}.")
     design = joint_design(data, kpi, metrics, within_trial_correlation, warn_filled=False).complete_cases()
@@ -160,7 +167,10 @@ def decision_focused_fusion(
     diff = np.array(per_trial) - per_trial[0]  # paired, against the first strength (the trials alone by default)
     curve["difference"] = diff.mean(axis=1)
     curve["difference_se"] = diff.std(axis=1, ddof=1) / np.sqrt(K)
-    best = float(curve.loc[curve["value"].idxmax(), "fusion_strength"])
+    top = curve["value"].idxmax()
+    if select == "significant" and not curve.loc[top, "difference"] > curve.loc[top, "difference_se"]:
+        top = 0
+    best = float(curve.loc[top, "fusion_strength"])
     weights = pd.Series(fused_weights(design.z, design.S, prior, best), index=pd.Index(metrics, name="metric"))
     return FusionChoice(curve=curve, strength=best, weights=weights)
 
