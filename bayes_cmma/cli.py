@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--observational-slope", action="append", metavar="METRIC=VALUE",
                     help="the logs' partial slope of the KPI on a metric (repeat for every metric): also choose how "
                          "far the composite launch rule leans on them, by its cross-fitted decision value")
+    dv.add_argument("--fusion-select", choices=["significant", "best"], default="significant",
+                    help="with --observational-slope: keep a fusion strength above 0 only when its gain over the "
+                         "trials alone exceeds one standard error (significant, default), or take the best")
     dv.add_argument("--fusion-out", default="fusion.csv",
                     help="with --observational-slope: the decision value per fusion strength (default ./fusion.csv)")
     rep = sub.add_parser("report", help="one self-contained HTML report of a fit folder")
@@ -892,7 +895,8 @@ def run_decision_value(args: argparse.Namespace) -> int:
 
         fusion = decision_focused_fusion(trials, args.kpi, args.metric, slopes, folds=args.folds,
                                          tau=args.tau or 1.0, repeats=args.repeats, seed=args.seed,
-                                         within_trial_correlation=args.within_trial_correlation)
+                                         within_trial_correlation=args.within_trial_correlation,
+                                         select=args.fusion_select)
         files[args.fusion_out] = _writer(fusion.curve, args.fusion_out)
     written, *more = write_files_atomically(files)
     _print_decision_value(result.table, args.kpi)

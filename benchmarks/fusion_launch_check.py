@@ -93,7 +93,7 @@ def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
     for b in BIASES:
         o = np.array([1.0, 0.0, 0.0]) + b * SHIFT
         choice = decision_focused_fusion(data, "y", metrics, dict(zip(metrics, o, strict=True)), seed=rep,
-                                         repeats=20)
+                                         repeats=20, select="best")
         strict = decision_focused_fusion(data, "y", metrics, dict(zip(metrics, o, strict=True)), seed=rep,
                                          repeats=20, select="significant")
         rules = {"trials": (w_trials, np.nan), "observational": (fused_weights(design.z, design.S, o, np.inf), np.nan),

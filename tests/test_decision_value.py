@@ -269,7 +269,8 @@ def test_decision_focused_fusion_picks_the_strength_with_the_best_cross_fitted_v
     from bayes_cmma.decisions.fusion import decision_focused_fusion, fused_weights
 
     data, _, _ = small
-    out = decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, strengths=[0, 1, np.inf], seed=3)
+    out = decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, strengths=[0, 1, np.inf], seed=3,
+                                  select="best")
     assert list(out.curve["fusion_strength"]) == [0, 1, np.inf]
     assert out.strength == out.curve.loc[out.curve["value"].idxmax(), "fusion_strength"]
     design = bc.joint_design(data, "y", ["m1", "m2"])
@@ -325,7 +326,7 @@ def test_significant_selection_keeps_the_trials_unless_the_logs_earn_their_place
 
     data, _, _ = small
     kw = dict(strengths=[0, 1, np.inf], seed=3)
-    best = decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, **kw)
+    best = decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, select="best", **kw)
     strict = decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, select="significant", **kw)
     row = best.curve.set_index("fusion_strength").loc[best.strength]
     expected = best.strength if row["difference"] > row["difference_se"] else 0.0
