@@ -884,6 +884,9 @@ def run_decision_value(args: argparse.Namespace) -> int:
         raise BayesCMMAError(f"--within-trial-correlation must be strictly between -1 and 1, got "
                              f"{args.within_trial_correlation}.")
     slopes = _parse_at(args.observational_slope, flag="--observational-slope") if args.observational_slope else None
+    if slopes is not None and args.tau == 0:
+        raise BayesCMMAError("--observational-slope chooses the fusion strength by the fission-scored decision value, "
+                             "which needs --tau above 0 (default 1).")
     trials = read_trials(args.trials, args.cov)
     result = decision_value(trials, args.kpi, args.metric, folds=args.folds, tau=args.tau, repeats=args.repeats,
                             threshold=args.threshold, seed=args.seed,
@@ -894,7 +897,7 @@ def run_decision_value(args: argparse.Namespace) -> int:
         from bayes_cmma.decisions.fusion import decision_focused_fusion
 
         fusion = decision_focused_fusion(trials, args.kpi, args.metric, slopes, folds=args.folds,
-                                         tau=args.tau or 1.0, repeats=args.repeats, seed=args.seed,
+                                         tau=args.tau, repeats=args.repeats, seed=args.seed,
                                          within_trial_correlation=args.within_trial_correlation,
                                          select=args.fusion_select)
         files[args.fusion_out] = _writer(fusion.curve, args.fusion_out)

@@ -312,6 +312,7 @@ def test_command_chooses_a_fusion_strength_with_observational_slopes(small, tmp_
     assert curve["difference"].iloc[0] == 0 and np.isinf(curve["fusion_strength"].iloc[-1])
     # a slope that is not a number, or one file twice: one error line, nothing written
     for extra, message in ((["--observational-slope", "m1=x"], "--observational-slope 'm1=x': 'x' is not a number"),
+                           (["--observational-slope", "m1=1", "--tau", "0"], "needs --tau above 0"),
                            (["--observational-slope", "m1=1", "--fusion-out", str(tmp_path / "dv2.csv")],
                             "--out and --fusion-out name the same file")):
         bad = [*argv[:-1], str(tmp_path / "dv2.csv"), *extra]
