@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--observational-slope", action="append", metavar="METRIC=VALUE",
                     help="the logs' partial slope of the KPI on a metric (repeat for every metric): also choose how "
                          "far the composite launch rule leans on them, by its cross-fitted decision value")
+    dv.add_argument("--observational-partial", metavar="FILE",
+                    help="instead of --observational-slope: the partial-slope table of `summarize "
+                         "--observational-partial-out` (the teams combined by precision)")
     dv.add_argument("--fusion-select", choices=["significant", "best"], default="significant",
                     help="with --observational-slope: keep a fusion strength above 0 only when its gain over the "
                          "trials alone exceeds one standard error (significant, default), or take the best")
@@ -213,6 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     summ.add_argument("--observational-out",
                       help="also write the observational table (.csv or .parquet): per team and metric, the "
                            "within-arm regression of the KPI on the metric's powers (confounded; docs: input.md)")
+    summ.add_argument("--observational-partial-out",
+                      help="also write the partial-slope table (.csv or .parquet): per team, the within-arm regression "
+                           "of the KPI on every metric at once (for decision-value --observational-partial)")
     summ.add_argument("--observational-arms", choices=["control", "both", "treatment"], default="control",
                       help="arms whose units enter the observational regression (default control)")
     summ.add_argument("--engine", choices=["pandas", "dask"], default="pandas",
@@ -763,11 +769,14 @@ def check_args(args: argparse.Namespace) -> None:
     if cmd == "summarize":
         check_writable(args.out, "--out", folder=False)
         check_writable(args.cov_out, "--cov-out", folder=False)
-        if args.observational_out is not None:
-            check_writable(args.observational_out, "--observational-out", folder=False)
+        for flag in ("observational_out", "observational_partial_out"):
+            if getattr(args, flag) is not None:
+                check_writable(getattr(args, flag), "--" + flag.replace("_", "-"), folder=False)
     elif cmd == "decision-value":
         check_writable(args.out, "--out", folder=False)
-        if args.observational_slope:
+        if args.observational_slope and args.observational_partial:
+            raise BayesCMMAError("give the logs' slopes once: --observational-slope or --observational-partial.")
+        if args.observational_slope or args.observational_partial:
             check_writable(args.fusion_out, "--fusion-out", folder=False)
             if Path(args.fusion_out).resolve() == Path(args.out).resolve():
                 raise BayesCMMAError("--out and --fusion-out name the same file; give different files.")
@@ -884,9 +893,13 @@ def run_decision_value(args: argparse.Namespace) -> int:
         raise BayesCMMAError(f"--within-trial-correlation must be strictly between -1 and 1, got "
                              f"{args.within_trial_correlation}.")
     slopes = _parse_at(args.observational_slope, flag="--observational-slope") if args.observational_slope else None
+    if args.observational_partial:
+        from bayes_cmma.inputs.observational import partial_slopes
+
+        slopes = partial_slopes(args.observational_partial, args.metric)
     if slopes is not None and args.tau == 0:
-        raise BayesCMMAError("--observational-slope chooses the fusion strength by the fission-scored decision value, "
-                             "which needs --tau above 0 (default 1).")
+        raise BayesCMMAError("the logs' slopes (--observational-slope/--observational-partial) choose the fusion "
+                             "strength by the fission-scored decision value, which needs --tau above 0 (default 1).")
     trials = read_trials(args.trials, args.cov)
     result = decision_value(trials, args.kpi, args.metric, folds=args.folds, tau=args.tau, repeats=args.repeats,
                             threshold=args.threshold, seed=args.seed,
@@ -1104,8 +1117,9 @@ def run_summarize(args: argparse.Namespace) -> int:
 
     if args.degree < 1:
         raise BayesCMMAError(f"--degree must be at least 1, got {args.degree}.")
-    targets = [("--out", args.out), ("--cov-out", args.cov_out)] + (
-        [("--observational-out", args.observational_out)] if args.observational_out else [])
+    targets = [("--out", args.out), ("--cov-out", args.cov_out)] + [
+        (flag, path) for flag, path in (("--observational-out", args.observational_out),
+                                        ("--observational-partial-out", args.observational_partial_out)) if path]
     for i, (flag, path) in enumerate(targets):
         for other, path2 in targets[:i]:
             if Path(path).resolve() == Path(path2).resolve():
@@ -1116,7 +1130,8 @@ def run_summarize(args: argparse.Namespace) -> int:
         raise BayesCMMAError(f"--workers must be at least 1, got {args.workers}.")
     kwargs = dict(kpi=args.kpi, metrics=args.metric, degree=args.degree, trial=args.trial, team=args.team or None,
                   treatment=args.treatment, engine=args.engine,
-                  observational=args.observational_arms if args.observational_out else None)
+                  observational=args.observational_arms if args.observational_out or args.observational_partial_out
+                  else None, partial=bool(args.observational_partial_out))
     if args.engine == "dask":
         from bayes_cmma.inputs.dask_engine import dask_scheduler
 
@@ -1125,13 +1140,16 @@ def run_summarize(args: argparse.Namespace) -> int:
     else:
         trials, cov, n_units, *obs = summarize_files(args.units, **kwargs)
     files = {args.out: _writer(trials, args.out), args.cov_out: _writer(cov, args.cov_out)}
-    if obs:
-        files[args.observational_out] = _writer(obs[0], args.observational_out)
+    extra = []
+    for path, table, what in ((args.observational_out, obs[0] if obs else None, "observational regression"),
+                              (args.observational_partial_out, obs[-1] if len(obs) > 1 else None, "partial slopes")):
+        if path:
+            files[path] = _writer(table, path)
+            extra.append(f" and {path} ({len(table)} rows, the {what} in the {args.observational_arms} arm(s))")
     written = write_files_atomically(files)
     n_trials = trials["trial"].nunique()
     print(f"{n_trials} trials, {n_units} units: wrote {written[0]} ({len(trials)} rows) and "
-          f"{written[1]} ({len(cov)} rows)" + (f" and {written[2]} ({len(obs[0])} rows, the observational "
-                                               f"regression in the {args.observational_arms} arm(s))." if obs else "."))
+          f"{written[1]} ({len(cov)} rows){''.join(extra)}.")
     print(f"Next: bayes-cmma fit {written[0]} --cov {written[1]} --kpi {args.kpi} "
           + " ".join(f"--metric {m}" for m in args.metric) + f" --degree {args.degree}")
     return 0

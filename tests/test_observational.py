@@ -117,3 +117,60 @@ def test_command_writes_the_observational_table(tmp_path, capsys):
     err = unwrap(capsys.readouterr().err)
     assert code == 2 and re.search("--out and --observational-out name the same file", err), err
     assert not (tmp_path / "t2.csv").exists() and not (tmp_path / "c2.csv").exists()
+
+
+def test_partial_slopes_match_least_squares_on_every_metric_at_once():
+    from bayes_cmma.inputs.observational import partial_slopes
+
+    units = _units()
+    _, _, _, part = bc.summarize(units, kpi="y", metrics=["m", "m2"], degree=2, observational="control", partial=True)
+    precision, weighted = 0, 0
+    for team, g in units.groupby("team", sort=False):
+        rows = g[g["treated"] == 0]
+        cells = pd.get_dummies(rows["trial"]).to_numpy(float)
+        X = np.column_stack([rows["m"], rows["m2"], cells])
+        coef, rss, *_ = np.linalg.lstsq(X, rows["y"].to_numpy(), rcond=None)
+        cov = rss[0] / (len(rows) - X.shape[1]) * np.linalg.inv(X.T @ X)[:2, :2]
+        got = part[part["team"] == team].set_index("metric").loc[["m", "m2"]]
+        np.testing.assert_allclose(got["estimate"], coef[:2], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(got[["cov_m", "cov_m2"]].to_numpy(), cov, rtol=1e-8, atol=1e-15)
+        precision = precision + np.linalg.inv(cov)
+        weighted = weighted + np.linalg.inv(cov) @ coef[:2]
+    combined = partial_slopes(part, ["m", "m2"])
+    np.testing.assert_allclose([combined["m"], combined["m2"]], np.linalg.solve(precision, weighted), rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [(lambda f: f.drop(columns="cov_m2"), r"missing column\(s\) 'cov_m2'"),
+     (lambda f: f[~((f["team"] == "a") & (f["metric"] == "m2"))], r"team 'a' has no row for metric\(s\) 'm2'"),
+     (lambda f: f.assign(cov_m=-1.0), "covariance positive definite")],
+)
+def test_partial_slopes_bad_input(change, message):
+    from bayes_cmma.inputs.observational import partial_slopes
+
+    part = bc.summarize(_units(), kpi="y", metrics=["m", "m2"], degree=1, observational="control", partial=True)[3]
+    with pytest.raises(DataError, match=message):
+        partial_slopes(change(part), ["m", "m2"])
+
+
+def test_partial_needs_the_arms():
+    with pytest.raises(DataError, match="partial=True needs observational="):
+        bc.summarize(_units(), kpi="y", metrics="m", degree=1, partial=True)
+
+
+def test_command_from_logs_to_a_fusion_strength(tmp_path, capsys):
+    """summarize --observational-partial-out, then decision-value --observational-partial on its tables."""
+    units = _units(n_trials=12)
+    units.to_csv(tmp_path / "u.csv", index=False)
+    assert main(["summarize", str(tmp_path / "u.csv"), "--kpi", "y", "--metric", "m", "--metric", "m2", "--degree",
+                 "1", "--out", str(tmp_path / "t.csv"), "--cov-out", str(tmp_path / "c.csv"),
+                 "--observational-partial-out", str(tmp_path / "p.csv")]) == 0
+    assert "the partial slopes in the control arm(s)" in unwrap(capsys.readouterr().out)
+    argv = ["decision-value", str(tmp_path / "t.csv"), "--cov", str(tmp_path / "c.csv"), "--kpi", "y", "--metric", "m",
+            "--metric", "m2", "--out", str(tmp_path / "dv.csv"), "--fusion-out", str(tmp_path / "fu.csv")]
+    assert main([*argv, "--observational-partial", str(tmp_path / "p.csv")]) == 0
+    assert "<- chosen" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "fu.csv")) == 9
+    code = main([*argv, "--observational-partial", str(tmp_path / "p.csv"), "--observational-slope", "m=1"])
+    assert code == 2 and "give the logs' slopes once" in unwrap(capsys.readouterr().err)

@@ -109,6 +109,93 @@ def observational_table(moments, cols, arms: str = "control", by: str = "team") 
     return pd.DataFrame(rows)
 
 
+def partial_table(moments, cols, arms: str = "control", by: str = "team") -> pd.DataFrame:
+    """The within-cell regression of the KPI on every metric's first power at once, per team.
+
+    The partial slopes: each metric's association with the KPI holding the other metrics fixed, which
+    the decision-focused fusion of a composite launch rule borrows from
+    (:func:`bayes_cmma.decision_focused_fusion`). Same estimator and covariance as
+    :func:`observational_table`, with the metrics in place of one metric's powers. Columns: ``team``,
+    ``metric``, ``estimate``, ``std_error``, ``cov_<metric>`` for every metric, ``n_units``, ``n_cells``,
+    ``arms``.
+    """
+    use = _arm_mask(arms)
+    if by not in ("team", "all"):
+        raise DataError(f"by must be 'team' or 'all', got {by!r}.")
+    teams = moments.teams if (by == "team" and moments.teams is not None) else None
+    labels = np.full(len(moments.trials), ALL_TEAMS, dtype=object) if teams is None else teams
+    order = list(dict.fromkeys(labels[np.argsort(moments.order, kind="stable")]))
+    J, P = len(cols.metrics), cols.degree
+    idx = 1 + np.arange(J) * P  # each metric's first power
+    rows = []
+    for team in order:
+        in_team = labels == team
+        n = moments.n[in_team][:, use]
+        W = moments.m2[in_team][:, use].sum(axis=(0, 1))
+        N, C = float(n.sum()), int((n > 0).sum())
+        df = N - C - J
+        if df < 1:
+            raise DataError(f"team {team!r}: {int(N)} unit(s) in {C} (trial, arm) cell(s) of the {arms} arm(s) are too "
+                            f"few for the observational regression of {cols.kpi!r} on {J} metric(s).")
+        Wmm = W[np.ix_(idx, idx)]
+        d = np.sqrt(np.diag(Wmm))
+        if not np.all(d > 0):
+            bad = cols.metrics[int(np.flatnonzero(~(d > 0))[0])]
+            raise DataError(f"team {team!r}: {bad!r} does not vary within the trials' arms; drop the metric.")
+        scaled = Wmm / np.outer(d, d)
+        if np.linalg.cond(scaled) > 1e12:
+            raise DataError(f"team {team!r}: the metrics are collinear within the arms, so their partial slopes are "
+                            "undefined; drop one.")
+        inv = np.linalg.inv(scaled) / np.outer(d, d)
+        b = inv @ W[idx, 0]
+        cov = max(float(W[0, 0] - b @ W[idx, 0]), 0.0) / df * inv
+        for j, metric in enumerate(cols.metrics):
+            rows.append({"team": team, "metric": metric, "estimate": b[j], "std_error": float(np.sqrt(cov[j, j])),
+                         **{f"cov_{m}": cov[j, q] for q, m in enumerate(cols.metrics)},
+                         "n_units": int(N), "n_cells": C, "arms": arms})
+    return pd.DataFrame(rows)
+
+
+def partial_slopes(table: str | Path | pd.DataFrame, metrics: list[str]) -> dict[str, float]:
+    """Every metric's partial slope from a :func:`partial_table`, the teams combined by their precision.
+
+    b = (sum_g V_g^-1)^-1 sum_g V_g^-1 b_g over the teams g. Raises :class:`DataError` naming a
+    missing column or metric, or a team whose covariance is not positive definite.
+    """
+    from bayes_cmma.inputs.data import _read_table
+
+    frame = table.copy() if isinstance(table, pd.DataFrame) else _read_table(table, "observational partial table",
+                                                                                text=("team", "metric"))
+    needed = ["team", "metric", "estimate", *(f"cov_{m}" for m in metrics)]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"observational partial table is missing column(s) {', '.join(map(repr, missing))} "
+                        "(bayes-cmma summarize --observational-partial-out writes it, for the same metrics).")
+    frame["team"] = frame["team"].astype(str).str.strip()
+    frame["metric"] = frame["metric"].astype(str).str.strip()
+    precision, weighted = np.zeros((len(metrics), len(metrics))), np.zeros(len(metrics))
+    for team, g in frame.groupby("team", sort=False):
+        have = set(g["metric"])
+        lacking = [m for m in metrics if m not in have]
+        if lacking:
+            raise DataError(f"observational partial table: team {team!r} has no row for metric(s) "
+                            f"{', '.join(map(repr, lacking))}.")
+        g = g.set_index("metric").loc[metrics]
+        try:
+            b = g["estimate"].to_numpy(dtype=float)
+            V = g[[f"cov_{m}" for m in metrics]].to_numpy(dtype=float)
+            inv = np.linalg.inv(0.5 * (V + V.T))
+            np.linalg.cholesky(inv)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            raise DataError(f"observational partial table: team {team!r}: the estimates and covariances of "
+                            f"{', '.join(metrics)} must be numbers, the covariance positive definite ({exc}).") from exc
+        if not np.all(np.isfinite(b)):
+            raise DataError(f"observational partial table: team {team!r} has a non-finite estimate.")
+        precision += inv
+        weighted += inv @ b
+    return dict(zip(metrics, np.linalg.solve(precision, weighted).tolist(), strict=True))
+
+
 def read_observational(table: str | Path | pd.DataFrame) -> pd.DataFrame:
     """Read and check an observational table (the format of :func:`observational_table`).
 
@@ -210,4 +297,7 @@ def observational_slopes(
     return est, se
 
 
-__all__ = ["ALL_TEAMS", "ARMS", "observational_slopes", "observational_table", "read_observational"]
+__all__ = [
+    "ALL_TEAMS", "ARMS", "observational_slopes", "observational_table", "partial_slopes", "partial_table",
+    "read_observational",
+]

@@ -328,7 +328,8 @@ def summarize(
     team: str | None = "team",
     treatment: str = "treated",
     observational: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame] | tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    partial: bool = False,
+) -> tuple[pd.DataFrame, ...]:
     """Trial table and covariance table (the toolkit's input format) from unit-level rows.
 
     Parameters
@@ -348,10 +349,13 @@ def summarize(
         regression of the KPI on the metric's powers in those arms
         (:func:`bayes_cmma.inputs.observational.observational_table`; confounded, see there). From the
         same pass over the rows.
+    partial : bool
+        With ``observational``, also return the partial-slope table (the KPI on every metric at once,
+        :func:`bayes_cmma.inputs.observational.partial_table`) last.
 
     Returns
     -------
-    (trials, covariance) or (trials, covariance, observational) : tuple of DataFrames
+    (trials, covariance), (trials, covariance, observational) or (..., observational, partial)
         Trials in the order they first appear. The trial table carries each trial's arm sizes
         (``n_treated``, ``n_control``), which the pooled measurement model uses.
 
@@ -366,8 +370,11 @@ def summarize(
     moments = _dask_moments(units, cols) if _is_dask(units) else _pandas_moments(units, cols)
     trials, cov = _tables(moments, cols)
     if observational is None:
+        if partial:
+            raise DataError("partial=True needs observational= (the arms the regression uses).")
         return trials, cov
-    return trials, cov, _observational(moments, cols, observational)
+    extra = (_partial(moments, cols, observational),) if partial else ()
+    return trials, cov, _observational(moments, cols, observational), *extra
 
 
 def _check_arms(arms: str | None) -> None:
@@ -375,6 +382,12 @@ def _check_arms(arms: str | None) -> None:
 
     if arms is not None and arms not in ARMS:
         raise DataError(f"observational arms must be one of {', '.join(ARMS)}, got {arms!r}.")
+
+
+def _partial(moments: ArmMoments, cols: Columns, arms: str) -> pd.DataFrame:
+    from bayes_cmma.inputs.observational import partial_table
+
+    return partial_table(moments, cols, arms=arms, by="team")
 
 
 def _observational(moments: ArmMoments, cols: Columns, arms: str) -> pd.DataFrame:
@@ -441,7 +454,8 @@ def summarize_files(
     engine: str = "pandas",
     blocksize: str | int = "128MiB",
     observational: str | None = None,
-) -> tuple[pd.DataFrame, pd.DataFrame, int] | tuple[pd.DataFrame, pd.DataFrame, int, pd.DataFrame]:
+    partial: bool = False,
+) -> tuple[Any, ...]:
     """:func:`summarize` over unit-level files (CSV or Parquet; a Parquet folder counts as one file).
 
     ``engine="pandas"`` reads one file at a time (memory bounded by the largest file);
@@ -449,13 +463,16 @@ def summarize_files(
     ``blocksize`` pieces) and summarises partition by partition on the active scheduler.
 
     Returns the trial table, the covariance table and the number of unit rows read, and with
-    ``observational`` (as in :func:`summarize`) the observational table last.
+    ``observational`` (as in :func:`summarize`) the observational table, then with ``partial`` the
+    partial-slope table.
     """
     from bayes_cmma.inputs.data import _read_table
 
     files = _expand_paths([paths] if isinstance(paths, (str, Path)) else paths)
     cols = _columns(kpi, metrics, degree, trial, team, treatment)
     _check_arms(observational)
+    if partial and observational is None:
+        raise DataError("partial=True needs observational= (the arms the regression uses).")
     if engine == "pandas" and any(_is_url(f) for f in files):
         raise DataError(f"{next(f for f in files if _is_url(f))!r} is a URL; the pandas engine reads local "
                         "files only. Use --engine dask (engine='dask') for remote storage.")
@@ -474,7 +491,8 @@ def summarize_files(
     trials, cov = _tables(moments, cols)
     if observational is None:
         return trials, cov, int(moments.n.sum())
-    return trials, cov, int(moments.n.sum()), _observational(moments, cols, observational)
+    extra = (_partial(moments, cols, observational),) if partial else ()
+    return trials, cov, int(moments.n.sum()), _observational(moments, cols, observational), *extra
 
 
 def _dask_read(files: list[str], cols: Columns, blocksize: str | int) -> Any:
