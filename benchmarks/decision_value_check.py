@@ -160,7 +160,8 @@ def main() -> None:
                     continue
                 rows += one(K, rep, args.seed, pop)
                 if len(rows) >= 800 or rep == args.sims - 1:
-                    pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False, float_format="%.6g")
+                    pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False,
+                                              float_format="%.6g")
                     rows = []
             print(f"K={K}: {time.perf_counter() - t0:.0f} s", flush=True)
     results = pd.read_csv(path)

@@ -197,7 +197,8 @@ def main() -> None:
                     continue
                 t0 = time.perf_counter()
                 rows = one(K, rep, args.seed, args.bias, args.bias_scale, args.draws)
-                pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False, float_format="%.6g")
+                pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False,
+                                              float_format="%.6g")
                 print(f"K={K} rep={rep}: {time.perf_counter() - t0:.0f} s", flush=True)
     parts = sorted(out.glob("results*.csv"))
     results = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)

@@ -149,7 +149,8 @@ def main() -> None:
                         continue
                     rows += one(K, rep, args.seed, direct)
                     if len(rows) >= 2000 or rep == args.sims - 1:
-                        pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False, float_format="%.6g")
+                        pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False,
+                                              float_format="%.6g")
                         rows = []
                 print(f"direct sd {direct:g}, K={K}: {time.perf_counter() - t0:.0f} s", flush=True)
     results = pd.read_csv(path)
