@@ -20,7 +20,7 @@ gamma (``partial_beta``) is the KPI's dependence on one metric holding the other
 but not ranked. The DRF is linear (degree 1): the joint model of powers of several metrics is not
 built.
 
-Two priors on the slopes (``elasticity_prior``):
+Three priors on the slopes (``elasticity_prior``):
 
 ``"independent"``
     beta_j ~ the spec's ``beta_std`` prior, independently (as in the per-metric model).
@@ -138,7 +138,7 @@ def build_joint_model(
     observed: np.ndarray | None = None,
     elasticity_prior: str = "pooled",
     weights: np.ndarray | None = None,
-    observational: tuple[np.ndarray, np.ndarray] | None = None,
+    observational: tuple | None = None,
 ) -> pm.Model:
     """The joint PyMC model on the internal scale (see the module docstring).
 
@@ -200,7 +200,7 @@ _LOCK = threading.Lock()
 
 def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardised, elasticity_prior: str,
                          weights: np.ndarray | None,
-                         observational: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Any, bool]:
+                         observational: tuple | None = None) -> tuple[Any, bool]:
     """Compiled nutpie model for this shape with this design's data swapped in (cached per shape)."""
     import nutpie
 
@@ -290,10 +290,12 @@ class JointFit:
     (metric), the marginal DRF slope of each metric; ``partial_beta`` (metric); ``alpha`` (team,
     metric); ``pi``, ``kpi_mean`` (team); ``metric_sd`` (metric); ``metric_corr`` (metric,
     metric_other); ``residual_sd``; ``pi_mean``, ``pi_sd`` with >= 4 teams; ``elasticity_pool_sd``
-    with the pooled prior), ``sample_stats``, ``log_likelihood``, ``observed_data`` and
+    with the pooled prior; ``observational_bias_sd`` (metric) with the observational prior),
+    ``sample_stats``, ``log_likelihood``, ``observed_data`` and
     ``constant_data`` (``reference_covariance``, the measurement covariance of a median-sized trial,
     which :func:`bayes_cmma.northstar` scales to a future trial's size; ``team_trials``), whose attrs
-    say ``elasticity_prior`` and the levels it used; the model spec and the joint design (the KPI,
+    say ``elasticity_prior`` and the levels it used (and ``observational_slopes`` with the
+    observational prior); the model spec and the joint design (the KPI,
     then the metrics) it was fitted with; ``elasticity_prior``; ``at``, the metric levels the pooled
     prior used (None otherwise); and ``timings`` (seconds compiling and sampling).
     """
