@@ -174,3 +174,19 @@ def test_command_from_logs_to_a_fusion_strength(tmp_path, capsys):
     assert len(pd.read_csv(tmp_path / "fu.csv")) == 9
     code = main([*argv, "--observational-partial", str(tmp_path / "p.csv"), "--observational-slope", "m=1"])
     assert code == 2 and "give the logs' slopes once" in unwrap(capsys.readouterr().err)
+
+
+def test_a_metric_constant_or_collinear_within_the_arms_is_named():
+    units = _units()
+    flat = units.assign(m=np.where(units["treated"] == 0, 1.0, units["m"]))  # varies only in the treated arms
+    with pytest.raises(DataError, match="team 'b': 'm' does not vary within the trials' arms"):
+        bc.summarize(flat, kpi="y", metrics="m", degree=1, observational="control")
+    binary = units.assign(m=(units["m"] > units["m"].median()).astype(float))  # m^2 = m
+    with pytest.raises(DataError, match="team 'b': the powers of 'm' are collinear within the arms"):
+        bc.summarize(binary, kpi="y", metrics="m", degree=2, observational="control")
+    twice = units.assign(m2=2.0 * units["m"])
+    with pytest.raises(DataError, match="team 'b': the metrics are collinear within the arms"):
+        bc.summarize(twice, kpi="y", metrics=["m", "m2"], degree=1, observational="control", partial=True)
+    with pytest.raises(DataError, match="team 'b': 'm2' does not vary within the trials' arms; drop the metric"):
+        bc.summarize(units.assign(m2=np.where(units["treated"] == 0, 3.0, units["m2"])), kpi="y", metrics=["m", "m2"],
+                     degree=1, observational="control", partial=True)

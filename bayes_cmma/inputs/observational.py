@@ -49,6 +49,38 @@ def _arm_mask(arms: str) -> np.ndarray:
     return np.array([arms in ("control", "both"), arms in ("treatment", "both")])
 
 
+def _team_scatters(moments, arms: str, by: str):
+    """Per team, in first-seen order: (team, W, N, C), the pooled centred cross-products of the cells
+    of the chosen arms, their units and their (trial, arm) cells."""
+    use = _arm_mask(arms)
+    if by not in ("team", "all"):
+        raise DataError(f"by must be 'team' or 'all', got {by!r}.")
+    teams = moments.teams if (by == "team" and moments.teams is not None) else None
+    labels = np.full(len(moments.trials), ALL_TEAMS, dtype=object) if teams is None else teams
+    for team in dict.fromkeys(labels[np.argsort(moments.order, kind="stable")]):
+        in_team = labels == team
+        n = moments.n[in_team][:, use]
+        yield team, moments.m2[in_team][:, use].sum(axis=(0, 1)), float(n.sum()), int((n > 0).sum())
+
+
+def _regress(W: np.ndarray, idx: np.ndarray, df: float, constant, collinear: str) -> tuple[np.ndarray, np.ndarray]:
+    """b = W_mm^-1 W_my and its classical covariance for the regressors ``idx`` (KPI at 0).
+
+    ``constant(k)`` is the error message when regressor k does not vary; ``collinear`` the one when
+    the regressors are collinear. The solve is done on the correlation scale.
+    """
+    Wmm = W[np.ix_(idx, idx)]
+    d = np.sqrt(np.diag(Wmm))
+    if not np.all(d > 0):
+        raise DataError(constant(int(np.flatnonzero(~(d > 0))[0])))
+    scaled = Wmm / np.outer(d, d)
+    if np.linalg.cond(scaled) > 1e12:
+        raise DataError(collinear)
+    inv = np.linalg.inv(scaled) / np.outer(d, d)
+    b = inv @ W[idx, 0]
+    return b, max(float(W[0, 0] - b @ W[idx, 0]), 0.0) / df * inv
+
+
 def observational_table(moments, cols, arms: str = "control", by: str = "team") -> pd.DataFrame:
     """The within-cell regression of the KPI on each metric's powers, per team (see the module docstring).
 
@@ -67,40 +99,22 @@ def observational_table(moments, cols, arms: str = "control", by: str = "team") 
         A team with too few units for the regression, or a metric power that does not vary within
         the cells (naming the team and the metric).
     """
-    use = _arm_mask(arms)
-    if by not in ("team", "all"):
-        raise DataError(f"by must be 'team' or 'all', got {by!r}.")
-    teams = moments.teams if (by == "team" and moments.teams is not None) else None
-    labels = np.full(len(moments.trials), ALL_TEAMS, dtype=object) if teams is None else teams
-    order = list(dict.fromkeys(labels[np.argsort(moments.order, kind="stable")]))
     P = cols.degree
     rows = []
-    for team in order:
-        in_team = labels == team
-        n = moments.n[in_team][:, use]
-        W = moments.m2[in_team][:, use].sum(axis=(0, 1))
-        N, C = float(n.sum()), int((n > 0).sum())
+    for team, W, N, C in _team_scatters(moments, arms, by):
         for j, metric in enumerate(cols.metrics):
-            idx = 1 + j * P + np.arange(P)
             df = N - C - P
             if df < 1:
                 raise DataError(
                     f"team {team!r}: {int(N)} unit(s) in {C} (trial, arm) cell(s) of the {arms} arm(s) are too few "
                     f"for the observational regression of {cols.kpi!r} on {P} power(s) of {metric!r}."
                 )
-            Wmm = W[np.ix_(idx, idx)]
-            d = np.sqrt(np.diag(Wmm))
-            if not np.all(d > 0):
-                raise DataError(f"team {team!r}: {metric!r} does not vary within the trials' arms, so the "
-                                "observational regression is undefined; drop the metric.")
-            scaled = Wmm / np.outer(d, d)
-            if np.linalg.cond(scaled) > 1e12:
-                raise DataError(f"team {team!r}: the powers of {metric!r} are collinear within the arms; "
-                                "summarise a lower degree.")
-            inv = np.linalg.inv(scaled) / np.outer(d, d)
-            b = inv @ W[idx, 0]
-            s2 = max(float(W[0, 0] - b @ W[idx, 0]), 0.0) / df
-            cov = s2 * inv
+            b, cov = _regress(
+                W, 1 + j * P + np.arange(P), df,
+                lambda _k, t=team, m=metric: (f"team {t!r}: {m!r} does not vary within the trials' arms, so the "
+                                              "observational regression is undefined; drop the metric."),
+                f"team {team!r}: the powers of {metric!r} are collinear within the arms; summarise a lower degree.",
+            )
             for p in range(P):
                 row = {"team": team, "metric": metric, "power": p + 1, "quantity": quantity_name(metric, p + 1),
                        "estimate": b[p], "std_error": float(np.sqrt(cov[p, p]))}
@@ -119,36 +133,21 @@ def partial_table(moments, cols, arms: str = "control", by: str = "team") -> pd.
     ``metric``, ``estimate``, ``std_error``, ``cov_<metric>`` for every metric, ``n_units``, ``n_cells``,
     ``arms``.
     """
-    use = _arm_mask(arms)
-    if by not in ("team", "all"):
-        raise DataError(f"by must be 'team' or 'all', got {by!r}.")
-    teams = moments.teams if (by == "team" and moments.teams is not None) else None
-    labels = np.full(len(moments.trials), ALL_TEAMS, dtype=object) if teams is None else teams
-    order = list(dict.fromkeys(labels[np.argsort(moments.order, kind="stable")]))
-    J, P = len(cols.metrics), cols.degree
-    idx = 1 + np.arange(J) * P  # each metric's first power
+    J = len(cols.metrics)
+    idx = 1 + np.arange(J) * cols.degree  # each metric's first power
     rows = []
-    for team in order:
-        in_team = labels == team
-        n = moments.n[in_team][:, use]
-        W = moments.m2[in_team][:, use].sum(axis=(0, 1))
-        N, C = float(n.sum()), int((n > 0).sum())
+    for team, W, N, C in _team_scatters(moments, arms, by):
         df = N - C - J
         if df < 1:
             raise DataError(f"team {team!r}: {int(N)} unit(s) in {C} (trial, arm) cell(s) of the {arms} arm(s) are too "
                             f"few for the observational regression of {cols.kpi!r} on {J} metric(s).")
-        Wmm = W[np.ix_(idx, idx)]
-        d = np.sqrt(np.diag(Wmm))
-        if not np.all(d > 0):
-            bad = cols.metrics[int(np.flatnonzero(~(d > 0))[0])]
-            raise DataError(f"team {team!r}: {bad!r} does not vary within the trials' arms; drop the metric.")
-        scaled = Wmm / np.outer(d, d)
-        if np.linalg.cond(scaled) > 1e12:
-            raise DataError(f"team {team!r}: the metrics are collinear within the arms, so their partial slopes are "
-                            "undefined; drop one.")
-        inv = np.linalg.inv(scaled) / np.outer(d, d)
-        b = inv @ W[idx, 0]
-        cov = max(float(W[0, 0] - b @ W[idx, 0]), 0.0) / df * inv
+        b, cov = _regress(
+            W, idx, df,
+            lambda k, t=team: (f"team {t!r}: {cols.metrics[k]!r} does not vary within the trials' arms; drop the "
+                               "metric."),
+            f"team {team!r}: the metrics are collinear within the arms, so their partial slopes are undefined; "
+            "drop one.",
+        )
         for j, metric in enumerate(cols.metrics):
             rows.append({"team": team, "metric": metric, "estimate": b[j], "std_error": float(np.sqrt(cov[j, j])),
                          **{f"cov_{m}": cov[j, q] for q, m in enumerate(cols.metrics)},
