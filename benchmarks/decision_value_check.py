@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _resume import append_rows, done_keys
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,16 +62,9 @@ def population_values(factor: float, n: int = 400_000) -> np.ndarray:
 
 
 def table(team, z, S):
-    names = ["y", *METRICS]
-    K = len(z)
-    trials = [f"k{k:03d}" for k in range(K)]
-    rows = pd.DataFrame({"trial": np.repeat(trials, 4), "team": np.repeat([f"g{t}" for t in team], 4),
-                         "quantity": np.tile(names, K), "estimate": z.ravel(),
-                         "std_error": np.sqrt(np.diagonal(S, axis1=1, axis2=2)).ravel()})
-    i, j = np.tril_indices(4, -1)
-    cov = pd.DataFrame({"trial": np.repeat(trials, len(i)), "quantity_1": np.tile(np.array(names)[i], K),
-                        "quantity_2": np.tile(np.array(names)[j], K), "covariance": S[:, i, j].ravel()})
-    return rows, cov
+    from bayes_cmma.inputs.data import trial_frames
+
+    return trial_frames([f"k{k:03d}" for k in range(len(z))], ["y", *METRICS], z, S, teams=[f"g{t}" for t in team])
 
 
 def one(K: int, rep: int, seed: int, pop: dict[float, np.ndarray]) -> list[dict]:
@@ -151,17 +145,14 @@ def main() -> None:
     path = out / "results.csv"
     if not args.summarise:
         pop = {f: population_values(f) for f in (1.0, 2.0)}
-        done = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["trials", "rep"])
+        done = done_keys(path, ("trials", "rep"))
         for K in args.trials:
-            have = set(done.loc[done["trials"] == K, "rep"])
             rows, t0 = [], time.perf_counter()
             for rep in range(args.sims):
-                if rep in have:
-                    continue
-                rows += one(K, rep, args.seed, pop)
+                if (K, rep) not in done:
+                    rows += one(K, rep, args.seed, pop)
                 if len(rows) >= 800 or rep == args.sims - 1:
-                    pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False,
-                                              float_format="%.6g")
+                    append_rows(path, rows)
                     rows = []
             print(f"K={K}: {time.perf_counter() - t0:.0f} s", flush=True)
     results = pd.read_csv(path)

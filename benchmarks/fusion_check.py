@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _resume import append_rows, done_keys
 
 ROOT = Path(__file__).resolve().parents[1]
 CORR = 0.8
@@ -188,17 +189,15 @@ def main() -> None:
                                                                                                  args.bias)]
         pd.DataFrame(rows).to_csv(out / "results_decision_value.csv", index=False)
     elif not args.summarise:
-        done = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["trials", "rep"])
+        done = done_keys(path, ("trials", "rep"))
         for rep in range(args.sims):
             if rep % n != i:
                 continue
             for K in args.trials:
-                if ((done["trials"] == K) & (done["rep"] == rep)).any():
+                if (K, rep) in done:
                     continue
                 t0 = time.perf_counter()
-                rows = one(K, rep, args.seed, args.bias, args.bias_scale, args.draws)
-                pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False,
-                                              float_format="%.6g")
+                append_rows(path, one(K, rep, args.seed, args.bias, args.bias_scale, args.draws))
                 print(f"K={K} rep={rep}: {time.perf_counter() - t0:.0f} s", flush=True)
     parts = sorted(out.glob("results*.csv"))
     results = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _resume import append_rows, done_keys
 from scipy import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def policy_regret(w, y, m, S_mm):
 def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.decisions.fusion import decision_focused_fusion, fused_weights
-    from bayes_cmma.inputs.data import joint_design
+    from bayes_cmma.inputs.data import joint_design, trial_frames
 
     metrics = ["m1", "m2", "m3"]
     rng = np.random.default_rng([seed, K, rep])
@@ -74,15 +75,8 @@ def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
     team = np.arange(K) % TEAMS
     theta, S = trials_of(rng, team, alpha, pi)
     z = theta + np.einsum("kij,kj->ki", np.linalg.cholesky(S), rng.standard_normal((K, J + 1)))
-    names = ["y", *metrics]
-    rows_t = pd.DataFrame({"trial": np.repeat([f"k{k:03d}" for k in range(K)], J + 1),
-                           "team": np.repeat([f"g{t}" for t in team], J + 1), "quantity": np.tile(names, K),
-                           "estimate": z.ravel(), "std_error": np.sqrt(np.diagonal(S, axis1=1, axis2=2)).ravel()})
-    i, j = np.tril_indices(J + 1, -1)
-    cov = pd.DataFrame({"trial": np.repeat([f"k{k:03d}" for k in range(K)], len(i)),
-                        "quantity_1": np.tile(np.array(names)[i], K), "quantity_2": np.tile(np.array(names)[j], K),
-                        "covariance": S[:, i, j].ravel()})
-    data = bc.read_trials(rows_t, cov)
+    data = bc.read_trials(*trial_frames([f"k{k:03d}" for k in range(K)], ["y", *metrics], z, S,
+                                        teams=[f"g{t}" for t in team]))
     prng = np.random.default_rng([seed, K, rep, 1])
     new, S_new = trials_of(prng, prng.integers(0, TEAMS, 20_000), alpha, pi)
     y, m, S_mm = new[:, 0], new[:, 1:], S_new[:, 1:, 1:]
@@ -139,18 +133,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     path = out / "results.csv"
     if not args.summarise:
-        done = pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["trials", "rep"])
+        done = done_keys(path, ("direct_sd", "trials", "rep"))
         for direct in args.direct_sd:
             for K in args.trials:
                 t0, rows = time.perf_counter(), []
                 for rep in range(args.sims):
-                    if "direct_sd" in done and ((done["trials"] == K) & (done["rep"] == rep)
-                                                & (done["direct_sd"] == direct)).any():
-                        continue
-                    rows += one(K, rep, args.seed, direct)
+                    if (direct, K, rep) not in done:
+                        rows += one(K, rep, args.seed, direct)
                     if len(rows) >= 2000 or rep == args.sims - 1:
-                        pd.DataFrame(rows).to_csv(path, mode="a", header=not path.exists(), index=False,
-                                              float_format="%.6g")
+                        append_rows(path, rows)
                         rows = []
                 print(f"direct sd {direct:g}, K={K}: {time.perf_counter() - t0:.0f} s", flush=True)
     results = pd.read_csv(path)

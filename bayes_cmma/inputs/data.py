@@ -114,6 +114,37 @@ class TrialData:
         return h.hexdigest()
 
 
+def trial_frames(
+    trials: Sequence[str],
+    quantities: Sequence[str],
+    estimate: np.ndarray,
+    covariance: np.ndarray,
+    teams: Sequence[str] | None = None,
+    arm_sizes: np.ndarray | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trial table and covariance table (the interchange format) of ATE vectors and their covariances.
+
+    ``estimate`` is (trial, quantity), ``covariance`` (trial, quantity, quantity); ``teams`` (trial,)
+    and ``arm_sizes`` (trial, 2: treated, control) are optional. Standard errors are the square roots
+    of the diagonals; every pair of quantities gets a covariance row.
+    """
+    trials = np.asarray(trials, dtype=object)
+    names = np.asarray(quantities, dtype=object)
+    K, q = estimate.shape
+    rows = {"trial": np.repeat(trials, q)}
+    if teams is not None:
+        rows["team"] = np.repeat(np.asarray(teams, dtype=object), q)
+    rows.update(quantity=np.tile(names, K), estimate=estimate.ravel(),
+                std_error=np.sqrt(np.diagonal(covariance, axis1=1, axis2=2)).ravel())
+    if arm_sizes is not None:
+        n = np.asarray(arm_sizes).astype(np.int64)
+        rows.update(n_treated=np.repeat(n[:, 0], q), n_control=np.repeat(n[:, 1], q))
+    j, i = np.tril_indices(q, -1)  # pairs (quantity_1 = names[i], quantity_2 = names[j]), i < j
+    cov_rows = pd.DataFrame({"trial": np.repeat(trials, len(i)), "quantity_1": np.tile(names[i], K),
+                             "quantity_2": np.tile(names[j], K), "covariance": covariance[:, i, j].ravel()})
+    return pd.DataFrame(rows), cov_rows
+
+
 def _read_table(
     path: str | Path,
     what: str,

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_cmma.errors import DataError
-from bayes_cmma.inputs.data import quantity_name
+from bayes_cmma.inputs.data import quantity_name, trial_frames
 
 #: Rows per block when a pandas frame is summarised in memory; bounds the temporaries (the powers
 #: of every metric) to about ``BLOCK_ROWS * quantities * 8`` bytes a few times over.
@@ -248,30 +248,9 @@ def _tables(moments: ArmMoments, cols: Columns) -> tuple[pd.DataFrame, pd.DataFr
             "a standard error of 0; drop the trial, or the metric if it is constant."
         )
     idx = np.argsort(moments.order, kind="stable")
-    trials, ate, cov = moments.trials[idx], ate[idx], cov[idx]
-    names = np.asarray(cols.quantities, dtype=object)
-    K = ate.shape[0]
-    rows = {"trial": np.repeat(trials, q)}
-    if moments.teams is not None:
-        rows["team"] = np.repeat(moments.teams[idx], q)
-    n = moments.n[idx].astype(np.int64)
-    rows.update(
-        quantity=np.tile(names, K),
-        estimate=ate.ravel(),
-        std_error=np.sqrt(np.diagonal(cov, axis1=1, axis2=2)).ravel(),
-        n_treated=np.repeat(n[:, 1], q),
-        n_control=np.repeat(n[:, 0], q),
-    )
-    j, i = np.tril_indices(q, -1)  # pairs (quantity_1 = names[i], quantity_2 = names[j]), i < j
-    cov_rows = pd.DataFrame(
-        {
-            "trial": np.repeat(trials, len(i)),
-            "quantity_1": np.tile(names[i], K),
-            "quantity_2": np.tile(names[j], K),
-            "covariance": cov[:, i, j].ravel(),
-        }
-    )
-    return pd.DataFrame(rows), cov_rows
+    n = moments.n[idx]
+    return trial_frames(moments.trials[idx], cols.quantities, ate[idx], cov[idx],
+                        teams=None if moments.teams is None else moments.teams[idx], arm_sizes=n[:, ::-1])
 
 
 def _columns(
