@@ -118,18 +118,28 @@ def fission(
     return z[None] + tau * e, z[None] - e / tau
 
 
+def cross_moments(z: np.ndarray, S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """G = sum_k m_k m_k' (J, J) and the noise-corrected g = sum_k (m_k y_k - S_my,k) (J,).
+
+    ``z`` (trial, 1 + J) holds the KPI ATE first, ``S`` (trial, 1 + J, 1 + J) the measurement covariances.
+    """
+    m = z[:, 1:]
+    return m.T @ m, m.T @ z[:, 0] - S[:, 1:, 0].sum(axis=0)
+
+
+def unit(w: np.ndarray) -> np.ndarray:
+    """``w`` scaled to unit length (a zero vector as it is)."""
+    norm = np.linalg.norm(w)
+    return w / norm if norm > 0 else w
+
+
 def composite_weights(z: np.ndarray, S: np.ndarray) -> np.ndarray:
     """Noise-corrected best linear predictor, through 0, of the KPI effect from the metric ATEs.
 
     ``z`` (trial, 1 + J) holds the KPI ATE first, ``S`` (trial, 1 + J, 1 + J) the measurement
-    covariances. Returns the unit-length weights (J,) (see the module docstring).
+    covariances. Returns the unit-length weights (J,) G^-1 g (see :func:`cross_moments`).
     """
-    m, y = z[:, 1:], z[:, 0]
-    gram = m.T @ m
-    cross = m.T @ y - S[:, 1:, 0].sum(axis=0)
-    w = np.linalg.solve(gram, cross)
-    norm = np.linalg.norm(w)
-    return w / norm if norm > 0 else w
+    return unit(np.linalg.solve(*cross_moments(z, S)))
 
 
 def fold_labels(n_trials: int, folds: int, rng: np.random.Generator) -> np.ndarray:
@@ -310,6 +320,6 @@ def _table(per_trial: np.ndarray, rates: np.ndarray, names: list[str], kinds: li
 
 
 __all__ = [
-    "COMPOSITE", "LAUNCH_ALL", "DecisionValue", "composite_weights", "decision_value", "fission", "fold_labels",
-    "value_per_trial",
+    "COMPOSITE", "LAUNCH_ALL", "DecisionValue", "composite_weights", "cross_moments", "decision_value", "fission",
+    "fold_labels", "unit", "value_per_trial",
 ]

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.decisions.decision_value import fission, fold_labels, value_per_trial
+from bayes_cmma.decisions.decision_value import cross_moments, fission, fold_labels, unit, value_per_trial
 from bayes_cmma.errors import DataError
 from bayes_cmma.inputs.data import TrialData, joint_design
 
@@ -72,16 +72,11 @@ def fused_weights(z: np.ndarray, S: np.ndarray, prior: np.ndarray, strength: flo
     ``z`` (trial, 1 + J) holds the KPI ATE first, ``S`` (trial, 1 + J, 1 + J) the measurement
     covariances, ``prior`` (J,) the observational partial slopes o.
     """
-    m, y = z[:, 1:], z[:, 0]
-    gram = m.T @ m
-    cross = m.T @ y - S[:, 1:, 0].sum(axis=0)
+    gram, cross = cross_moments(z, S)
     cross_obs = (gram - S[:, 1:, 1:].sum(axis=0)) @ np.asarray(prior, dtype=float)
     if np.isinf(strength):
-        w = np.linalg.solve(gram, cross_obs)
-    else:
-        w = np.linalg.solve(gram, (cross + strength * cross_obs) / (1.0 + strength))
-    norm = np.linalg.norm(w)
-    return w / norm if norm > 0 else w
+        return unit(np.linalg.solve(gram, cross_obs))
+    return unit(np.linalg.solve(gram, (cross + strength * cross_obs) / (1.0 + strength)))
 
 
 def decision_focused_fusion(

@@ -186,14 +186,14 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, border=0, classes="t", float_format=_fmt, escape=True)
 
 
-def _answer(inp: ReportInputs) -> tuple[str, list[str]]:
-    """The opening section and the warnings it implies."""
+def _answer(inp: ReportInputs, ranked: tuple[xr.DataArray, xr.Dataset] | None = None) -> tuple[str, list[str]]:
+    """The opening section and the warnings it implies (``ranked``: :func:`_ranked`, when computed)."""
     warn: list[str] = []
-    if not inp.at or any(m not in inp.at for m in inp.trees):
+    ranked = _ranked(inp) if ranked is None else ranked
+    if ranked is None:
         return ("<p>No current metric values were given (<code>--at METRIC=VALUE</code>), so there is no "
                 "elasticity and no ranking; the dose-response functions below are still valid.</p>", warn)
-    el = _elasticities(inp)
-    ranking = derived.rank_metrics(el) if inp.ranking is None else inp.ranking
+    el, ranking = ranked
     pct = f"{100 * CI_PROB:g}"
     rows = []
     for m in inp.trees:
@@ -232,11 +232,19 @@ def _elasticities(inp: ReportInputs) -> xr.DataArray:
     return derived.stack_metrics(parts, list(inp.trees))
 
 
-def _p_best(inp: ReportInputs) -> dict[str, float] | None:
-    """Each metric's P(best) as the answer shows it, or None when there is no ranking."""
-    if not inp.at or any(m not in inp.at for m in inp.trees) or len(inp.trees) < 2:
+def _ranked(inp: ReportInputs) -> tuple[xr.DataArray, xr.Dataset] | None:
+    """The separate fits' elasticity draws and the ranking the report shows, or None without levels."""
+    if not inp.at or any(m not in inp.at for m in inp.trees):
         return None
-    ranking = derived.rank_metrics(_elasticities(inp)) if inp.ranking is None else inp.ranking
+    el = _elasticities(inp)
+    return el, derived.rank_metrics(el) if inp.ranking is None else inp.ranking
+
+
+def _p_best(inp: ReportInputs, ranked: tuple[xr.DataArray, xr.Dataset] | None) -> dict[str, float] | None:
+    """Each metric's P(best) as the answer shows it, or None when there is no ranking."""
+    if ranked is None or len(inp.trees) < 2:
+        return None
+    ranking = ranked[1]
     return {str(m): float(v) for m, v in zip(ranking[dims.METRIC].values, ranking["p_best"].values, strict=True)}
 
 
@@ -365,7 +373,8 @@ def render_report(inp: ReportInputs) -> str:
 def _render(inp: ReportInputs) -> str:
     trees = as_trees(inp.trees)
     first = next(iter(trees.values()))
-    answer, warn = _answer(inp)
+    ranked = _ranked(inp)  # once, for the answer and the decision-value section
+    answer, warn = _answer(inp, ranked)
     # once per metric, for the warnings and the k plot (or the caller's, e.g. the CLI's)
     given = inp.loo or {}
     loos = {m: given[m] if given.get(m) is not None else checking.loo(t) for m, t in trees.items()}
@@ -399,7 +408,7 @@ def _render(inp: ReportInputs) -> str:
                  _img(plots.ranking_plot(trees, inp.at, inp.lift, inp.baseline, ranking=inp.ranking), "ranking")]
     if inp.decision_value is not None:
         body += [h2("decision-value", "A model-free check: the decision value of each metric"),
-                 _decision_value_section(inp.decision_value, inp.kpi, _p_best(inp))]
+                 _decision_value_section(inp.decision_value, inp.kpi, _p_best(inp, ranked))]
     if inp.more_trials is not None:
         body += [h2("more-trials", "The value of more trials"), _more_trials_section(inp.more_trials)]
     if inp.northstar is not None:
