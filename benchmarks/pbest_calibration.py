@@ -7,7 +7,8 @@ current levels with its KPI baseline. Arms (``--arms``):
 
 - ``separate``: the per-metric linear models (``bc.fit``), draws paired as if independent;
 - ``joint_pooled``: the joint model with partial pooling of the elasticities (``bc.fit_joint``);
-- ``joint_independent``: the joint model with independent priors on the slopes.
+- ``joint_independent``: the joint model with independent priors on the slopes;
+- ``joint_tie``: the joint model ranked under the tie prior (``bayes_cmma.decisions.ties``).
 
 Then bin every metric's P(best) and compare with how often it was truly best, per arm.
 
@@ -35,9 +36,9 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-ARMS = ("separate", "joint_pooled", "joint_independent")
+ARMS = ("separate", "joint_pooled", "joint_independent", "joint_tie")
 LABELS = {"separate": "separate fits, independent pairing", "joint_pooled": "joint model, pooled elasticities",
-          "joint_independent": "joint model, independent priors"}
+          "joint_independent": "joint model, independent priors", "joint_tie": "joint model, tie prior"}
 
 
 def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, arms: tuple[str, ...] = ("separate",)
@@ -73,6 +74,7 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
                          "p_best": float(ranking["p_best"].sel(metric=m)), "is_best": m == truth.best,
                          "true_elasticity": float(truth.elasticity[j]), "beta_true": float(truth.beta[j]),
                          "beta_mean": float(beta.mean()), "beta_sd": float(beta.std()), "warnings": flagged,
+                         "p_tie": float(ranking.attrs.get("p_tie", np.nan)),
                          "seconds": seconds})
     return rows
 

@@ -178,6 +178,8 @@ def rank_metrics(elasticities: xr.DataArray, sample_dims: Sequence[str] = dims.S
     elasticities : DataArray
         Dims ``metric`` plus the sample dims. Draws of different metrics are paired by index
         (the metrics' models are fitted separately, so the pairing is as independent posteriors).
+        Metrics exactly equal in a draw share their ranks equally (the tie prior's tied draws,
+        :mod:`bayes_cmma.decisions.ties`).
 
     Returns
     -------
@@ -191,18 +193,21 @@ def rank_metrics(elasticities: xr.DataArray, sample_dims: Sequence[str] = dims.S
     sdims = [d for d in sample_dims if d in elasticities.dims]
     flat = elasticities.stack(__sample__=sdims).transpose(dims.METRIC, "__sample__").values
     n_metric = flat.shape[0]
-    order = np.argsort(-flat, axis=0, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(1, n_metric + 1)[:, None], axis=0)
-    p_rank = np.stack([(ranks == r).mean(axis=1) for r in range(1, n_metric + 1)], axis=1)
+    # metrics tied in a draw (exactly equal: the tie prior's draws) share their ranks equally
+    above = (flat[None, :, :] > flat[:, None, :]).sum(axis=1)  # (metric, sample): metrics strictly above
+    tied = (flat[None, :, :] == flat[:, None, :]).sum(axis=1)  # including itself
+    rank_coord = np.arange(1, n_metric + 1)
+    r = rank_coord[None, :, None]
+    share = (r > above[:, None, :]) & (r <= (above + tied)[:, None, :])
+    p_rank = (share / tied[:, None, :]).mean(axis=2)
+    expected_rank = (above + (tied + 1) / 2).mean(axis=1)
     regret = (flat.max(axis=0, keepdims=True) - flat).mean(axis=1)
     metric_coord = elasticities[dims.METRIC].values
-    rank_coord = np.arange(1, n_metric + 1)
     return xr.Dataset(
         {
             "p_best": ((dims.METRIC,), p_rank[:, 0]),
             "p_rank": ((dims.METRIC, dims.RANK), p_rank),
-            "expected_rank": ((dims.METRIC,), ranks.mean(axis=1)),
+            "expected_rank": ((dims.METRIC,), expected_rank),
             "expected_regret": ((dims.METRIC,), regret),
             "elasticity_mean": ((dims.METRIC,), flat.mean(axis=1)),
         },

@@ -20,7 +20,7 @@ gamma (``partial_beta``) is the KPI's dependence on one metric holding the other
 but not ranked. The DRF is linear (degree 1): the joint model of powers of several metrics is not
 built.
 
-Three priors on the slopes (``elasticity_prior``):
+Four priors on the slopes (``elasticity_prior``):
 
 ``"independent"``
     beta_j ~ the spec's ``beta_std`` prior, independently (as in the per-metric model).
@@ -40,6 +40,12 @@ Three priors on the slopes (``elasticity_prior``):
     the metrics and learned: when the trials agree with the observational slopes, kappa is small and the
     fit borrows their precision; when they disagree (confounding), kappa grows and the trials decide.
     ``observational_bias_sd`` reports kappa on each metric's original scale.
+``"tie"``
+    The model is sampled with the independent prior; the ranking then puts prior probability
+    ``p_tie`` (default 0.5) on "the candidates' elasticities are equal" and otherwise spreads them
+    around a common level (:mod:`bayes_cmma.decisions.ties`, which divides the independent prior
+    out). A near tie is then read as one: P(best) moves towards 1/J, and ``p_tie`` says how likely
+    the tie is. The fit's parameters are those of the independent prior; only the ranking differs.
 
 Data enter through ``pm.Data``; one compiled model serves every refit with the same number of
 metrics, teams, priors and ``elasticity_prior``.
@@ -63,6 +69,7 @@ from pytensor.tensor.linalg import solve_triangular
 from bayes_cmma import dims
 from bayes_cmma.checks.diagnostics import divergences, warn_on_problems
 from bayes_cmma.decisions import derived
+from bayes_cmma.decisions.ties import P_TIE, SPREAD_SCALE, tie_posterior
 from bayes_cmma.errors import BayesCMMAError
 from bayes_cmma.fitting import measurement, sampling
 from bayes_cmma.fitting.bayes import resolve_spec
@@ -86,7 +93,7 @@ from bayes_cmma.inputs.data import MetricDesign, TrialData, joint_design
 Progress = Callable[[str], None]
 
 #: Values of ``elasticity_prior`` (the first is the default).
-ELASTICITY_PRIORS = ("pooled", "independent", "observational")
+ELASTICITY_PRIORS = ("pooled", "independent", "observational", "tie")
 #: Scale of the HalfNormal prior of kappa, the sd of the observational slopes' bias, on the internal
 #: scale (where a slope is about a correlation, so |b_j| <= 1 or so): a bias as large as the slope
 #: itself is possible, one of several times it is not.
@@ -120,6 +127,11 @@ def rank_weights(at: Mapping[str, float], metrics: Sequence[str], std: Standardi
     levels = np.array([float(at[m]) for m in metrics])
     w = levels / np.diag(std.L)
     return w / np.exp(np.mean(np.log(w)))
+
+
+def sampled_prior(elasticity_prior: str) -> str:
+    """The prior the model is sampled with: the tie prior samples the independent one."""
+    return "independent" if elasticity_prior == "tie" else elasticity_prior
 
 
 def sampled_vars(n_teams: int, elasticity_prior: str) -> list[str]:
@@ -205,6 +217,7 @@ def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardis
     import nutpie
 
     n_teams = len(design.teams)
+    elasticity_prior = sampled_prior(elasticity_prior)
     key = (design.degree, n_teams, spec.structure_key(), elasticity_prior)
     fresh = False
     with _LOCK:
@@ -339,12 +352,46 @@ class JointFit:
                  for m in self.metrics]
         return derived.stack_metrics(parts, self.metrics)
 
+    def ranking_draws(self, at: Mapping[str, float], lift: float = 0.1,
+                      baseline: float | None = None) -> xr.DataArray:
+        """The elasticity draws the ranking uses: :meth:`elasticity`, or with the tie prior its draws
+        under that prior (:func:`tie_draws`)."""
+        el = self.elasticity(at, lift=lift, baseline=baseline)
+        return tie_draws(self.posterior, el, at, lift, baseline)["elasticity"] if self.elasticity_prior == "tie" else el
+
     def ranking(self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None) -> xr.Dataset:
-        """Posterior ranking from joint draws; see :func:`derived.rank_metrics`. attrs say ``pairing``."""
-        out = derived.rank_metrics(self.elasticity(at, lift=lift, baseline=baseline))
-        out.attrs.update({"pairing": "joint", "elasticity_prior": self.elasticity_prior,
-                          **borrowing_attrs(self.posterior)})
-        return out
+        """Posterior ranking from joint draws; see :func:`derived.rank_metrics`. attrs say ``pairing``
+        (and with the tie prior ``p_tie``, the posterior probability that the candidates tie)."""
+        return rank_tree(self.posterior, self.elasticity(at, lift=lift, baseline=baseline), at, lift, baseline)
+
+
+def tie_draws(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, float], lift: float,
+              baseline: float) -> xr.Dataset:
+    """:func:`bayes_cmma.decisions.ties.tie_posterior` of a tie-prior fit's elasticity draws, with the
+    fit's independent prior divided out and the fit's seed."""
+    const = tree["constant_data"]
+    metrics = [str(m) for m in elasticity[dims.METRIC].values]
+    factor = np.array([float(at[m]) for m in metrics]) * lift / baseline
+    seed = tree.attrs.get("seed", "none")
+    return tie_posterior(elasticity, prior_mean=const["beta_prior_mean"].sel({dims.METRIC: metrics}).values * factor,
+                         prior_sd=const["beta_prior_sd"].sel({dims.METRIC: metrics}).values * np.abs(factor),
+                         p_tie=float(tree.attrs.get("tie_prior_p", P_TIE)),
+                         spread_scale=float(tree.attrs.get("tie_spread_scale", SPREAD_SCALE)),
+                         seed=None if seed == "none" else int(seed))
+
+
+def rank_tree(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, float], lift: float,
+              baseline: float | None) -> xr.Dataset:
+    """The ranking of a joint posterior's elasticity draws, with the attrs that say how it was made."""
+    prior = str(tree.attrs.get("elasticity_prior", "pooled"))
+    extra: dict[str, Any] = {}
+    if prior == "tie":
+        tied = tie_draws(tree, elasticity, at, lift, baseline)
+        elasticity = tied["elasticity"]
+        extra = {"p_tie": tied.attrs["p_tie"], "prior_p_tie": tied.attrs["prior_p_tie"]}
+    out = derived.rank_metrics(elasticity)
+    out.attrs.update({"pairing": "joint", "elasticity_prior": prior, **borrowing_attrs(tree), **extra})
+    return out
 
 
 def borrowing_attrs(tree: xr.DataTree) -> dict[str, str]:
@@ -413,6 +460,8 @@ def fit_joint(
     progress: Progress | None = None,
     observational: Any = None,
     observational_bias_scale: float = BIAS_SD_SCALE,
+    p_tie: float = P_TIE,
+    tie_spread_scale: float = SPREAD_SCALE,
 ) -> JointFit:
     """Fit every candidate metric in one model (linear DRFs), for a ranking from joint draws.
 
@@ -425,7 +474,7 @@ def fit_joint(
     at : mapping metric -> level, optional
         Current per-unit level of each metric; required by the pooled prior (it pools the
         elasticities at these levels).
-    elasticity_prior : {"pooled", "independent", "observational"}
+    elasticity_prior : {"pooled", "independent", "observational", "tie"}
         See the module docstring.
     observational : DataFrame, path or mapping, optional
         With ``elasticity_prior="observational"`` (and only then): the observational slopes the prior
@@ -434,6 +483,10 @@ def fit_joint(
     observational_bias_scale : float
         The scale of the HalfNormal prior of kappa, the observational bias sd, on the internal scale
         (default :data:`BIAS_SD_SCALE`); smaller borrows more.
+    p_tie, tie_spread_scale : float
+        With ``elasticity_prior="tie"`` (and only then): the prior probability that the candidates'
+        elasticities are equal (default 0.5), and the HalfNormal scale of their relative spread when
+        they are not (default 1.0); see :mod:`bayes_cmma.decisions.ties`.
     model : spec, bundled name, TOML path or 1, optional
         A degree-1 spec (default: the bundled ``linear`` spec); its priors and sampler settings are used.
     target_accept : float, optional
@@ -473,12 +526,24 @@ def fit_joint(
     elif observational is not None:
         raise BayesCMMAError(f"observational slopes are used only with elasticity_prior='observational', not "
                              f"{elasticity_prior!r}.")
+    tie = None
+    if elasticity_prior == "tie":
+        from bayes_cmma.decisions.ties import check_tie_prior
+
+        check_tie_prior(p_tie, tie_spread_scale)
+        if spec.priors["beta_std"].dist != "normal":
+            raise BayesCMMAError(f"the tie prior divides out a normal prior on the slopes; the spec's beta_std prior "
+                                 f"is {spec.priors['beta_std'].dist!r}. Use a normal beta_std prior.")
+        tie = (float(p_tie), float(tie_spread_scale))
+    elif (p_tie, tie_spread_scale) != (P_TIE, SPREAD_SCALE):
+        raise BayesCMMAError(f"p_tie and tie_spread_scale are used only with elasticity_prior='tie', not "
+                             f"{elasticity_prior!r}.")
     design = joint_design(data, kpi, metrics, spec.within_trial_correlation,
                           warn_filled=not spec.within_trial_correlation_given)
     design = measurement.for_spec(design, spec)
     kwargs = dict(seed=seed, draws=draws, tune=tune, chains=chains, cores=cores, progress_bar=progress_bar,
                   progress=progress, data_hash=data.data_hash(), elasticity_prior=elasticity_prior, at=at,
-                  observational=obs)
+                  observational=obs, tie=tie)
     if spec.team_effects != "auto" or not pooled(len(design.teams)):
         chosen = spec if spec.team_effects != "auto" else replace_spec(spec, team_effects="centred")
         result = _fit_once(design, chosen, **kwargs)
@@ -505,7 +570,8 @@ def fit_joint(
 def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws: int | None, tune: int | None,
               chains: int | None, cores: int | None, progress_bar: bool, progress: Progress | None,
               data_hash: str, elasticity_prior: str, at: Mapping[str, float] | None,
-              observational: tuple[np.ndarray, np.ndarray, float] | None = None) -> JointFit:
+              observational: tuple[np.ndarray, np.ndarray, float] | None = None,
+              tie: tuple[float, float] | None = None) -> JointFit:
     metrics = list(design.quantities[1:])
     std = standardise_joint(design)
     weights = rank_weights(at, metrics, std) if elasticity_prior == "pooled" else None
@@ -543,6 +609,12 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
                           coords={dims.QUANTITY: q, dims.QUANTITY_OTHER: q, dims.TEAM: design.teams},
                           attrs={"reference_n_per_arm": n_ref,
                                  "meaning": "measurement covariance of a median-sized trial's ATEs (bc.northstar)"})
+    if elasticity_prior == "tie":  # the independent prior of beta, which the tie ranking divides out
+        prior = spec.priors["beta_std"].params
+        factor = std.kpi_scale / np.diag(std.L)
+        constant["beta_prior_mean"] = (dims.METRIC, prior["mu"] * factor)
+        constant["beta_prior_sd"] = (dims.METRIC, prior["sigma"] * factor)
+        constant = constant.assign_coords({dims.METRIC: metrics})
     tree = xr.DataTree.from_dict({"posterior": posterior, "sample_stats": stats[keep], "log_likelihood": loglik,
                                   "observed_data": observed, "constant_data": constant})
     tree.attrs.update(provenance(spec, seed=seed, data_hash=data_hash))
@@ -550,6 +622,8 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
                        "elasticity_prior": elasticity_prior, "measurement": design.measurement,
                        "elasticity_prior_levels": "none" if at is None else
                        ", ".join(f"{m}={float(at[m]):g}" for m in metrics)})
+    if tie is not None:
+        tree.attrs["tie_prior_p"], tree.attrs["tie_spread_scale"] = tie
     if observational is not None:
         tree.attrs["observational_slopes"] = ", ".join(
             f"{m}={e:g} (se {v:g})" for m, e, v in zip(metrics, *observational[:2], strict=True))
@@ -565,4 +639,5 @@ def clear_compiled_cache() -> None:
         _CACHE.clear()
 
 
-__all__ = ["ELASTICITY_PRIORS", "JointFit", "build_joint_model", "fit_joint", "standardise_joint"]
+__all__ = ["ELASTICITY_PRIORS", "JointFit", "build_joint_model", "fit_joint", "rank_tree", "standardise_joint",
+           "tie_draws"]

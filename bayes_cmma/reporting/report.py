@@ -107,12 +107,9 @@ def joint_ranking(tree: xr.DataTree, at: dict[str, float], lift: float, baseline
     metrics = [str(m) for m in beta[dims.METRIC].values]
     parts = [derived.elasticity(beta.sel({dims.METRIC: m}, drop=True).expand_dims({dims.POWER: [1]}, axis=-1),
                                 float(at[m]), lift=lift, baseline=baseline) for m in metrics]
-    out = derived.rank_metrics(derived.stack_metrics(parts, metrics))
-    from bayes_cmma.fitting.joint import borrowing_attrs
+    from bayes_cmma.fitting.joint import rank_tree
 
-    out.attrs.update({"pairing": "joint", "elasticity_prior": str(tree.attrs.get("elasticity_prior", "pooled")),
-                      **borrowing_attrs(tree)})
-    return out
+    return rank_tree(tree, derived.stack_metrics(parts, metrics), at, lift, baseline)
 
 
 def read_joint(path: str | Path) -> xr.DataTree:
