@@ -128,12 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_args(fitp)
     fitp.add_argument("--out", default="bayes_cmma_out", help="output folder (default ./bayes_cmma_out)")
     fitp.add_argument("--no-report", action="store_true", help="do not write report.html")
-    fitp.add_argument("--joint", nargs="?", const="pooled", choices=["pooled", "independent", "observational"],
-                      default=None,
+    fitp.add_argument("--joint", nargs="?", const="pooled",
+                      choices=["pooled", "independent", "observational", "tie"], default=None,
                       help="rank from one joint model of every metric (linear DRFs; needs --degree 1, --at and "
                            "--kpi-baseline): 'pooled' (default) pools the metrics' elasticities, 'independent' "
-                           "does not, 'observational' borrows from the observational slopes of --observational. "
-                           "Without it, the separate fits' draws are paired as if independent")
+                           "does not, 'observational' borrows from the observational slopes of --observational, "
+                           "'tie' gives prior probability 0.5 to equal elasticities (P(best) is then honest on "
+                           "near ties; see docs: model.md). Without it, the separate fits' draws are paired as if "
+                           "independent")
     fitp.add_argument("--observational",
                       help="with --joint observational: the observational table of degree 1 (bayes-cmma summarize "
                            "--degree 1 --observational-out), whose slopes the prior borrows from as far as the "
@@ -409,7 +411,7 @@ def run_fit(
                                   draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
                                   progress_bar=sys.stderr.isatty(), progress=_status)
             ranking_ds = joint_fit.ranking(at, lift=lift, baseline=kpi_baseline)
-            rank_draws = joint_fit.elasticity(at, lift=lift, baseline=kpi_baseline)
+            rank_draws = joint_fit.ranking_draws(at, lift=lift, baseline=kpi_baseline)
             files[report_mod.JOINT_FILE] = lambda p: joint_fit.posterior.to_netcdf(p, engine="h5netcdf")
             from bayes_cmma.decisions.northstar import northstar, northstar_frame
 
@@ -575,6 +577,18 @@ PAIRING_WORDS = {
 }
 
 
+def _say_recommendation(ranking: pd.DataFrame) -> None:
+    """The recommended metric, what produced the ranking and, with the tie prior, P(tie)."""
+    best = ranking.iloc[0]
+    _say(f"\nRecommended north-star metric: {best['metric']} (P(best) = {best['p_best']:.2f}, "
+         f"expected regret {best['expected_regret']:.3g}).")
+    _say(f"The ranking comes from {PAIRING_WORDS.get(best.get('pairing', 'independent'), 'separate fits')}.")
+    if "p_tie" in best:
+        _say(f"P(the metrics' elasticities tie) = {best['p_tie']:.2f} under the tie prior (prior "
+             f"{best['prior_p_tie']:.2f}); a tie shares P(best) equally, so P(best) near 1/{len(ranking)} means "
+             "the trials cannot tell the metrics apart.")
+
+
 def _check_joint(degree: int, metrics: list[str], at: dict[str, float], kpi_baseline: float | None) -> None:
     """What ``fit --joint`` needs, checked before anything is sampled."""
     if degree != 1:
@@ -624,10 +638,7 @@ def _print_report(
         elif len(ranking) == 1:
             _say(f"\nOne metric ({ranking.iloc[0]['metric']}): nothing to rank; its KPI gain is below.")
         else:
-            best = ranking.iloc[0]
-            _say(f"\nRecommended north-star metric: {best['metric']} (P(best) = {best['p_best']:.2f}, "
-                 f"expected regret {best['expected_regret']:.3g}).")
-            _say(f"The ranking comes from {PAIRING_WORDS.get(best.get('pairing', 'independent'), 'separate fits')}.")
+            _say_recommendation(ranking)
         base = "mu(m)" if kpi_baseline is None else f"{kpi_baseline:g}"
         _say(f"\nRelative {result.kpi} gain for a {100 * lift:+g}% lift of each metric at its current value "
              f"(gain / {base}; the paper's 'elasticity'), and the point elasticity m mu'(m) / {base} (the "

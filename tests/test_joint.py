@@ -148,7 +148,7 @@ def test_ranking_needs_a_baseline_and_every_level(design):
         ({"at": None}, "no metric levels"),
         ({"at": {"m1": 1.0, "m2": 1.0, "m3": -1.0}}, "'m3' is -1.0"),
         ({"at": {"m1": 1.0, "m2": 1.0}}, "m3"),
-        ({"elasticity_prior": "flat"}, "pooled, independent"),
+        ({"elasticity_prior": "flat"}, "pooled, independent, observational, tie"),
         ({"target_accept": 1.5}, "target_accept"),
     ],
 )
@@ -180,7 +180,7 @@ def test_joint_design_names_a_metric_no_trial_links_to_the_kpi(table):
         joint_design(data, "y", TRUTH.metrics)
 
 
-def test_a_small_fit_recovers_the_slopes_and_is_reproducible():
+def test_a_small_fit_recovers_the_slopes_and_is_reproducible(tmp_path):
     truth = candidate_truth(0.8, "spread")
     # two teams: independent team effects (no pi_sd funnel), so a short run converges
     data = simulate_candidates(np.random.default_rng(11), truth, metric_corr=0.8, n_trials=60, n_teams=2)
@@ -198,6 +198,23 @@ def test_a_small_fit_recovers_the_slopes_and_is_reproducible():
     ranking = fit.ranking(truth.at, baseline=truth.baseline)
     assert ranking["p_best"].sum() == pytest.approx(1.0)
     assert ranking.attrs["elasticity_prior"] == "independent"
+    # the tie prior samples the same model (same draws for the same seed) and ranks under the tie prior
+    tie = bc.fit_joint(data, "y", truth.metrics, **{**kw, "elasticity_prior": "tie"})
+    np.testing.assert_array_equal(tie.beta.values, beta.values)
+    tied = tie.ranking(truth.at, baseline=truth.baseline)
+    assert tied.attrs["elasticity_prior"] == "tie" and tied.attrs["prior_p_tie"] == 0.5
+    # elasticities 1 : 0.7 : 0.4 from 60 trials: no tie, and the same clear winner
+    assert tied.attrs["p_tie"] < 0.01
+    assert float(tied["p_best"].sel(metric="m1")) == pytest.approx(float(ranking["p_best"].sel(metric="m1")),
+                                                                    abs=0.02)
+    # the saved posterior ranks the same (report and `bayes-cmma report` read joint.nc)
+    from bayes_cmma.reporting.report import joint_ranking, read_joint
+
+    path = tmp_path / "joint.nc"
+    tie.posterior.to_netcdf(path, engine="h5netcdf")
+    again_ranked = joint_ranking(read_joint(path), truth.at, 0.1, truth.baseline)
+    np.testing.assert_array_equal(again_ranked["p_best"].values, tied["p_best"].values)
+    assert again_ranked.attrs["p_tie"] == tied.attrs["p_tie"]
 
 
 def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):

@@ -188,6 +188,21 @@ def test_northstar_frame_has_a_row_per_size_and_candidate():
     assert np.all((singles["p_composite_better"] >= 0) & (singles["p_composite_better"] <= 1))
     comp = frame[frame["candidate"] == "composite"]
     assert np.all(comp["score_mean"].values >= singles.groupby("future_size")["score_mean"].max().values - 1e-12)
+    # relative weights: each draw's weights over the leading metric's (largest posterior median |weight|)
+    for i in range(2):
+        w = out["weight"].isel(future_size=i)
+        lead = str(out["lead"].values[i])
+        assert lead == str(w["metric"].values[np.argmax(np.abs(w.median(("chain", "draw")).values))])
+        np.testing.assert_allclose(out["relative_weight"].isel(future_size=i).values,
+                                   (w / w.sel(metric=lead)).transpose(*w.dims).values, rtol=1e-12)
+        rows = singles[singles["future_size"] == out["future_size"].values[i]].set_index("candidate")
+        assert set(rows["lead"]) == {lead}
+        assert rows.loc[lead, ["relative_weight_lower", "relative_weight_median", "relative_weight_upper"]].tolist() \
+            == [1.0, 1.0, 1.0]
+        rel = out["relative_weight"].isel(future_size=i).sel(metric="m2").values.ravel()
+        assert rows.loc["m2", "relative_weight_median"] == pytest.approx(np.median(rel))
+        assert rows.loc["m2", "relative_weight_lower"] == pytest.approx(np.quantile(rel, 0.03))
+    assert comp["relative_weight_median"].isna().all()
     from bayes_cmma.reporting.plots import northstar_plot
 
     fig = northstar_plot(frame, "correlation", "gmv")

@@ -25,7 +25,12 @@ reports standardised weights: on each metric's ATE in units of its sd across the
 decision). Unit length rather than sum |w_j| = 1: with the absolute values, noise in a weight near 0
 always adds to the total and shrinks the others (on simulated tables the first metric's weight
 came out 0.09 low, with 81% coverage of its 94% interval); squares make that effect second order.
-``raw_weight`` = weight / scale builds the composite from the ATEs as reported. Per draw the
+``raw_weight`` = weight / scale builds the composite from the ATEs as reported.
+``relative_weight`` = weight / the leading metric's weight (the metric with the largest posterior
+median |weight| at that future size, ``lead``; its own relative weight is 1) says the same direction
+without a constraint: a unit-length weight near 1 can only err downwards, so its interval sits
+below a true value near 1 (on simulated tables the leading weight's 94% interval covered the truth
+in 80-88% of replications with 20 trials), while a ratio is free on both sides. Per draw the
 composite's score is >= every single metric's (the single metrics are among the starts).
 Everything is per posterior draw, so the weights and scores get credible intervals.
 
@@ -330,7 +335,9 @@ def northstar(
     xarray.Dataset
         ``weight`` (future_size, chain, draw, metric): standardised weights (on each metric's ATE
         divided by ``scale``), unit length; ``raw_weight``, the same on the ATEs as reported
-        (weight / scale); ``scale`` (metric), each metric's sd of the ATEs across the past trials;
+        (weight / scale); ``relative_weight``, weight / the leading metric's weight (coordinate
+        ``lead`` on future_size: the metric with the largest posterior median |weight|); ``scale``
+        (metric), each metric's sd of the ATEs across the past trials;
         ``score`` (future_size, chain, draw), the composite's; ``metric_score`` (future_size, chain,
         draw, metric), each metric's alone. Coordinate ``n_per_arm`` on ``future_size`` (NaN
         without arm sizes); attrs ``criterion``, ``team``.
@@ -372,9 +379,13 @@ def northstar(
     coords = {dims.FUTURE_SIZE: r, "n_per_arm": (dims.FUTURE_SIZE, r * n_ref), dims.CHAIN: post[dims.CHAIN].values,
               dims.DRAW: post[dims.DRAW].values, dims.METRIC: metrics}
     weight = np.stack(out_w)
+    lead = np.argmax(np.abs(np.median(weight, axis=(1, 2))), axis=-1)  # (future_size,)
+    coords["lead"] = (dims.FUTURE_SIZE, [metrics[j] for j in lead])
+    relative = weight / np.take_along_axis(weight, lead[:, None, None, None], axis=-1)
     return xr.Dataset(
         {"weight": ((dims.FUTURE_SIZE, *sd, dims.METRIC), weight),
          "raw_weight": ((dims.FUTURE_SIZE, *sd, dims.METRIC), weight / scale),
+         "relative_weight": ((dims.FUTURE_SIZE, *sd, dims.METRIC), relative),
          "scale": (dims.METRIC, scale),
          "score": ((dims.FUTURE_SIZE, *sd), np.stack(out_s)),
          "metric_score": ((dims.FUTURE_SIZE, *sd, dims.METRIC), np.stack(out_m))},
@@ -388,7 +399,9 @@ def northstar_frame(ns: xr.Dataset, prob: float = 0.94) -> pd.DataFrame:
 
     Columns: ``future_size``, ``n_per_arm``, ``criterion``, ``candidate`` (each metric, then ``composite``),
     ``weight_mean``, ``weight_lower``, ``weight_upper`` (standardised weights; empty for the
-    composite), ``scale`` (divide a weight by it for the ATE as reported), ``score_mean``,
+    composite), ``lead`` (the leading metric) and ``relative_weight_median``, ``relative_weight_lower``,
+    ``relative_weight_upper`` (weight / the leading metric's; 1 for the lead), ``scale`` (divide a
+    weight by it for the ATE as reported), ``score_mean``,
     ``score_lower``, ``score_upper``, ``p_composite_better`` (share of draws where the composite's
     score exceeds the metric's by more than 1e-9).
     """
@@ -399,17 +412,22 @@ def northstar_frame(ns: xr.Dataset, prob: float = 0.94) -> pd.DataFrame:
         sub = ns.isel({dims.FUTURE_SIZE: i})
         comp = sub["score"].values.ravel()
         base = {"future_size": float(size), "n_per_arm": float(sub["n_per_arm"]),
-                "criterion": str(ns.attrs.get("criterion", "sign"))}
+                "criterion": str(ns.attrs.get("criterion", "sign")), "lead": str(sub["lead"].values)}
         for m in ns[dims.METRIC].values:
             w = sub["weight"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()
             s = sub["metric_score"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()
+            rel = sub["relative_weight"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()
             rows.append({**base, "candidate": str(m), "weight_mean": w.mean(), "weight_lower": np.quantile(w, lo_q),
-                         "weight_upper": np.quantile(w, hi_q), "scale": float(ns["scale"].sel({dims.METRIC: m})),
+                         "weight_upper": np.quantile(w, hi_q), "relative_weight_median": np.median(rel),
+                         "relative_weight_lower": np.quantile(rel, lo_q),
+                         "relative_weight_upper": np.quantile(rel, hi_q),
+                         "scale": float(ns["scale"].sel({dims.METRIC: m})),
                          "score_mean": s.mean(),
                          "score_lower": np.quantile(s, lo_q), "score_upper": np.quantile(s, hi_q),
                          "p_composite_better": float(np.mean(comp > s + 1e-9))})
         rows.append({**base, "candidate": "composite", "weight_mean": np.nan, "weight_lower": np.nan,
-                     "weight_upper": np.nan, "scale": np.nan, "score_mean": comp.mean(),
+                     "weight_upper": np.nan, "relative_weight_median": np.nan, "relative_weight_lower": np.nan,
+                     "relative_weight_upper": np.nan, "scale": np.nan, "score_mean": comp.mean(),
                      "score_lower": np.quantile(comp, lo_q), "score_upper": np.quantile(comp, hi_q),
                      "p_composite_better": np.nan})
     return pd.DataFrame(rows)

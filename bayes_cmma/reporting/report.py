@@ -251,6 +251,11 @@ def _pairing_sentence(ranking: xr.Dataset) -> str:
         prior = ranking.attrs.get("elasticity_prior", "pooled")
         text = (f"The ranking comes from one joint model of every metric ({prior} elasticity prior; "
                 "docs: model.md, 'The joint model'); the elasticity columns are the separate fits'.")
+        if "p_tie" in ranking.attrs:
+            text += (f" Under the tie prior the probability that the metrics' elasticities are equal is "
+                     f"{ranking.attrs['p_tie']:.2f} (prior {ranking.attrs['prior_p_tie']:.2f}); a tie shares "
+                     "P(best) equally, so P(best) near 1/J means the trials cannot tell the metrics apart (docs: "
+                     "model.md, 'Ties between metrics').")
         if ranking.attrs.get("observational_bias_sd"):
             text += (f" Its slopes borrow from the observational slopes of the logs "
                      f"({ranking.attrs['observational_slopes']}) as far as the trials agree; the learned bias sd "
