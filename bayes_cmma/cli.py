@@ -876,6 +876,12 @@ def _print_northstar(table: pd.DataFrame) -> None:
                             f"{r['weight_upper']:+.2f}]" for _, r in singles.iterrows())
         _say(f"  size {label}: {weights}; score {comp['score_mean']:.3f} vs {best['candidate']} alone "
              f"{best['score_mean']:.3f}")
+        if "lead" in g:  # older northstar.csv files have no relative weights
+            lead = str(g["lead"].iloc[0])
+            relative = ", ".join(f"{r['candidate']} {r['relative_weight_median']:+.2f} "
+                                 f"[{r['relative_weight_lower']:+.2f}, {r['relative_weight_upper']:+.2f}]"
+                                 for _, r in singles.iterrows() if r["candidate"] != lead)
+            _say(f"    relative to {lead} (= 1; median, {100 * PROB:g}% CI): {relative}")
 
 
 def _print_decision_value(table: pd.DataFrame, kpi: str) -> None:

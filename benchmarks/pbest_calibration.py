@@ -18,7 +18,7 @@ per setting and the chosen metric's overconfidence) and ``reliability.png``.
 Usage: ``python benchmarks/pbest_calibration.py --sims 200 --trials 50 --corr 0.8 --regime near_tie
 [--arms separate joint_pooled joint_independent] [--workers 2] [--draws 500]
 [--out benchmarks/results/pbest_calibration]`` (several values per option
-make a grid of settings).
+make a grid of settings); ``--summarise --out DIR`` rewrites DIR's summary from its ``results.csv``.
 """
 
 from __future__ import annotations
@@ -91,10 +91,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--arms", nargs="+", default=["separate"], choices=ARMS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pbest_calibration"))
+    parser.add_argument("--summarise", action="store_true",
+                        help="only rewrite summary.md and reliability.png from --out's results.csv")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from bayes_cmma.checks.ranking_calibration import chosen_metric_summary, reliability_table
+    if args.summarise:  # only the summary and the figure, from the folder's results.csv
+        old = (out / "summary.md").read_text().splitlines()[2] if (out / "summary.md").exists() else ""
+        provenance = old[:old.index(" min.") + 5] if old.startswith("Command:") and " min." in old else (
+            "From the folder's `results.csv`.")
+        print(write_summary(pd.read_csv(out / "results.csv"), out, provenance))
+        return
     from bayes_cmma.fitting.parallel import worker_pool
 
     grid = itertools.product(args.trials, args.corr, args.regime)
@@ -115,12 +122,24 @@ def main() -> None:
     cmd = (f"python benchmarks/pbest_calibration.py --sims {args.sims} --trials {' '.join(map(str, args.trials))} "
            f"--corr {' '.join(map(str, args.corr))} --regime {' '.join(args.regime)} --draws {args.draws} "
            f"--tune {args.tune} --seed {args.seed} --workers {args.workers} --arms {' '.join(args.arms)}")
-    lines = ["# P(best) calibration: " + "; ".join(LABELS[a] for a in args.arms), "",
-             f"Command: `{cmd}`; {len(tasks)} replications in {wall / 60:.1f} min. Each replication simulates "
+    print(write_summary(results, out, f"Command: `{cmd}`; {len(tasks)} replications in {wall / 60:.1f} min."))
+
+
+def write_summary(results: pd.DataFrame, out: Path, provenance: str) -> str:
+    """``summary.md`` (reliability tables, the chosen metric, each metric's slope bias) and ``reliability.png``."""
+    from bayes_cmma.checks.ranking_calibration import chosen_metric_summary, reliability_table
+
+    if "arm" not in results:  # results written before the joint arms existed
+        results = results.assign(arm="separate")
+    arms = [a for a in ARMS if a in set(results["arm"])]
+    settings = [dict(zip(("trials", "corr", "regime"), key, strict=True))
+                for key in results[["trials", "corr", "regime"]].drop_duplicates().itertuples(index=False)]
+    lines = ["# P(best) calibration: " + "; ".join(LABELS[a] for a in arms), "",
+             f"{provenance} Each replication simulates "
              "trial summaries from a known law (`bayes_cmma.checks.ranking_calibration`: 4 teams, the KPI driven "
              "by the first metric), fits every arm to that table and ranks the three metrics with the KPI "
              "baseline. Median seconds per replication and arm: "
-             + ", ".join(f"{a} {results.loc[results['arm'] == a, 'seconds'].median():.1f}" for a in args.arms)
+             + ", ".join(f"{a} {results.loc[results['arm'] == a, 'seconds'].median():.1f}" for a in arms)
              + ".", ""]
     import matplotlib
 
@@ -131,7 +150,7 @@ def main() -> None:
     axes = np.atleast_1d(fig.subplots(1, len(settings), squeeze=False)[0])
     for ax, s in zip(axes, settings, strict=True):
         ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8, label="calibrated")
-        for i, arm in enumerate(args.arms):
+        for i, arm in enumerate(arms):
             sel = results[(results["trials"] == s["trials"]) & (results["corr"] == s["corr"])
                           & (results["regime"] == s["regime"]) & (results["arm"] == arm)]
             table = reliability_table(sel["p_best"].to_numpy(), sel["is_best"].to_numpy())
@@ -156,6 +175,12 @@ def main() -> None:
                              f"{r['frequency_best']:.2f} | [{r['ci_lower']:.2f}, {r['ci_upper']:.2f}] | "
                              f"{r['gap']:+.2f} |")
             lines.append("")
+            err = sel["beta_mean"] - sel["beta_true"]
+            bias = err.groupby(sel["metric"]).agg(["mean", "std", "size"])
+            lines += ["Each metric's slope: mean error of the posterior mean (its Monte Carlo se) / true slope: "
+                      + ", ".join(f"{m} {r['mean']:+.3f} ({r['std'] / np.sqrt(r['size']):.3f}) / "
+                                  f"{sel.loc[sel['metric'] == m, 'beta_true'].iloc[0]:g}" for m, r in bias.iterrows())
+                      + ".", ""]
             shown = table[table["n"] > 0]
             ax.errorbar(shown["mean_p_best"] + 0.006 * i, shown["frequency_best"],
                         yerr=[shown["frequency_best"] - shown["ci_lower"], shown["ci_upper"] - shown["frequency_best"]],
@@ -168,7 +193,8 @@ def main() -> None:
     fig.savefig(out / "reliability.png", dpi=90)
     lines += ["![reliability](reliability.png)", ""]
     (out / "summary.md").write_text("\n".join(lines))
-    print("\n".join(lines))
+    return "\n".join(lines)
+
 
 
 if __name__ == "__main__":

@@ -266,8 +266,12 @@ def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
 
     table = pd.read_csv(out / "northstar.csv")
     assert list(table["candidate"].unique()) == [*truth.metrics, "composite"]
-    assert inputs.northstar is not None and "Weights over the metrics" in _northstar_section(inputs.northstar, "y")
+    section = _northstar_section(inputs.northstar, "y")
+    assert inputs.northstar is not None and "Weights over the metrics" in section
+    lead = str(table["lead"].iloc[0])
+    assert f"(per {lead} = 1)" in section
     assert "Best composite north star" in printed
+    assert f"relative to {lead} (= 1; median, 94% CI):" in printed
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     assert main(["northstar", str(out), "--future-size", "0.5", "8", "--criterion", "correlation", "--out",
                  str(tmp_path / "ns")]) == 0

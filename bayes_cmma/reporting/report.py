@@ -513,6 +513,10 @@ def _northstar_section(frame: pd.DataFrame, kpi: str) -> str:
         rows.append({"future trial size": f"{size:.3g}" + (f" ({n:,.0f} per arm)" if np.isfinite(n) else ""),
                      **{f"weight of {r['candidate']}": f"{r['weight_mean']:+.2f} [{r['weight_lower']:+.2f}, "
                         f"{r['weight_upper']:+.2f}]" for _, r in singles.iterrows()},
+                     **({"relative to the leading metric": ", ".join(
+                         f"{r['candidate']} {r['relative_weight_median']:+.2f} [{r['relative_weight_lower']:+.2f}, "
+                         f"{r['relative_weight_upper']:+.2f}]" for _, r in singles.iterrows()
+                         if r["candidate"] != r["lead"]) + f" (per {g['lead'].iloc[0]} = 1)"} if "lead" in g else {}),
                      "score of the composite": f"{comp['score_mean']:.3f} [{comp['score_lower']:.3f}, "
                                                f"{comp['score_upper']:.3f}]",
                      "best single metric": f"{best['candidate']}: {best['score_mean']:.3f}",
@@ -522,7 +526,9 @@ def _northstar_section(frame: pd.DataFrame, kpi: str) -> str:
             f"trial; its measurement noise scales as 1/size), maximises {html.escape(what)}, computed per draw of "
             "the joint posterior (so the weights have intervals). The weights apply to each metric's ATE in units of "
             "its sd across the past trials and have unit length (sum of squares 1); divide by the "
-            "<code>scale</code> column of <code>northstar.csv</code> for the ATEs as reported. "
+            "<code>scale</code> column of <code>northstar.csv</code> for the ATEs as reported. The same direction "
+            "relative to the leading metric (its weight set to 1; median and interval) is free of the unit-length "
+            "constraint, which pulls a weight near 1 downwards. "
             "Noisier future trials favour metrics measured with less noise. The figure and "
             "<code>northstar.csv</code> also give each metric's own score.</p>"
             + _img(plots.northstar_plot(frame, criterion, kpi), "composite north star")
