@@ -136,6 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "'tie' gives prior probability 0.5 to equal elasticities (P(best) is then honest on "
                            "near ties; see docs: model.md). Without it, the separate fits' draws are paired as if "
                            "independent")
+    fitp.add_argument("--p-tie", type=float, default=None,
+                      help="with --joint tie: the prior probability that the metrics' elasticities are equal "
+                           "(default 0.5)")
     fitp.add_argument("--observational",
                       help="with --joint observational: the observational table of degree 1 (bayes-cmma summarize "
                            "--degree 1 --observational-out), whose slopes the prior borrows from as far as the "
@@ -305,11 +308,12 @@ def run_fit(
     target_accept: float | None = None,
     joint: str | None = None,
     observational: str | Path | None = None,
+    p_tie: float | None = None,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status.
 
-    ``joint`` ("pooled" or "independent") ranks the metrics from :func:`bayes_cmma.fit_joint` instead of
-    pairing the separate fits' draws.
+    ``joint`` (an ``elasticity_prior`` of :func:`bayes_cmma.fit_joint`) ranks the metrics from the joint
+    model instead of pairing the separate fits' draws; ``p_tie`` is the tie prior's prior probability.
     """
     from bayes_cmma.baselines.ols import cmma_ols_design
     from bayes_cmma.checks import checking
@@ -356,6 +360,13 @@ def run_fit(
             raise BayesCMMAError(f"{name} must be a positive integer, got {value}.")
     if joint is not None:
         _check_joint(spec.degree, metrics, at, kpi_baseline)
+    if p_tie is not None:
+        if joint != "tie":
+            raise BayesCMMAError(f"--p-tie is the tie prior's probability; it goes with --joint tie, not "
+                                 f"{'no --joint' if joint is None else '--joint ' + joint}.")
+        from bayes_cmma.decisions.ties import check_tie_prior
+
+        check_tie_prior(p_tie, 1.0)
     if (joint == "observational") != (observational is not None):
         raise BayesCMMAError("--joint observational and --observational FILE go together: the observational prior "
                              "borrows from that file's slopes.")
@@ -406,8 +417,9 @@ def run_fit(
         if joint is not None:
             from bayes_cmma.fitting.joint import fit_joint
 
+            tie = {} if p_tie is None else {"p_tie": p_tie}
             joint_fit = fit_joint(trials, kpi, metrics, at=at, elasticity_prior=joint, model=spec, seed=seed,
-                                  observational=obs_table,
+                                  observational=obs_table, **tie,
                                   draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
                                   progress_bar=sys.stderr.isatty(), progress=_status)
             ranking_ds = joint_fit.ranking(at, lift=lift, baseline=kpi_baseline)
@@ -812,7 +824,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_fit(args.trials, args.cov, args.kpi, args.metric, model=model, at=_parse_at(args.at),
                        lift=args.lift, kpi_baseline=args.kpi_baseline, seed=args.seed, out=args.out,
                        draws=args.draws, tune=args.tune, chains=args.chains, report=not args.no_report,
-                       target_accept=args.target_accept, joint=args.joint, observational=args.observational)
+                       target_accept=args.target_accept, joint=args.joint, observational=args.observational,
+                       p_tie=args.p_tie)
     if args.command == "report":
         return run_report(args)
     if args.command == "northstar":

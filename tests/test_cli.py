@@ -94,6 +94,10 @@ CASES = {
         ([], "give --at ndcg=VALUE for every metric"),
         (["--at", "ndcg=0.3", "--at", "mrr=0.2"], "give --kpi-baseline"),
         (["--at", "ndcg=0.3", "--at", "mrr=0", "--kpi-baseline", "100"], "positive metric levels; --at mrr=0"),
+        (["tie", "--p-tie", "1.5", "--at", "ndcg=0.3", "--at", "mrr=0.2", "--kpi-baseline", "100"],
+         "p_tie, the prior probability that the metrics tie, must be in \\[0, 1\\), got 1.5"),
+        (["pooled", "--p-tie", "0.3", "--at", "ndcg=0.3", "--at", "mrr=0.2", "--kpi-baseline", "100"],
+         "--p-tie is the tie prior's probability; it goes with --joint tie, not --joint pooled"),
     ],
 )
 def test_fit_joint_bad_input(files, capsys, extra, message):

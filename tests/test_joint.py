@@ -287,6 +287,35 @@ def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
         assert not (tmp_path / "ns2").exists()
 
 
+def test_fit_command_with_the_tie_prior(tmp_path, capsys):
+    """``fit --joint tie --p-tie``: the prior reaches the fit, and ranking.csv and the terminal say P(tie)."""
+    from bayes_cmma.cli import main
+
+    truth = candidate_truth(0.8, "near_tie")
+    data = simulate_candidates(np.random.default_rng(5), truth, metric_corr=0.8, n_trials=30, n_teams=2)
+    ds = data.dataset
+    teams = ds["team"].values.astype(str)
+    pd.DataFrame([{"trial": t, "team": teams[k], "quantity": q, "estimate": float(ds["estimate"].values[k, i]),
+                   "std_error": float(ds["std_error"].values[k, i])}
+                  for k, t in enumerate(data.trials) for i, q in enumerate(data.quantities)]
+                 ).to_csv(tmp_path / "trials.csv", index=False)
+    out = tmp_path / "out"
+    argv = ["fit", str(tmp_path / "trials.csv"), "--kpi", "y", *[a for m in truth.metrics for a in ("--metric", m)],
+            "--degree", "1", "--joint", "tie", "--p-tie", "0.3",
+            *[a for m in truth.metrics for a in ("--at", f"{m}={truth.at[m]}")], "--kpi-baseline",
+            str(truth.baseline), "--seed", "3", "--draws", "300", "--tune", "300", "--no-report", "--out", str(out)]
+    assert main(argv) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert set(ranking["elasticity_prior"]) == {"tie"} and set(ranking["prior_p_tie"]) == {0.3}
+    p_tie = float(ranking["p_tie"].iloc[0])
+    assert 0 < p_tie < 1
+    assert f"P(the metrics' elasticities tie) = {p_tie:.2f} under the tie prior (prior 0.30)" in printed
+    tree = xr.open_datatree(out / "joint.nc", engine="h5netcdf")
+    assert tree.attrs["elasticity_prior"] == "tie" and float(tree.attrs["tie_prior_p"]) == 0.3
+    assert ranking["p_best"].sum() == pytest.approx(1.0)
+
+
 @pytest.mark.parametrize(
     ("setup", "match"),
     [("missing", "is not a folder"), ("empty", "has no joint.nc"), ("corrupt", "cannot read the joint posterior")],
