@@ -27,7 +27,7 @@ always adds to the total and shrinks the others (on simulated tables the first m
 came out 0.09 low, with 81% coverage of its 94% interval); squares make that effect second order.
 ``raw_weight`` = weight / scale builds the composite from the ATEs as reported.
 ``relative_weight`` = weight / the leading metric's weight (the metric with the largest posterior
-median |weight| at that future size, ``lead``; its own relative weight is 1) says the same direction
+median absolute weight at that future size, ``lead``; its own relative weight is 1) says the same direction
 without a constraint: a unit-length weight near 1 can only err downwards, so its interval sits
 below a true value near 1 (on simulated tables the leading weight's 94% interval covered the truth
 in 80-88% of replications with 20 trials), while a ratio is free on both sides. Per draw the
@@ -336,7 +336,7 @@ def northstar(
         ``weight`` (future_size, chain, draw, metric): standardised weights (on each metric's ATE
         divided by ``scale``), unit length; ``raw_weight``, the same on the ATEs as reported
         (weight / scale); ``relative_weight``, weight / the leading metric's weight (coordinate
-        ``lead`` on future_size: the metric with the largest posterior median |weight|); ``scale``
+        ``lead`` on future_size: the metric with the largest posterior median absolute weight); ``scale``
         (metric), each metric's sd of the ATEs across the past trials;
         ``score`` (future_size, chain, draw), the composite's; ``metric_score`` (future_size, chain,
         draw, metric), each metric's alone. Coordinate ``n_per_arm`` on ``future_size`` (NaN
