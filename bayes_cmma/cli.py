@@ -423,7 +423,7 @@ def run_fit(
                                   draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
                                   progress_bar=sys.stderr.isatty(), progress=_status)
             ranking_ds = joint_fit.ranking(at, lift=lift, baseline=kpi_baseline)
-            rank_draws = joint_fit.ranking_draws(at, lift=lift, baseline=kpi_baseline)
+            rank_draws = joint_fit.elasticity(at, lift=lift, baseline=kpi_baseline)
             files[report_mod.JOINT_FILE] = lambda p: joint_fit.posterior.to_netcdf(p, engine="h5netcdf")
             from bayes_cmma.decisions.northstar import northstar, northstar_frame
 
@@ -435,7 +435,11 @@ def run_fit(
         if rankable:
             ranking = outputs.ranking_frame(ranking_ds)
             files["ranking.csv"] = lambda p: ranking.to_csv(p, index=False)
-            if len(metrics) > 1:
+            if len(metrics) > 1 and joint == "tie":
+                # its normal preposterior would treat the tie's exactly equal draws as a narrow normal
+                _status("no value of more trials under the tie prior (its preposterior would have to update "
+                        "the tie's probability too; not built)")
+            elif len(metrics) > 1:
                 from bayes_cmma.decisions.more_trials import value_frame, value_of_trials
 
                 more_table = value_frame(value_of_trials(rank_draws, len(trials.trials), seed=seed))

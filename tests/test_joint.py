@@ -205,6 +205,10 @@ def test_a_small_fit_recovers_the_slopes_and_is_reproducible(tmp_path):
     assert tied.attrs["elasticity_prior"] == "tie" and tied.attrs["prior_p_tie"] == 0.5
     # elasticities 1 : 0.7 : 0.4 from 60 trials: no tie, and the same clear winner
     assert tied.attrs["p_tie"] < 0.01
+    from bayes_cmma.decisions.derived import rank_metrics
+
+    draws = tie.ranking_draws(truth.at, baseline=truth.baseline)
+    np.testing.assert_array_equal(rank_metrics(draws)["p_best"].values, tied["p_best"].values)
     assert float(tied["p_best"].sel(metric="m1")) == pytest.approx(float(ranking["p_best"].sel(metric="m1")),
                                                                     abs=0.02)
     # the saved posterior ranks the same (report and `bayes-cmma report` read joint.nc)
@@ -314,6 +318,8 @@ def test_fit_command_with_the_tie_prior(tmp_path, capsys):
     tree = xr.open_datatree(out / "joint.nc", engine="h5netcdf")
     assert tree.attrs["elasticity_prior"] == "tie" and float(tree.attrs["tie_prior_p"]) == 0.3
     assert ranking["p_best"].sum() == pytest.approx(1.0)
+    # the value of more trials is not computed under the tie prior (its normal preposterior cannot carry a tie)
+    assert not (out / "more_trials.csv").exists()
 
 
 @pytest.mark.parametrize(

@@ -90,6 +90,10 @@ def test_one_metric_or_non_finite_draws_are_refused():
     da[0, 0, 0] = np.nan
     with pytest.raises(BayesCMMAError, match="non-finite"):
         bc.value_of_trials(da, 10)
+    tied = _draws([1.0, 0.9], np.eye(2) * 0.01)
+    tied.values[1, :, ::3] = tied.values[0, :, ::3]  # every third draw a tie (dims metric, chain, draw)
+    with pytest.raises(BayesCMMAError, match="tie exactly \\(the tie prior's draws\\)"):
+        bc.value_of_trials(tied, 10)
 
 
 def test_the_trials_needed_sentence_names_the_first_count_that_reaches_the_target():

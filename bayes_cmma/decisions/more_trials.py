@@ -152,6 +152,10 @@ def value_of_trials(
     flat = elasticity.transpose(*dims.SAMPLE_DIMS, dims.METRIC).values.reshape(-1, elasticity.sizes[dims.METRIC])
     if not np.all(np.isfinite(flat)):
         raise BayesCMMAError("the elasticity draws have non-finite values; check the KPI baseline and the levels.")
+    if np.any(np.ptp(flat, axis=1) == 0):
+        raise BayesCMMAError("some elasticity draws tie exactly (the tie prior's draws): the normal preposterior "
+                             "cannot carry a tie, so the value of more trials is not built for the tie prior. Pass "
+                             "the joint fit's own draws (JointFit.elasticity) for the answer without it.")
     if len(flat) > MAX_DRAWS:
         flat = flat[np.linspace(0, len(flat) - 1, MAX_DRAWS).round().astype(int)]
     grid = grid.astype(int)
