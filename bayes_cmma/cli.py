@@ -133,9 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="rank from one joint model of every metric (linear DRFs; needs --degree 1, --at and "
                            "--kpi-baseline): 'pooled' (default) pools the metrics' elasticities, 'independent' "
                            "does not, 'observational' borrows from the observational slopes of --observational, "
-                           "'tie' gives prior probability 0.5 to equal elasticities (P(best) is then honest on "
-                           "near ties; see docs: model.md). Without it, the separate fits' draws are paired as if "
-                           "independent")
+                           "'tie' gives prior probability 0.5 to equal elasticities (P(best) is then far less "
+                           "overconfident on near ties, and less confident elsewhere; docs: checks.md). Without it, "
+                           "the separate fits' draws are paired as if independent")
     fitp.add_argument("--p-tie", type=float, default=None,
                       help="with --joint tie: the prior probability that the metrics' elasticities are equal "
                            "(default 0.5)")

@@ -368,7 +368,8 @@ class JointFit:
 def tie_draws(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, float], lift: float,
               baseline: float) -> xr.Dataset:
     """:func:`bayes_cmma.decisions.ties.tie_posterior` of a tie-prior fit's elasticity draws, with the
-    fit's independent prior divided out and the fit's seed."""
+    fit's independent prior divided out and the fit's seed (0 for an unseeded fit, so that the same
+    posterior always gives the same ranking)."""
     const = tree["constant_data"]
     metrics = [str(m) for m in elasticity[dims.METRIC].values]
     factor = np.array([float(at[m]) for m in metrics]) * lift / baseline
@@ -377,7 +378,7 @@ def tie_draws(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, floa
                          prior_sd=const["beta_prior_sd"].sel({dims.METRIC: metrics}).values * np.abs(factor),
                          p_tie=float(tree.attrs.get("tie_prior_p", P_TIE)),
                          spread_scale=float(tree.attrs.get("tie_spread_scale", SPREAD_SCALE)),
-                         seed=None if seed == "none" else int(seed))
+                         seed=0 if seed == "none" else int(seed))  # unseeded fits: still one ranking
 
 
 def rank_tree(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, float], lift: float,
