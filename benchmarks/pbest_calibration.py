@@ -8,7 +8,10 @@ current levels with its KPI baseline. Arms (``--arms``):
 - ``separate``: the per-metric linear models (``bc.fit``), draws paired as if independent;
 - ``joint_pooled``: the joint model with partial pooling of the elasticities (``bc.fit_joint``);
 - ``joint_independent``: the joint model with independent priors on the slopes;
-- ``joint_tie``: the joint model ranked under the tie prior (``bayes_cmma.decisions.ties``).
+- ``joint_tie``: the joint model ranked under the tie prior (``bayes_cmma.decisions.ties``);
+- ``joint_tie_deshrunk``: the same with the priors that shrink the proxies' slopes taken out (LKJ eta
+  1, and the det R factor cancelled; ``benchmarks/joint_slope_shrinkage.py``). An experiment, not a
+  model option: it patches the model in the worker, so run it alone (``--arms joint_tie_deshrunk``).
 
 Then bin every metric's P(best) and compare with how often it was truly best, per arm.
 
@@ -36,9 +39,28 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 
 
-ARMS = ("separate", "joint_pooled", "joint_independent", "joint_tie")
+ARMS = ("separate", "joint_pooled", "joint_independent", "joint_tie", "joint_tie_deshrunk")
 LABELS = {"separate": "separate fits, independent pairing", "joint_pooled": "joint model, pooled elasticities",
-          "joint_independent": "joint model, independent priors", "joint_tie": "joint model, tie prior"}
+          "joint_independent": "joint model, independent priors", "joint_tie": "joint model, tie prior",
+          "joint_tie_deshrunk": "joint model, tie prior, correlation priors de-shrunk (experiment)"}
+
+
+def _deshrunk_spec():
+    """The linear spec with LKJ eta 1, after patching the joint model to cancel det R (this process)."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from joint_slope_shrinkage import _patch_jacobian
+
+    from bayes_cmma.fitting import joint
+    from bayes_cmma.fitting.spec import parse_spec, spec_for_degree
+
+    if not getattr(joint, "_deshrunk", False):
+        _patch_jacobian()
+        joint._deshrunk = True
+    raw = spec_for_degree(1).to_dict()
+    raw["priors"]["metric_corr_eta"] = 1.0
+    return parse_spec(raw, source="deshrunk")
 
 
 def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, arms: tuple[str, ...] = ("separate",)
@@ -62,7 +84,11 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
                                 cores=1)
                 betas = {m: result[m].beta.values[..., 0].ravel() for m in truth.metrics}
             else:
+                model = None
+                if arm == "joint_tie_deshrunk":
+                    model = _deshrunk_spec()
                 result = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=arm.split("_")[1],
+                                      model=model,
                                       seed=fit_seed, draws=draws, tune=tune, chains=4, cores=1)
                 betas = {m: result.beta.sel(metric=m).values.ravel() for m in truth.metrics}
             seconds = time.perf_counter() - t0
