@@ -182,6 +182,22 @@ def test_bad_draws():
         tie_posterior(as_elasticity(bad))
 
 
+def test_too_few_draws():
+    with pytest.raises(BayesCMMAError, match="more draws than metrics \\(3 draws of 3 metrics\\)"):
+        tie_posterior(xr.DataArray(np.eye(3)[None], dims=("chain", "draw", "metric")))
+
+
+def test_fit_joint_refuses_a_student_t_slope_prior_with_the_tie_prior():
+    from bayes_cmma.fitting.spec import parse_spec, spec_for_degree
+
+    raw = spec_for_degree(1).to_dict()
+    raw["priors"]["beta_std"] = {"dist": "studentt", "nu": 3.0, "mu": 0.0, "sigma": 2.0}
+    truth = candidate_truth(0.8, "spread")
+    data = simulate_candidates(np.random.default_rng(1), truth, metric_corr=0.8, n_trials=12)
+    with pytest.raises(BayesCMMAError, match="divides out a normal prior.*'studentt'"):
+        bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior="tie", model=parse_spec(raw, source="t"))
+
+
 def test_fit_joint_refuses_tie_settings_without_the_tie_prior():
     truth = candidate_truth(0.8, "spread")
     data = simulate_candidates(np.random.default_rng(1), truth, metric_corr=0.8, n_trials=12)
