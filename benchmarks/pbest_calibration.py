@@ -13,6 +13,11 @@ current levels with its KPI baseline. Arms (``--arms``):
   1, and the det R factor cancelled; ``benchmarks/joint_slope_shrinkage.py``). An experiment, not a
   model option: it patches the model in the worker, so run it alone (``--arms joint_tie_deshrunk``).
 
+``--metric-corr-eta X`` gives the joint arms the linear spec with LKJ concentration X on the metrics'
+correlation (a spec setting, ``[priors].metric_corr_eta``; the bundled spec has 2). LKJ(eta) has
+density proportional to det(R)^(eta - 1), so eta = 1 is what the de-shrunk experiment's cancelled
+det R does to LKJ(2), and eta < 1 favours strong correlations (proper for any eta > 0).
+
 Then bin every metric's P(best) and compare with how often it was truly best, per arm.
 
 Writes ``results.csv`` (one row per replication and metric), ``summary.md`` (reliability table
@@ -63,8 +68,17 @@ def _deshrunk_spec():
     return parse_spec(raw, source="deshrunk")
 
 
-def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, arms: tuple[str, ...] = ("separate",)
-                    ) -> list[dict]:
+def _eta_spec(eta: float):
+    """The bundled linear spec with LKJ concentration ``eta`` on the metrics' correlation."""
+    from bayes_cmma.fitting.spec import parse_spec, spec_for_degree
+
+    raw = spec_for_degree(1).to_dict()
+    raw["priors"]["metric_corr_eta"] = float(eta)
+    return parse_spec(raw, source=f"metric_corr_eta={eta:g}")
+
+
+def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, arms: tuple[str, ...] = ("separate",),
+                    metric_corr_eta: float | None = None) -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
     from bayes_cmma.errors import AssumptionWarning, ConvergenceWarning
@@ -84,7 +98,7 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
                                 cores=1)
                 betas = {m: result[m].beta.values[..., 0].ravel() for m in truth.metrics}
             else:
-                model = None
+                model = None if metric_corr_eta is None else _eta_spec(metric_corr_eta)
                 if arm == "joint_tie_deshrunk":
                     model = _deshrunk_spec()
                 result = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=arm.split("_")[1],
@@ -116,6 +130,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--arms", nargs="+", default=["separate"], choices=ARMS)
+    parser.add_argument("--metric-corr-eta", type=float, default=None,
+                        help="LKJ concentration of the metrics' correlation in the joint arms (default: the spec's)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pbest_calibration"))
     parser.add_argument("--summarise", action="store_true",
                         help="only rewrite summary.md and reliability.png from --out's results.csv")
@@ -136,8 +152,8 @@ def main() -> None:
     start = time.perf_counter()
     rows: list[dict] = []
     with worker_pool(args.workers) as pool:
-        futures = [pool.submit(one_replication, s, rep, args.seed, args.draws, args.tune, tuple(args.arms))
-                   for s, rep in tasks]
+        futures = [pool.submit(one_replication, s, rep, args.seed, args.draws, args.tune, tuple(args.arms),
+                               args.metric_corr_eta) for s, rep in tasks]
         for i, f in enumerate(futures, 1):
             rows += f.result()
             if i % 20 == 0:
@@ -147,7 +163,8 @@ def main() -> None:
     wall = time.perf_counter() - start
     cmd = (f"python benchmarks/pbest_calibration.py --sims {args.sims} --trials {' '.join(map(str, args.trials))} "
            f"--corr {' '.join(map(str, args.corr))} --regime {' '.join(args.regime)} --draws {args.draws} "
-           f"--tune {args.tune} --seed {args.seed} --workers {args.workers} --arms {' '.join(args.arms)}")
+           f"--tune {args.tune} --seed {args.seed} --workers {args.workers} --arms {' '.join(args.arms)}"
+           + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}"))
     print(write_summary(results, out, f"Command: `{cmd}`; {len(tasks)} replications in {wall / 60:.1f} min."))
 
 

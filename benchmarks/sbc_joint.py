@@ -43,15 +43,20 @@ def _template(trials: int):
     return design, std, rank_weights(truth.at, truth.metrics, std)
 
 
-def _spec():
+def _spec(eta: float | None = None):
     from bayes_cmma.fitting.joint import TARGET_ACCEPT
-    from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
+    from bayes_cmma.fitting.spec import parse_spec, replace_spec, spec_for_degree
 
-    spec = replace_spec(spec_for_degree(1), team_effects="non_centred")
+    spec = spec_for_degree(1)
+    if eta is not None:  # the LKJ concentration of the metrics' correlation
+        raw = spec.to_dict()
+        raw["priors"]["metric_corr_eta"] = float(eta)
+        spec = parse_spec(raw, source=f"metric_corr_eta={eta:g}")
+    spec = replace_spec(spec, team_effects="non_centred")
     return replace_spec(spec, sampler={**spec.sampler, "target_accept": TARGET_ACCEPT})
 
 
-def prior_draws(prior: str, trials: int, n: int, seed: int) -> dict[str, np.ndarray]:
+def prior_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = None) -> dict[str, np.ndarray]:
     import pymc as pm
 
     from bayes_cmma.fitting.joint import build_joint_model
@@ -59,7 +64,7 @@ def prior_draws(prior: str, trials: int, n: int, seed: int) -> dict[str, np.ndar
 
     design, std, w = _template(trials)
     zero = Standardised(np.zeros_like(std.z), std.S, 1.0, np.eye(std.z.shape[1] - 1))
-    model = build_joint_model(_spec(), len(design.teams), zero, design.team_idx, elasticity_prior=prior, weights=w)
+    model = build_joint_model(_spec(eta), len(design.teams), zero, design.team_idx, elasticity_prior=prior, weights=w)
     names = ["beta_std", "alpha", "kpi_mean", "metric_chol", "residual_sd", "pi_mean", "pi_sd"]
     with model:
         values = pm.draw([model[v] for v in names], draws=n, random_seed=seed)
@@ -67,7 +72,7 @@ def prior_draws(prior: str, trials: int, n: int, seed: int) -> dict[str, np.ndar
 
 
 def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarray], seed: int, draws: int,
-                   tune: int) -> tuple[list[dict], list[dict]]:
+                   tune: int, eta: float | None = None) -> tuple[list[dict], list[dict]]:
     import arviz_stats as azs
     import xarray as xr
 
@@ -87,7 +92,7 @@ def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarra
     mean = np.column_stack([truth["kpi_mean"], truth["alpha"]])[design.team_idx]
     z = np.stack([rng.multivariate_normal(mean[k], G + std.S[k]) for k in range(len(mean))])
     data = Standardised(z, std.S, 1.0, np.eye(J))
-    compiled, _ = compiled_joint_model(_spec(), design, data, prior, w)
+    compiled, _ = compiled_joint_model(_spec(eta), design, data, prior, w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trace = sampling.sample(compiled, draws=draws, tune=tune, chains=4, cores=1, seed=int(rng.integers(2**31)),
@@ -126,6 +131,8 @@ def main() -> None:
     parser.add_argument("--tune", type=int, default=500)
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--metric-corr-eta", type=float, default=None,
+                        help="LKJ concentration of the metrics' correlation (default: the linear spec's)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sbc_joint"))
     args = parser.parse_args()
     out = Path(args.out)
@@ -134,13 +141,13 @@ def main() -> None:
     from bayes_cmma.checks.ranking_calibration import reliability_table
     from bayes_cmma.fitting.parallel import worker_pool
 
-    truths = prior_draws(args.prior, args.trials, args.sims, args.seed)
+    truths = prior_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta)
     start = time.perf_counter()
     ranks: list[dict] = []
     pbest: list[dict] = []
     with worker_pool(args.workers) as pool:
         futures = [pool.submit(one_simulation, args.prior, args.trials, i, {k: v[i] for k, v in truths.items()},
-                               args.seed, args.draws, args.tune) for i in range(args.sims)]
+                               args.seed, args.draws, args.tune, args.metric_corr_eta) for i in range(args.sims)]
         for i, f in enumerate(futures, 1):
             r, p = f.result()
             ranks += r
@@ -156,7 +163,8 @@ def main() -> None:
                             edges=np.linspace(0, 1, 6))
     div = ranks_df.groupby("sim")["divergences"].first()
     cmd = (f"python benchmarks/sbc_joint.py --sims {args.sims} --prior {args.prior} --trials {args.trials} "
-           f"--draws {args.draws} --tune {args.tune} --seed {args.seed} --workers {args.workers}")
+           f"--draws {args.draws} --tune {args.tune} --seed {args.seed} --workers {args.workers}"
+           + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}"))
     lines = [f"# SBC of the joint model ({args.prior} elasticity prior)", "",
              f"Command: `{cmd}`; {args.sims} simulations in {(time.perf_counter() - start) / 60:.1f} min. "
              f"{args.trials} trials, 4 teams, 3 metrics; 4 chains x {args.draws} draws, thinned by {THIN}: ranks "
