@@ -364,9 +364,9 @@ def run_fit(
         if joint != "tie":
             raise BayesCMMAError(f"--p-tie is the tie prior's probability; it goes with --joint tie, not "
                                  f"{'no --joint' if joint is None else '--joint ' + joint}.")
-        from bayes_cmma.decisions.ties import check_tie_prior
+        from bayes_cmma.decisions.ties import SPREAD_SCALE, check_tie_prior
 
-        check_tie_prior(p_tie, 1.0)
+        check_tie_prior(p_tie, SPREAD_SCALE)  # the CLI keeps the default spread scale
     if (joint == "observational") != (observational is not None):
         raise BayesCMMAError("--joint observational and --observational FILE go together: the observational prior "
                              "borrows from that file's slopes.")
@@ -879,6 +879,8 @@ def _print_more_trials(table: pd.DataFrame) -> None:
 
 def _print_northstar(table: pd.DataFrame) -> None:
     """The composite's weights and its score beside the best single metric's, per future size."""
+    from bayes_cmma.decisions.northstar import format_weights
+
     criterion = str(table["criterion"].iloc[0])
     score = "P(sign agrees with the true KPI effect)" if criterion == "sign" else "corr with the true KPI effect"
     _say(f"\nBest composite north star: weights on each metric's ATE in units of its sd across the trials "
@@ -889,16 +891,11 @@ def _print_northstar(table: pd.DataFrame) -> None:
         best = singles.loc[singles["score_mean"].idxmax()]
         n = g["n_per_arm"].iloc[0]
         label = f"{size:.3g}" + (f" ({n:,.0f}/arm)" if np.isfinite(n) else "")
-        weights = ", ".join(f"{r['candidate']} {r['weight_mean']:+.2f} [{r['weight_lower']:+.2f}, "
-                            f"{r['weight_upper']:+.2f}]" for _, r in singles.iterrows())
-        _say(f"  size {label}: {weights}; score {comp['score_mean']:.3f} vs {best['candidate']} alone "
+        _say(f"  size {label}: {format_weights(singles)}; score {comp['score_mean']:.3f} vs {best['candidate']} alone "
              f"{best['score_mean']:.3f}")
         if "lead" in g:  # older northstar.csv files have no relative weights
-            lead = str(g["lead"].iloc[0])
-            relative = ", ".join(f"{r['candidate']} {r['relative_weight_median']:+.2f} "
-                                 f"[{r['relative_weight_lower']:+.2f}, {r['relative_weight_upper']:+.2f}]"
-                                 for _, r in singles.iterrows() if r["candidate"] != lead)
-            _say(f"    relative to {lead} (= 1; median, {100 * PROB:g}% CI): {relative}")
+            _say(f"    relative to {g['lead'].iloc[0]} (= 1; median, {100 * PROB:g}% CI): "
+                 f"{format_weights(singles, relative=True)}")
 
 
 def _print_decision_value(table: pd.DataFrame, kpi: str) -> None:

@@ -433,5 +433,18 @@ def northstar_frame(ns: xr.Dataset, prob: float = 0.94) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def format_weights(singles: pd.DataFrame, relative: bool = False) -> str:
+    """``"m1 +0.71 [+0.52, +0.86], m2 ..."``: the unit-length weights of one future size's rows of
+    :func:`northstar_frame` (one per metric), or with ``relative`` the weights relative to the leading
+    metric (median and interval; the lead itself is left out). One format for the terminal and the report.
+    """
+    if relative:
+        return ", ".join(f"{r['candidate']} {r['relative_weight_median']:+.2f} [{r['relative_weight_lower']:+.2f}, "
+                         f"{r['relative_weight_upper']:+.2f}]" for _, r in singles.iterrows()
+                         if r["candidate"] != r["lead"])
+    return ", ".join(f"{r['candidate']} {r['weight_mean']:+.2f} [{r['weight_lower']:+.2f}, {r['weight_upper']:+.2f}]"
+                     for _, r in singles.iterrows())
+
+
 __all__ = ["CRITERIA", "DEFAULT_SIZES", "agreement", "bvn_cdf", "latent_law", "metric_scales", "northstar",
            "northstar_frame", "optimal_weights", "score_weights"]

@@ -31,6 +31,7 @@ from bayes_cmma import dims
 from bayes_cmma.checks import checking
 from bayes_cmma.checks.diagnostics import CI_PROB, divergences, problems, summary_table
 from bayes_cmma.decisions import derived
+from bayes_cmma.decisions.northstar import format_weights
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError
 from bayes_cmma.reporting import plots
 from bayes_cmma.reporting.plots._common import as_trees
@@ -511,12 +512,9 @@ def _northstar_section(frame: pd.DataFrame, kpi: str) -> str:
         best = singles.loc[singles["score_mean"].idxmax()]
         n = g["n_per_arm"].iloc[0]
         rows.append({"future trial size": f"{size:.3g}" + (f" ({n:,.0f} per arm)" if np.isfinite(n) else ""),
-                     **{f"weight of {r['candidate']}": f"{r['weight_mean']:+.2f} [{r['weight_lower']:+.2f}, "
-                        f"{r['weight_upper']:+.2f}]" for _, r in singles.iterrows()},
-                     **({"relative to the leading metric": ", ".join(
-                         f"{r['candidate']} {r['relative_weight_median']:+.2f} [{r['relative_weight_lower']:+.2f}, "
-                         f"{r['relative_weight_upper']:+.2f}]" for _, r in singles.iterrows()
-                         if r["candidate"] != r["lead"]) + f" (per {g['lead'].iloc[0]} = 1)"} if "lead" in g else {}),
+                     **{f"weight of {r['candidate']}": format_weights(r.to_frame().T) for _, r in singles.iterrows()},
+                     **({"relative to the leading metric": format_weights(singles, relative=True)
+                         + f" (per {g['lead'].iloc[0]} = 1)"} if "lead" in g else {}),
                      "score of the composite": f"{comp['score_mean']:.3f} [{comp['score_lower']:.3f}, "
                                                f"{comp['score_upper']:.3f}]",
                      "best single metric": f"{best['candidate']}: {best['score_mean']:.3f}",
