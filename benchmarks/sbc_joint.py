@@ -71,6 +71,29 @@ def prior_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = 
     return dict(zip(names, values, strict=True))
 
 
+def simulate_table(design, std, truth: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    """The trials' ATEs (internal scale) under the drawn truth: z_k ~ N((eta_g, alpha_g), G + S_k)."""
+    from bayes_cmma.fitting.model import unpack_chol
+
+    J = design.degree
+    chol = unpack_chol(truth["metric_chol"], J)
+    sigma = chol @ chol.T
+    c = np.diag(sigma) * truth["beta_std"]
+    G = np.block([[np.array([[c @ np.linalg.solve(sigma, c) + truth["residual_sd"] ** 2]]), c[None, :]],
+                  [c[:, None], sigma]])
+    mean = np.column_stack([truth["kpi_mean"], truth["alpha"]])[design.team_idx]
+    return np.stack([rng.multivariate_normal(mean[k], G + std.S[k]) for k in range(len(mean))])
+
+
+def data_scale(z: np.ndarray, team_idx: np.ndarray) -> float:
+    """The largest |log| of a column's within-team sd: 0 when every column has unit spread, as real
+    tables have on the internal scale after standardisation (which divides by the sd across trials)."""
+    centred = z.copy()
+    for g in np.unique(team_idx):
+        centred[team_idx == g] -= centred[team_idx == g].mean(axis=0)
+    return float(np.max(np.abs(np.log(centred.std(axis=0)))))
+
+
 def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarray], seed: int, draws: int,
                    tune: int, eta: float | None = None) -> tuple[list[dict], list[dict]]:
     import arviz_stats as azs
@@ -83,14 +106,9 @@ def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarra
     design, std, w = _template(trials)
     J = design.degree
     rng = np.random.default_rng([seed, sim])
+    z = simulate_table(design, std, truth, rng)
     chol = unpack_chol(truth["metric_chol"], J)
-    sigma = chol @ chol.T
     b = truth["beta_std"]
-    c = np.diag(sigma) * b
-    G = np.block([[np.array([[c @ np.linalg.solve(sigma, c) + truth["residual_sd"] ** 2]]), c[None, :]],
-                  [c[:, None], sigma]])
-    mean = np.column_stack([truth["kpi_mean"], truth["alpha"]])[design.team_idx]
-    z = np.stack([rng.multivariate_normal(mean[k], G + std.S[k]) for k in range(len(mean))])
     data = Standardised(z, std.S, 1.0, np.eye(J))
     compiled, _ = compiled_joint_model(_spec(eta), design, data, prior, w)
     with warnings.catch_warnings():
@@ -113,13 +131,69 @@ def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarra
     for name, (x, true) in quantities.items():
         ess = float(azs.ess(xr.DataArray(x.reshape(4, -1), dims=("chain", "draw"))).values)
         rows.append({"sim": sim, "parameter": name, "rank": int(np.sum(x[::THIN] < true)), "truth": float(true),
-                     "z": float((true - x.mean()) / x.std()), "ess_bulk": ess, "divergences": n_div})
+                     "z": float((true - x.mean()) / x.std()), "ess_bulk": ess, "divergences": n_div,
+                     "data_scale": data_scale(z, design.team_idx)})
     ranked = beta * w
     best = np.argmax(ranked, axis=1)
     p_best = np.bincount(best, minlength=J) / len(best)
     true_best = int(np.argmax(b * w))
     pbest = [{"sim": sim, "metric": j + 1, "p_best": float(p_best[j]), "is_best": j == true_best} for j in range(J)]
     return rows, pbest
+
+
+#: Tables whose every column has a within-team sd within a factor 3 of 1 (``data_scale`` <= log 3) look
+#: like real tables on the internal scale; prior draws can give tables far from it.
+UNIT_SCALE = float(np.log(3.0))
+
+
+def _table(ranks: pd.DataFrame, n_draws: int) -> list[str]:
+    from bayes_cmma.checks.calibration import uniformity
+
+    table = uniformity(ranks, n_draws)
+    lines = ["| quantity | sims | chi2 (9 df) | p | E[z] | p | E[z^2] | p | median ESS | rank counts |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        lines.append(f"| {r['parameter']} | {r['sims']} | {r['chi2']:.1f} | {r['p_value']:.3f} | {r['z_mean']:+.2f} | "
+                     f"{r['z_mean_p']:.3f} | {r['z2_mean']:.2f} | {r['z2_p']:.3f} | {r['ess_median']:.0f} | "
+                     f"{r['bins']} |")
+    return lines
+
+
+def write_summary(ranks: pd.DataFrame, pbest: pd.DataFrame, out: Path, title: str, provenance: str,
+                  n_draws: int) -> str:
+    """``summary.md``: rank uniformity over every simulation and over those with unit-scale data; P(best)."""
+    from bayes_cmma.checks.ranking_calibration import reliability_table
+
+    per_sim = ranks.groupby("sim").agg(div=("divergences", "first"), ess=("ess_bulk", "min"),
+                                       scale=("data_scale", "first"))
+    unit = per_sim.index[per_sim["scale"] <= UNIT_SCALE]
+    lines = [f"# {title}", "", provenance, "",
+             f"Simulations with divergent transitions: {int((per_sim['div'] > 0).sum())} of {len(per_sim)} (median "
+             f"{int(per_sim['div'].median())}, max {int(per_sim['div'].max())}); with a quantity at bulk ESS < 100: "
+             f"{int((per_sim['ess'] < 100).sum())}.", "",
+             "## Every simulation", "", *_table(ranks, n_draws), "",
+             f"## Simulations whose data look like a real table on the internal scale ({len(unit)} of {len(per_sim)})",
+             "",
+             "Standardisation gives every column of a real table unit spread across trials; prior draws can give a "
+             "KPI column with a spread of hundreds (the marginal slopes' prior is independent of the metrics' "
+             "correlation, so nearly collinear metrics with unequal slopes imply a huge KPI variance). Kept here: "
+             "the tables whose every column has a within-team sd within a factor 3 of 1. The selection is on the "
+             "data alone, so ranks stay uniform under it if the model and sampler are right (SBC's ranks are "
+             "uniform given the data).", "",
+             f"Of these, with divergent transitions: {int((per_sim.loc[unit, 'div'] > 0).sum())}; with a quantity at "
+             f"bulk ESS < 100: {int((per_sim.loc[unit, 'ess'] < 100).sum())}.", "",
+             *_table(ranks[ranks["sim"].isin(unit)], n_draws), ""]
+    rel = reliability_table(pbest["p_best"].to_numpy(), pbest["is_best"].to_numpy(), edges=np.linspace(0, 1, 6))
+    lines += ["## P(best) under the prior", "",
+              "Each metric of each simulation; bins of 0.2. Under the prior a calibrated model gives a calibrated "
+              "P(best), so this checks the ranking code end to end.", "",
+              "| P(best) bin | cases | mean P(best) | truly best | 95% interval |", "|---|---|---|---|---|"]
+    for _, r in rel[rel["n"] > 0].iterrows():
+        lines.append(f"| {r['lower']:.1f}-{r['upper']:.1f} | {int(r['n'])} | {r['mean_p_best']:.2f} | "
+                     f"{r['frequency_best']:.2f} | [{r['ci_lower']:.2f}, {r['ci_upper']:.2f}] |")
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
 
 
 def main() -> None:
@@ -134,11 +208,35 @@ def main() -> None:
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation (default: the linear spec's)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sbc_joint"))
+    parser.add_argument("--summarise", action="store_true",
+                        help="rewrite summary.md from --out's ranks.csv and pbest.csv (the run's other options "
+                             "regenerate each table's data_scale if ranks.csv lacks it)")
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    from bayes_cmma.checks.calibration import uniformity
-    from bayes_cmma.checks.ranking_calibration import reliability_table
+    n_draws = 4 * args.draws // THIN
+    eta = "" if args.metric_corr_eta is None else f", LKJ eta {args.metric_corr_eta:g}"
+    title = f"SBC of the joint model ({args.prior} elasticity prior{eta})"
+    cmd = (f"python benchmarks/sbc_joint.py --sims {args.sims} --prior {args.prior} --trials {args.trials} "
+           f"--draws {args.draws} --tune {args.tune} --seed {args.seed} --workers {args.workers}"
+           + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}"))
+    settings = (f"{args.trials} trials, 4 teams, 3 metrics; 4 chains x {args.draws} draws, thinned by {THIN}: ranks "
+                f"0..{n_draws}.")
+    if args.summarise:
+        ranks_df, pbest_df = pd.read_csv(out / "ranks.csv"), pd.read_csv(out / "pbest.csv")
+        if "data_scale" not in ranks_df:
+            truths = prior_draws(args.prior, args.trials, int(ranks_df["sim"].max()) + 1, args.seed,
+                                 args.metric_corr_eta)
+            design, std, _ = _template(args.trials)
+            scale = {i: data_scale(simulate_table(design, std, {k: v[i] for k, v in truths.items()},
+                                                  np.random.default_rng([args.seed, i])), design.team_idx)
+                     for i in ranks_df["sim"].unique()}
+            ranks_df["data_scale"] = ranks_df["sim"].map(scale)
+            ranks_df.to_csv(out / "ranks.csv", index=False)
+        old = (out / "summary.md").read_text().splitlines()[2] if (out / "summary.md").exists() else ""
+        provenance = old if old.startswith("Command:") else f"Command: `{cmd}`. {settings}"
+        print(write_summary(ranks_df, pbest_df, out, title, provenance, n_draws))
+        return
     from bayes_cmma.fitting.parallel import worker_pool
 
     truths = prior_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta)
@@ -157,33 +255,9 @@ def main() -> None:
     ranks_df, pbest_df = pd.DataFrame(ranks), pd.DataFrame(pbest)
     ranks_df.to_csv(out / "ranks.csv", index=False)
     pbest_df.to_csv(out / "pbest.csv", index=False)
-    n_draws = 4 * args.draws // THIN
-    table = uniformity(ranks_df, n_draws)
-    rel = reliability_table(pbest_df["p_best"].to_numpy(), pbest_df["is_best"].to_numpy(),
-                            edges=np.linspace(0, 1, 6))
-    div = ranks_df.groupby("sim")["divergences"].first()
-    cmd = (f"python benchmarks/sbc_joint.py --sims {args.sims} --prior {args.prior} --trials {args.trials} "
-           f"--draws {args.draws} --tune {args.tune} --seed {args.seed} --workers {args.workers}"
-           + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}"))
-    lines = [f"# SBC of the joint model ({args.prior} elasticity prior)", "",
-             f"Command: `{cmd}`; {args.sims} simulations in {(time.perf_counter() - start) / 60:.1f} min. "
-             f"{args.trials} trials, 4 teams, 3 metrics; 4 chains x {args.draws} draws, thinned by {THIN}: ranks "
-             f"0..{n_draws}. Simulations with divergent transitions: {int((div > 0).sum())} (median "
-             f"{int(div.median())}, max {int(div.max())}). Smallest chi-square p-value: "
-             f"{table['p_value'].min():.3f} over {len(table)} quantities.", "",
-             "| quantity | sims | chi2 (9 df) | p | E[z] | p | E[z^2] | p | median ESS | rank counts |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for _, r in table.iterrows():
-        lines.append(f"| {r['parameter']} | {r['sims']} | {r['chi2']:.1f} | {r['p_value']:.3f} | {r['z_mean']:+.2f} | "
-                     f"{r['z_mean_p']:.3f} | {r['z2_mean']:.2f} | {r['z2_p']:.3f} | {r['ess_median']:.0f} | "
-                     f"{r['bins']} |")
-    lines += ["", "P(best) under the prior (each metric of each simulation; bins of 0.2):", "",
-              "| P(best) bin | cases | mean P(best) | truly best | 95% interval |", "|---|---|---|---|---|"]
-    for _, r in rel[rel["n"] > 0].iterrows():
-        lines.append(f"| {r['lower']:.1f}-{r['upper']:.1f} | {int(r['n'])} | {r['mean_p_best']:.2f} | "
-                     f"{r['frequency_best']:.2f} | [{r['ci_lower']:.2f}, {r['ci_upper']:.2f}] |")
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    provenance = (f"Command: `{cmd}`; {args.sims} simulations in {(time.perf_counter() - start) / 60:.1f} min. "
+                  f"{settings}")
+    print(write_summary(ranks_df, pbest_df, out, title, provenance, n_draws))
 
 
 if __name__ == "__main__":
