@@ -13,10 +13,12 @@ current levels with its KPI baseline. Arms (``--arms``):
   1, and the det R factor cancelled; ``benchmarks/joint_slope_shrinkage.py``). An experiment, not a
   model option: it patches the model in the worker, so run it alone (``--arms joint_tie_deshrunk``).
 
-``--metric-corr-eta X`` gives the joint arms the linear spec with LKJ concentration X on the metrics'
-correlation (a spec setting, ``[priors].metric_corr_eta``; the bundled spec has 2). LKJ(eta) has
-density proportional to det(R)^(eta - 1), so eta = 1 is what the de-shrunk experiment's cancelled
-det R does to LKJ(2), and eta < 1 favours strong correlations (proper for any eta > 0).
+``--metric-corr-eta X`` fits the joint arms with LKJ concentration X on the metrics' correlation
+(``bc.fit_joint(metric_corr_eta=X)``; default 1 since it replaced 2, with which the committed
+``pbest_calibration_joint*`` and ``pbest_calibration_tie*`` results were made: rerun those with
+``--metric-corr-eta 2``). LKJ(eta) has density proportional to det(R)^(eta - 1), so the de-shrunk
+experiment's cancelled det R makes LKJ(1) an LKJ(0) (improper), and eta < 1 favours strong
+correlations (proper for any eta > 0).
 
 Then bin every metric's P(best) and compare with how often it was truly best, per arm.
 
@@ -51,7 +53,7 @@ LABELS = {"separate": "separate fits, independent pairing", "joint_pooled": "joi
 
 
 def _deshrunk_spec():
-    """The linear spec with LKJ eta 1, after patching the joint model to cancel det R (this process)."""
+    """The linear spec, after patching the joint model to cancel det R (this process); fitted with LKJ eta 1."""
     import sys
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -63,18 +65,7 @@ def _deshrunk_spec():
     if not getattr(joint, "_deshrunk", False):
         _patch_jacobian()
         joint._deshrunk = True
-    raw = spec_for_degree(1).to_dict()
-    raw["priors"]["metric_corr_eta"] = 1.0
-    return parse_spec(raw, source="deshrunk")
-
-
-def _eta_spec(eta: float):
-    """The bundled linear spec with LKJ concentration ``eta`` on the metrics' correlation."""
-    from bayes_cmma.fitting.spec import parse_spec, spec_for_degree
-
-    raw = spec_for_degree(1).to_dict()
-    raw["priors"]["metric_corr_eta"] = float(eta)
-    return parse_spec(raw, source=f"metric_corr_eta={eta:g}")
+    return parse_spec(spec_for_degree(1).to_dict(), source="deshrunk")
 
 
 def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, arms: tuple[str, ...] = ("separate",),
@@ -98,11 +89,11 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
                                 cores=1)
                 betas = {m: result[m].beta.values[..., 0].ravel() for m in truth.metrics}
             else:
-                model = None if metric_corr_eta is None else _eta_spec(metric_corr_eta)
+                model, eta = None, {} if metric_corr_eta is None else {"metric_corr_eta": metric_corr_eta}
                 if arm == "joint_tie_deshrunk":
-                    model = _deshrunk_spec()
+                    model, eta = _deshrunk_spec(), {"metric_corr_eta": 1.0}
                 result = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=arm.split("_")[1],
-                                      model=model,
+                                      model=model, **eta,
                                       seed=fit_seed, draws=draws, tune=tune, chains=4, cores=1)
                 betas = {m: result.beta.sel(metric=m).values.ravel() for m in truth.metrics}
             seconds = time.perf_counter() - t0

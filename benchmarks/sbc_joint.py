@@ -44,15 +44,12 @@ def _template(trials: int):
 
 
 def _spec(eta: float | None = None):
-    from bayes_cmma.fitting.joint import TARGET_ACCEPT
-    from bayes_cmma.fitting.spec import parse_spec, replace_spec, spec_for_degree
+    """The spec fit_joint uses: the linear one, non-centred, with the joint model's LKJ concentration."""
+    from bayes_cmma.fitting.joint import METRIC_CORR_ETA, TARGET_ACCEPT
+    from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
 
-    spec = spec_for_degree(1)
-    if eta is not None:  # the LKJ concentration of the metrics' correlation
-        raw = spec.to_dict()
-        raw["priors"]["metric_corr_eta"] = float(eta)
-        spec = parse_spec(raw, source=f"metric_corr_eta={eta:g}")
-    spec = replace_spec(spec, team_effects="non_centred")
+    spec = replace_spec(spec_for_degree(1), team_effects="non_centred",
+                        metric_corr_eta=METRIC_CORR_ETA if eta is None else float(eta))
     return replace_spec(spec, sampler={**spec.sampler, "target_accept": TARGET_ACCEPT})
 
 
@@ -206,7 +203,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=2026)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--metric-corr-eta", type=float, default=None,
-                        help="LKJ concentration of the metrics' correlation (default: the linear spec's)")
+                        help="LKJ concentration of the metrics' correlation (default: the joint model's)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sbc_joint"))
     parser.add_argument("--summarise", action="store_true",
                         help="rewrite summary.md from --out's ranks.csv and pbest.csv (the run's other options "
@@ -215,8 +212,10 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n_draws = 4 * args.draws // THIN
-    eta = "" if args.metric_corr_eta is None else f", LKJ eta {args.metric_corr_eta:g}"
-    title = f"SBC of the joint model ({args.prior} elasticity prior{eta})"
+    from bayes_cmma.fitting.joint import METRIC_CORR_ETA
+
+    eta = METRIC_CORR_ETA if args.metric_corr_eta is None else args.metric_corr_eta
+    title = f"SBC of the joint model ({args.prior} elasticity prior, LKJ eta {eta:g} on the metrics' correlation)"
     cmd = (f"python benchmarks/sbc_joint.py --sims {args.sims} --prior {args.prior} --trials {args.trials} "
            f"--draws {args.draws} --tune {args.tune} --seed {args.seed} --workers {args.workers}"
            + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}"))

@@ -81,6 +81,53 @@ def test_likelihood_equals_scipy_with_marginal_slopes(design, prior):
     assert np.all(np.isfinite(grad))
 
 
+def test_metric_correlation_prior_is_lkj_with_the_joint_models_eta(design):
+    """The joint model's prior on the metrics' correlation R is LKJ(metric_corr_eta) (density prop. to
+    det R^(eta - 1)): between two points, the log-density of eta 1 and eta 3 differs by 2 log det R's change."""
+    from bayes_cmma.fitting.joint import METRIC_CORR_ETA
+
+    assert METRIC_CORR_ETA == 1.0
+    std = standardise_joint(design)
+    models = {eta: build_joint_model(replace_spec(spec_for_degree(1), team_effects="non_centred", metric_corr_eta=eta),
+                                     len(design.teams), std, design.team_idx, elasticity_prior="independent")
+              for eta in (1.0, 3.0)}
+    rng = np.random.default_rng(11)
+    points = [_point(models[1.0], rng) for _ in range(2)]
+
+    def log_det_r(point):
+        packed = models[1.0].rvs_to_transforms[models[1.0]["metric_chol"]].backward(
+            pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])).eval()
+        chol = unpack_chol(packed, 3)
+        sd = np.sqrt((chol * chol).sum(axis=1))
+        return 2 * np.log(np.diag(chol)).sum() - 2 * np.log(sd).sum()
+
+    logp = {eta: [m.compile_logp()(pt_) for pt_ in points] for eta, m in models.items()}
+    change = (logp[3.0][1] - logp[1.0][1]) - (logp[3.0][0] - logp[1.0][0])
+    np.testing.assert_allclose(change, 2.0 * (log_det_r(points[1]) - log_det_r(points[0])), rtol=1e-9)
+    assert abs(log_det_r(points[1]) - log_det_r(points[0])) > 0.01  # the points differ in R
+
+
+def test_fit_joint_replaces_the_specs_eta_and_records_it(table, monkeypatch):
+    """fit_joint hands the joint model its own LKJ concentration, whatever the spec says, and the
+    compiled-model cache keys on it."""
+    from bayes_cmma.fitting import joint
+
+    seen = []
+
+    def fake_fit_once(design, spec, **kwargs):
+        seen.append(spec.metric_corr_eta)
+        raise RuntimeError("stop before sampling")
+
+    monkeypatch.setattr(joint, "_fit_once", fake_fit_once)
+    spec = replace_spec(spec_for_degree(1), metric_corr_eta=2.0, team_effects="non_centred")
+    for kwargs in ({}, {"metric_corr_eta": 0.5}):
+        with pytest.raises(RuntimeError, match="stop before sampling"):
+            bc.fit_joint(table, "y", TRUTH.metrics, at=TRUTH.at, model=spec, **kwargs)
+    assert seen == [1.0, 0.5]
+    a = replace_spec(spec, metric_corr_eta=1.0).structure_key()
+    assert a != replace_spec(spec, metric_corr_eta=0.5).structure_key()
+
+
 def test_partial_coefficients_are_the_joint_regression():
     rng = np.random.default_rng(0)
     A = rng.normal(size=(3, 3))
@@ -150,6 +197,9 @@ def test_ranking_needs_a_baseline_and_every_level(design):
         ({"at": {"m1": 1.0, "m2": 1.0}}, "m3"),
         ({"elasticity_prior": "flat"}, "pooled, independent, observational, tie"),
         ({"target_accept": 1.5}, "target_accept"),
+        ({"metric_corr_eta": 0.0}, "metric_corr_eta.*positive.*got 0.0"),
+        ({"metric_corr_eta": float("nan")}, "metric_corr_eta"),
+        ({"metric_corr_eta": "1"}, "metric_corr_eta.*got '1'"),
     ],
 )
 def test_bad_arguments_fail_before_any_compile(table, kwargs, match):

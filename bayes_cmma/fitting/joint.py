@@ -47,12 +47,22 @@ Four priors on the slopes (``elasticity_prior``):
     out). A near tie is then read as one: P(best) moves towards 1/J, and ``p_tie`` says how likely
     the tie is. The fit's parameters are those of the independent prior; only the ranking differs.
 
+The candidate metrics' correlation R has an LKJ prior of concentration ``metric_corr_eta``
+(:data:`METRIC_CORR_ETA`, 1: uniform over correlation matrices), a setting of the joint model, not
+the spec's ``metric_corr_eta`` (which is about the correlation of one metric's powers and has no
+role in a degree-1 model). With the slopes sampled as marginal slopes beta, an LKJ(eta) prior is an
+LKJ(eta + 1) prior relative to the partial slopes gamma the data pin down (the map from gamma to
+beta has Jacobian det R), and every step of concentration pulls the metrics' correlations, and
+with them the slopes of proxy metrics, towards 0: with the spec's 2 the proxies' slopes were
+0.06-0.09 low at K = 50 (docs: checks.md, "Is P(best) calibrated?").
+
 Data enter through ``pm.Data``; one compiled model serves every refit with the same number of
-metrics, teams, priors and ``elasticity_prior``.
+metrics, teams, priors, ``metric_corr_eta`` and ``elasticity_prior``.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 import time
@@ -100,6 +110,11 @@ ELASTICITY_PRIORS = ("pooled", "independent", "observational", "tie")
 BIAS_SD_SCALE = 0.5
 #: Scale of the HalfNormal prior of tau, the spread of the pooled (standardised) elasticities u_j.
 POOLING_SD_SCALE = 1.0
+#: LKJ concentration of the candidate metrics' correlation in the joint model (1: uniform over correlation
+#: matrices). Measured on the P(best) calibration tables (K = 50, metrics correlated 0.8, tie prior, 100
+#: replications per regime): the proxies' slope bias -0.046 / -0.037 against -0.072 / -0.062 with 2, and
+#: the near tie's chosen metric +7.8 points over how often it is truly best against +15.
+METRIC_CORR_ETA = 1.0
 #: Default target acceptance of the joint model. Measured on 50-trial, 4-team, 3-metric tables
 #: (4 seeds per regime, non-centred team effects, pooled prior): 0.9 left 1-19 divergent
 #: transitions per fit of 2000 draws, 0.95 0-8, 0.99 0-1, for about twice the sampling time.
@@ -463,6 +478,7 @@ def fit_joint(
     observational_bias_scale: float = BIAS_SD_SCALE,
     p_tie: float = P_TIE,
     tie_spread_scale: float = SPREAD_SCALE,
+    metric_corr_eta: float = METRIC_CORR_ETA,
 ) -> JointFit:
     """Fit every candidate metric in one model (linear DRFs), for a ranking from joint draws.
 
@@ -488,8 +504,13 @@ def fit_joint(
         With ``elasticity_prior="tie"`` (and only then): the prior probability that the candidates'
         elasticities are equal (default 0.5), and the HalfNormal scale of their relative spread when
         they are not (default 1.0); see :mod:`bayes_cmma.decisions.ties`.
+    metric_corr_eta : float > 0
+        LKJ concentration of the prior on the candidate metrics' correlation (default
+        :data:`METRIC_CORR_ETA`, 1: uniform); larger values pull the correlations, and the slopes of
+        proxy metrics, towards 0. It replaces the spec's ``metric_corr_eta``.
     model : spec, bundled name, TOML path or 1, optional
-        A degree-1 spec (default: the bundled ``linear`` spec); its priors and sampler settings are used.
+        A degree-1 spec (default: the bundled ``linear`` spec); its priors (but ``metric_corr_eta``) and
+        sampler settings are used.
     target_accept : float, optional
         NUTS target acceptance; default :data:`TARGET_ACCEPT` (0.99), whatever the spec says: the
         joint model needs smaller steps than the per-metric one.
@@ -511,7 +532,11 @@ def fit_joint(
     accept = TARGET_ACCEPT if target_accept is None else float(target_accept)
     if not 0 < accept < 1:
         raise BayesCMMAError(f"target_accept must be between 0 and 1 (e.g. 0.99), got {target_accept!r}.")
-    spec = replace_spec(spec, sampler={**spec.sampler, "target_accept": accept})
+    if isinstance(metric_corr_eta, bool) or not (isinstance(metric_corr_eta, numbers.Real)
+                                                  and np.isfinite(metric_corr_eta) and metric_corr_eta > 0):
+        raise BayesCMMAError(f"metric_corr_eta, the LKJ concentration of the metrics' correlation, must be a positive "
+                             f"number (1 = uniform over correlation matrices), got {metric_corr_eta!r}.")
+    spec = replace_spec(spec, sampler={**spec.sampler, "target_accept": accept}, metric_corr_eta=float(metric_corr_eta))
     if elasticity_prior == "pooled" or at is not None:
         _check_levels(at, metrics)
     obs = None

@@ -431,6 +431,8 @@ def replace_spec(spec: ModelSpec, **changes: Any) -> ModelSpec:
         raw["assumptions"] = {"direct_effect_corr": changes.pop("direct_effect_corr")}
     if "name" in changes:
         raw["name"] = changes.pop("name")
+    if "metric_corr_eta" in changes:
+        raw["priors"]["metric_corr_eta"] = changes.pop("metric_corr_eta")
     if changes:
         raise TypeError(f"replace_spec got unsupported fields: {sorted(changes)}")
     return parse_spec(raw, source=spec.source)
