@@ -39,6 +39,7 @@ _LAZY = {
     "drf": "decisions.derived", "elasticity": "decisions.derived", "interval_table": "decisions.derived",
     "rank_metrics": "decisions.derived", "northstar": "decisions.northstar",
     "northstar_frame": "decisions.northstar", "value_of_trials": "decisions.more_trials",
+    "value_of_trials_tie": "decisions.more_trials",
     "value_frame": "decisions.more_trials", "DecisionValue": "decisions.decision_value",
     "decision_value": "decisions.decision_value", "decision_focused_fusion": "decisions.fusion",
     "FusionChoice": "decisions.fusion",
@@ -63,7 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.decisions.decision_value import DecisionValue, decision_value
     from bayes_cmma.decisions.derived import drf, elasticity, interval_table, rank_metrics
     from bayes_cmma.decisions.fusion import FusionChoice, decision_focused_fusion
-    from bayes_cmma.decisions.more_trials import value_frame, value_of_trials
+    from bayes_cmma.decisions.more_trials import value_frame, value_of_trials, value_of_trials_tie
     from bayes_cmma.decisions.northstar import northstar, northstar_frame
     from bayes_cmma.fitting.bayes import CMMAResult, MetricFit, fit, fit_metric
     from bayes_cmma.fitting.joint import JointFit, fit_joint
@@ -151,5 +152,6 @@ __all__ = [
     "summary_table",
     "value_frame",
     "value_of_trials",
+    "value_of_trials_tie",
     "write_report",
 ]

@@ -435,14 +435,13 @@ def run_fit(
         if rankable:
             ranking = outputs.ranking_frame(ranking_ds)
             files["ranking.csv"] = lambda p: ranking.to_csv(p, index=False)
-            if len(metrics) > 1 and joint == "tie":
-                # its normal preposterior would treat the tie's exactly equal draws as a narrow normal
-                _status("no value of more trials under the tie prior (its preposterior would have to update "
-                        "the tie's probability too; not built)")
-            elif len(metrics) > 1:
-                from bayes_cmma.decisions.more_trials import value_frame, value_of_trials
+            if len(metrics) > 1:
+                from bayes_cmma.decisions.more_trials import value_frame, value_of_trials, value_of_trials_tie
 
-                more_table = value_frame(value_of_trials(rank_draws, len(trials.trials), seed=seed))
+                value = (value_of_trials_tie(joint_fit.tie_posterior(at, lift=lift, baseline=kpi_baseline),
+                                             len(trials.trials), seed=seed) if joint == "tie"
+                         else value_of_trials(rank_draws, len(trials.trials), seed=seed))
+                more_table = value_frame(value)
                 files[report_mod.MORE_TRIALS_FILE] = lambda p: more_table.to_csv(p, index=False)
         grids = {m: np.linspace(0.0, 2.0 * at[m], 41) for m in metrics}
         drf_table = outputs.drf_frame(result, grids, prob=PROB)
@@ -865,15 +864,18 @@ def run_report(args: argparse.Namespace) -> int:
 
 def _print_more_trials(table: pd.DataFrame) -> None:
     """How the choice would firm up with more trials like the past ones (a preposterior approximation)."""
-    from bayes_cmma.decisions.more_trials import trials_needed_sentence
+    from bayes_cmma.decisions.more_trials import TIE_NOTE, trials_needed_sentence, under_tie_prior
 
-    _say("\nWith more trials like these (a preposterior approximation; docs: model.md, 'The value of more "
-         "trials'):")
+    tie = under_tie_prior(table)
+    _say("\nWith more trials like these (a preposterior approximation" + (" under the tie prior" if tie else "")
+         + "; docs: model.md, 'The value of more trials'):")
     print(f"  {'new trials':>10}  {'P(choice truly best)':>20}  {'expected regret':>15}  "
           f"{'expected P(best)':>16}")
     for _, row in table.iterrows():
         print(f"  {int(row['new_trials']):>10}  {row['p_correct']:>20.2f}  {row['expected_regret']:>15.3g}  "
               f"{row['expected_p_best']:>16.2f}")
+    if tie:
+        _say(f"  {TIE_NOTE}")
     _say(f"  {trials_needed_sentence(table)}")
 
 

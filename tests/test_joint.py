@@ -342,7 +342,8 @@ def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
 
 
 def test_fit_command_with_the_tie_prior(tmp_path, capsys):
-    """``fit --joint tie --p-tie``: the prior reaches the fit, and ranking.csv and the terminal say P(tie)."""
+    """``fit --joint tie --p-tie``: the prior reaches the fit, ranking.csv and the terminal say P(tie), and the
+    value of more trials is computed under the tie prior."""
     from bayes_cmma.cli import main
 
     truth = candidate_truth(0.8, "near_tie")
@@ -368,8 +369,12 @@ def test_fit_command_with_the_tie_prior(tmp_path, capsys):
     tree = xr.open_datatree(out / "joint.nc", engine="h5netcdf")
     assert tree.attrs["elasticity_prior"] == "tie" and float(tree.attrs["tie_prior_p"]) == 0.3
     assert ranking["p_best"].sum() == pytest.approx(1.0)
-    # the value of more trials is not computed under the tie prior (its normal preposterior cannot carry a tie)
-    assert not (out / "more_trials.csv").exists()
+    # the value of more trials under the tie prior: its own preposterior, which updates the tie's probability
+    more = pd.read_csv(out / "more_trials.csv")
+    assert set(more["method"]) == {more["method"].iloc[0]} and more["method"].iloc[0].startswith("tie-prior")
+    assert "(a preposterior approximation under the tie prior;" in printed
+    assert "if the metrics truly tie no number of trials separates them" in printed
+    assert more.loc[more["new_trials"] == 0, "p_correct"].iloc[0] == pytest.approx(ranking["p_best"].max(), abs=0.02)
 
 
 @pytest.mark.parametrize(

@@ -105,3 +105,93 @@ def test_the_trials_needed_sentence_names_the_first_count_that_reaches_the_targe
     assert trials_needed_sentence(frame) == expected
     assert "already 0.9 or more today" in trials_needed_sentence(frame.assign(expected_p_best=0.95))
     assert trials_needed_sentence(frame.assign(expected_p_best=0.5)).startswith("Even 400 more trials do not")
+
+
+# --- under the tie prior (value_of_trials_tie) --------------------------------------------------------------------
+
+def _tied(mean, cov, seed=0, p_tie=0.5):
+    from bayes_cmma.decisions.ties import tie_posterior
+
+    return tie_posterior(_draws(mean, cov, n=2000, seed=seed), p_tie=p_tie, seed=seed + 1)
+
+
+COV3 = np.array([[0.010, 0.006, 0.004], [0.006, 0.012, 0.007], [0.004, 0.007, 0.015]])
+
+
+def test_tie_grid_posterior_and_means_match_the_direct_formulas():
+    """The vectorised grid (TieGrid) against tie_posterior's p_tie and the per-point formulas, row by row."""
+    from bayes_cmma.decisions.ties import TieGrid, restricted_loglik, tau_grid
+
+    tied = _tied([1.0, 1.03, 0.97], COV3)
+    V, level = tied["likelihood_cov"].values, tied.attrs["level"]
+    grid = TieGrid(V, level, 0.5, 1.0)
+    rows = np.random.default_rng(5).normal(1.0, 0.15, size=(6, 3))
+    post = grid.posterior(rows)
+    assert grid.posterior(tied["likelihood_mean"].values[None])[0, 0] == pytest.approx(tied.attrs["p_tie"], rel=1e-9)
+    t, mass = tau_grid(1.0)
+    spread = np.concatenate([[0.0], t]) * level
+    Vi = np.linalg.inv(V)
+    one = np.ones(3)
+    for r, e in enumerate(rows):
+        with np.errstate(divide="ignore"):  # the grid's last cells have no HalfNormal mass in double precision
+            log_post = np.log(np.concatenate([[0.5], 0.5 * mass])) + restricted_loglik(e, V, spread)
+        direct = np.exp(log_post - log_post.max())
+        np.testing.assert_allclose(post[r], direct / direct.sum(), rtol=1e-8, atol=1e-300)
+        for k in (0, 1, 150, 400):
+            if k == 0:
+                expected = one * (one @ Vi @ e) / (one @ Vi @ one)
+            else:
+                cov = np.linalg.inv(Vi + (np.eye(3) - 1 / 3) / spread[k] ** 2)
+                expected = cov @ Vi @ e
+                np.testing.assert_allclose(grid.chol[k] @ grid.chol[k].T, cov, rtol=1e-6, atol=1e-12)
+            np.testing.assert_allclose(grid.M[k] @ e, expected, rtol=1e-8)
+
+
+@pytest.mark.parametrize("mean", [[1.0, 1.03, 0.97], [1.0, 0.9, 0.8]])
+def test_tie_preposterior_is_coherent(mean):
+    """Truth drawn from the tie posterior and an exact Bayes update under the same prior: the expected
+    P(best) of the choice after K_new trials equals P(choice truly best) (both splitting ties), for every
+    K_new; and today's P(correct) is the ranking's P(best) of the choice."""
+    tied = _tied(mean, COV3, seed=2)
+    out = bc.value_of_trials_tie(tied, 40, [0, 20, 200], seed=3)
+    np.testing.assert_allclose(out["expected_p_best"].values, out["p_correct"].values,
+                               atol=float(4 * out["p_correct_mcse"].max() + 0.01))
+    ranking = bc.rank_metrics(tied["elasticity"])
+    choice = int(np.argmax(tied["likelihood_mean"].values))  # the tie's mean map keeps the likelihood's order here
+    assert out["p_correct"].values[0] == pytest.approx(float(ranking["p_best"].values[choice]), abs=0.01)
+    assert out.attrs["method"].startswith("tie-prior")
+
+
+def test_tie_preposterior_a_tie_stays_a_tie_while_regret_falls():
+    near = bc.value_of_trials_tie(_tied([1.0, 1.01, 0.99], COV3 * 0.2, seed=4), 40, [0, 50, 500], seed=1)
+    assert near["expected_p_best"].values[-1] < 0.6  # the tie's mass is not argued away by more trials
+    assert near["expected_regret"].values[-1] < near["expected_regret"].values[0]
+    assert near.attrs["trials_needed"] == -1
+    apart = bc.value_of_trials_tie(_tied([1.0, 0.6, 0.3], COV3, seed=4), 40, [0, 50], seed=1)
+    assert apart["p_correct"].values[0] > 0.99 and apart["expected_regret"].values[0] < 1e-3
+
+
+def test_tie_preposterior_same_seed_same_numbers_and_bad_input():
+    tied = _tied([1.0, 1.03, 0.97], COV3)
+    a = bc.value_of_trials_tie(tied, 30, [0, 10], seed=7)
+    b = bc.value_of_trials_tie(tied, 30, [0, 10], seed=7)
+    xr.testing.assert_identical(a, b)
+    with pytest.raises(BayesCMMAError, match="needs the output of tie_posterior"):
+        bc.value_of_trials_tie(tied[["elasticity"]], 30)
+    with pytest.raises(BayesCMMAError, match="n_trials must be a positive integer"):
+        bc.value_of_trials_tie(tied, 0)
+    with pytest.raises(BayesCMMAError, match="new_trials must be whole numbers"):
+        bc.value_of_trials_tie(tied, 30, [-5])
+    with pytest.raises(BayesCMMAError, match="Use value_of_trials_tie"):
+        bc.value_of_trials(tied["elasticity"], 30)
+
+
+def test_the_report_and_the_frame_say_which_preposterior_made_the_numbers():
+    from bayes_cmma.reporting.report import _more_trials_section
+
+    tie_frame = bc.value_frame(bc.value_of_trials_tie(_tied([1.0, 1.03, 0.97], COV3), 30, [0, 10], seed=1))
+    normal_frame = bc.value_frame(bc.value_of_trials(_draws([1.0, 0.9], np.eye(2) * 0.01), 30, [0, 10]))
+    assert tie_frame["method"].iloc[0].startswith("tie-prior")
+    assert normal_frame["method"].iloc[0].startswith("normal preposterior")
+    assert "if the metrics truly tie no number of trials separates them" in _more_trials_section(tie_frame)
+    assert "truly tie" not in _more_trials_section(normal_frame)

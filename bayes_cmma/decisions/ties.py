@@ -130,7 +130,8 @@ def tie_posterior(
     -------
     Dataset
         ``elasticity`` (metric and sample dims as the input; tied draws are exactly equal across
-        metrics), ``tie`` (sample dims, bool), ``spread`` (sample dims: tau) and attrs ``p_tie``
+        metrics), ``tie`` (sample dims, bool), ``spread`` (sample dims: tau), the normal likelihood
+        ``likelihood_mean`` (metric) and ``likelihood_cov`` (metric, metric_other), and attrs ``p_tie``
         (posterior probability of the tie), ``prior_p_tie``, ``spread_scale``, ``level`` (L).
     """
     if dims.METRIC not in elasticities.dims or elasticities.sizes[dims.METRIC] < 2:
@@ -178,11 +179,58 @@ def tie_posterior(
     return xr.Dataset(
         {"elasticity": (ordered.dims, out.reshape(shape)),
          "tie": (tuple(sdims), (which == 0).reshape(sample_shape)),
-         "spread": (tuple(sdims), spread[which].reshape(sample_shape))},
+         "spread": (tuple(sdims), spread[which].reshape(sample_shape)),
+         "likelihood_mean": (dims.METRIC, e_hat),
+         "likelihood_cov": ((dims.METRIC, dims.METRIC_OTHER), V)},
         coords=coords,
         attrs={"p_tie": float(post[0]), "prior_p_tie": float(p_tie), "spread_scale": float(spread_scale),
                "level": level},
     )
 
 
-__all__ = ["P_TIE", "SPREAD_SCALE", "check_tie_prior", "tie_posterior"]
+class TieGrid:
+    """The tie prior's grid for one likelihood covariance V, for many likelihood means at once.
+
+    Precomputes, per grid point k (k = 0 the tie, then the spreads tau_k L), S_k = V + (tau_k L)^2 I
+    and its inverse, and for k > 0 the posterior covariance of e, (V^-1 + C / (tau_k L)^2)^-1 with C
+    the centring matrix, a square root of it (``chol``) and the map M_k = cov_k V^-1 from a likelihood mean to
+    the posterior mean. (For the tie, M_0 = 1 1' V^-1 / 1'V^-1 1: every metric gets the same weighted
+    mean.)
+    """
+
+    def __init__(self, V: np.ndarray, level: float, p_tie: float, spread_scale: float):
+        J = V.shape[0]
+        t, mass = tau_grid(spread_scale)
+        self.spread = np.concatenate([[0.0], t]) * level
+        with np.errstate(divide="ignore"):
+            self.log_prior = np.log(np.concatenate([[p_tie], (1.0 - p_tie) * mass]))
+        S = V[None] + self.spread[:, None, None] ** 2 * np.eye(J)
+        self.Si = np.linalg.inv(S)
+        one = np.ones(J)
+        self.a = np.einsum("i,kij,j->k", one, self.Si, one)
+        self.const = np.linalg.slogdet(S)[1] + np.log(self.a)
+        Vi = np.linalg.inv(V)
+        contrast = np.eye(J) - np.outer(one, one) / J
+        cov = np.empty_like(S)
+        cov[0] = 0.0
+        with np.errstate(divide="ignore"):
+            cov[1:] = np.linalg.inv(Vi[None] + contrast[None] / self.spread[1:, None, None] ** 2)
+        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+        self.M = cov @ Vi
+        self.M[0] = np.outer(one, one @ Vi) / (one @ Vi @ one)
+        # a square root of each covariance (for draws), from its eigen-decomposition: at the smallest
+        # spreads the covariance is nearly singular in the contrasts, where a Cholesky factor can fail
+        lam, Q = np.linalg.eigh(cov)
+        self.chol = Q * np.sqrt(np.clip(lam, 0.0, None))[:, None, :]
+        self.chol[0] = 0.0
+
+    def posterior(self, e_hat: np.ndarray) -> np.ndarray:
+        """Posterior probabilities of the grid points (row, grid) for likelihood means (row, metric)."""
+        b = np.einsum("rj,kij->rki", e_hat, self.Si)  # Si_k e_r
+        q = np.einsum("rki,ri->rk", b, e_hat) - np.einsum("rki->rk", b) ** 2 / self.a  # 1'Si e = sum(Si e)
+        log_post = self.log_prior - 0.5 * (self.const + q)
+        post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
+        return post / post.sum(axis=1, keepdims=True)
+
+
+__all__ = ["P_TIE", "SPREAD_SCALE", "TieGrid", "check_tie_prior", "tie_posterior"]

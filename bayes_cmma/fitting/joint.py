@@ -371,8 +371,17 @@ class JointFit:
                       baseline: float | None = None) -> xr.DataArray:
         """The elasticity draws the ranking uses: :meth:`elasticity`, or with the tie prior its draws
         under that prior (:func:`tie_draws`)."""
-        el = self.elasticity(at, lift=lift, baseline=baseline)
-        return tie_draws(self.posterior, el, at, lift, baseline)["elasticity"] if self.elasticity_prior == "tie" else el
+        if self.elasticity_prior == "tie":
+            return self.tie_posterior(at, lift=lift, baseline=baseline)["elasticity"]
+        return self.elasticity(at, lift=lift, baseline=baseline)
+
+    def tie_posterior(self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None) -> xr.Dataset:
+        """The elasticities under the tie prior (a fit with ``elasticity_prior="tie"``): the draws, the
+        tie's posterior probability and the normal likelihood; see :func:`tie_draws`."""
+        if self.elasticity_prior != "tie":
+            raise BayesCMMAError(f"tie_posterior needs a fit with elasticity_prior='tie'; this one has "
+                                 f"{self.elasticity_prior!r}.")
+        return tie_draws(self.posterior, self.elasticity(at, lift=lift, baseline=baseline), at, lift, baseline)
 
     def ranking(self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None) -> xr.Dataset:
         """Posterior ranking from joint draws; see :func:`derived.rank_metrics`. attrs say ``pairing``

@@ -451,7 +451,7 @@ def _render(inp: ReportInputs) -> str:
 
 def _more_trials_section(frame: pd.DataFrame) -> str:
     """How K_new more trials like the past ones would change the choice."""
-    from bayes_cmma.decisions.more_trials import trials_needed_sentence
+    from bayes_cmma.decisions.more_trials import TIE_NOTE, trials_needed_sentence, under_tie_prior
 
     target = float(frame["target"].iloc[0])
     needed = trials_needed_sentence(frame)
@@ -464,7 +464,7 @@ def _more_trials_section(frame: pd.DataFrame) -> str:
             "from K_new more trials like the past ones is simulated with the posterior's covariance scaled by "
             "K / K_new, and the metric with the largest updated mean is chosen. It inherits the calibration of "
             "today's P(best): where that is overconfident (near ties, see the documentation's checks), so are "
-            f"these numbers. {html.escape(needed)}</p>"
+            f"these numbers. {html.escape(TIE_NOTE) + ' ' if under_tie_prior(frame) else ''}{html.escape(needed)}</p>"
             + _img(plots.more_trials_plot(frame), "value of more trials") + _table(table))
 
 
