@@ -142,7 +142,7 @@ def value_of_trials(
     if np.any(np.ptp(flat, axis=1) == 0):
         raise BayesCMMAError("some elasticity draws tie exactly (the tie prior's draws): the normal preposterior "
                              "cannot carry a tie. Use value_of_trials_tie with the tie prior's draws "
-                             "(JointFit.tie_draws), or pass the joint fit's own draws (JointFit.elasticity).")
+                             "(JointFit.tie_posterior), or pass the joint fit's own draws (JointFit.elasticity).")
     if len(flat) > MAX_DRAWS:
         flat = flat[np.linspace(0, len(flat) - 1, MAX_DRAWS).round().astype(int)]
     res = preposterior(flat, int(n_trials), grid.tolist(), replicates=int(replicates), target=float(target),
@@ -274,7 +274,7 @@ def value_of_trials_tie(
     seed: int = 0,
 ) -> xr.Dataset:
     """:func:`value_of_trials` under the tie prior (``fit --joint tie``), from
-    :func:`bayes_cmma.decisions.ties.tie_posterior`'s output (``JointFit.tie_draws``).
+    :func:`bayes_cmma.decisions.ties.tie_posterior`'s output (``JointFit.tie_posterior``).
 
     The tie's probability is updated with the simulated new trials (:func:`tie_preposterior`): if
     the metrics truly tie, no number of trials separates them and the expected P(best) of the choice
@@ -284,8 +284,8 @@ def value_of_trials_tie(
     needed = {"elasticity", "likelihood_mean", "likelihood_cov"}
     if not isinstance(tied, xr.Dataset) or not needed <= set(tied.data_vars) \
             or not {"level", "prior_p_tie", "spread_scale"} <= set(tied.attrs):
-        raise BayesCMMAError("value_of_trials_tie needs the output of tie_posterior (JointFit.tie_draws): a Dataset "
-                             f"with {sorted(needed)} and the tie prior's attrs.")
+        raise BayesCMMAError("value_of_trials_tie needs the output of tie_posterior (JointFit.tie_posterior): a "
+                             f"Dataset with {sorted(needed)} and the tie prior's attrs.")
     grid = _check_value_args(tied["elasticity"], n_trials, new_trials, target, replicates)
     res = tie_preposterior(tied, int(n_trials), grid.tolist(), replicates=int(replicates), target=float(target),
                            rng=np.random.default_rng(seed))
