@@ -97,12 +97,19 @@ def preposterior(
         chosen = np.take_along_axis(truth, choice[:, None], axis=-1)[:, 0]
         correct = chosen == best_true
         p_best = _p_best_of(post_mean, chol, choice, mc, rng)
-        out["p_correct"][i] = correct.mean()
-        out["p_correct_mcse"][i] = correct.std() / np.sqrt(D)  # draws, not replicates, are the independent units
-        out["expected_regret"][i] = (best_true - chosen).mean()
-        out["expected_p_best"][i] = p_best.mean()
-        out["p_confident"][i] = (p_best >= target).mean()
+        _record(out, i, correct, best_true - chosen, p_best, target, D)
     return out
+
+
+def _record(out: dict[str, np.ndarray], i: int, correct: np.ndarray, regret: np.ndarray, p_best: np.ndarray,
+            target: float, n_draws: int) -> None:
+    """Row ``i`` of the module's quantities from per-row outcomes (the draws, not their replicates, are the
+    independent units of the Monte Carlo standard error)."""
+    out["p_correct"][i] = correct.mean()
+    out["p_correct_mcse"][i] = correct.std() / np.sqrt(n_draws)
+    out["expected_regret"][i] = regret.mean()
+    out["expected_p_best"][i] = p_best.mean()
+    out["p_confident"][i] = (p_best >= target).mean()
 
 
 def value_of_trials(
@@ -256,11 +263,7 @@ def tie_preposterior(
                                                     axis=-1)[..., 0] / top.sum(axis=-1)).mean(axis=-1)
         share = _share_if_best(truth, choice)
         chosen = np.take_along_axis(truth, choice[:, None], axis=-1)[:, 0]
-        out["p_correct"][i] = share.mean()
-        out["p_correct_mcse"][i] = share.std() / np.sqrt(D)
-        out["expected_regret"][i] = (truth.max(axis=-1) - chosen).mean()
-        out["expected_p_best"][i] = p_best.mean()
-        out["p_confident"][i] = (p_best >= target).mean()
+        _record(out, i, share, truth.max(axis=-1) - chosen, p_best, target, D)
     return out
 
 
