@@ -185,6 +185,8 @@ def test_ranking_needs_a_baseline_and_every_level(design):
         fit.ranking({"m1": 1, "m2": 1, "m3": 1, "zz": 1}, baseline=1.0)
     with pytest.raises(BayesCMMAError, match="was not fitted"):
         fit.metric_beta("zz")
+    with pytest.raises(BayesCMMAError, match="tie_posterior needs a fit with elasticity_prior='tie'"):
+        fit.tie_posterior({"m1": 1, "m2": 1, "m3": 1}, baseline=1.0)
 
 
 @pytest.mark.parametrize(
