@@ -5,11 +5,16 @@ Prints, as medians over ``--repeats`` runs on this machine:
 * sampling time per metric (4 chains x 1000 draws, 2 cores), for degree 2 and degree 3;
 * ESS per second: the smallest bulk ESS of beta divided by that sampling time;
 * end-to-end time of ``bayes-cmma demo`` from a cold start (new process, includes imports,
-  compile, three fits and writing the outputs).
+  compile, three fits and writing the outputs), and of ``bayes-cmma fit`` of one metric on the
+  example's tables.
+
+"Cold start" is a new process; PyTensor's and bayes_cmma's on-disk compile caches are filled
+(as after any first run on a machine; ``benchmarks/compile_breakdown.py`` times an empty cache).
 
 Run: ``python benchmarks/bench_fit.py [--repeats 3] [--demo-only]`` (the demo is timed with the
-report, the default, and with ``--no-report``). Targets (issue 2): sampling one metric
-<= 3 s, the whole demo <= 60 s.
+report, the default, and with ``--no-report``; so is the fit). Targets: sampling one metric
+<= 3 s, the whole demo <= 60 s (issue 2), then the demo <= 20 s and one metric's fit <= 10 s
+(issue 16).
 """
 
 from __future__ import annotations
@@ -79,10 +84,27 @@ def demo_times(repeats: int, extra: tuple[str, ...] = ()) -> list[float]:
     return out
 
 
+def fit_times(repeats: int, extra: tuple[str, ...] = ()) -> list[float]:
+    """``bayes-cmma fit`` of one metric on the example's tables, end to end in a fresh process."""
+    from importlib.resources import files
+
+    data = files("bayes_cmma") / "datasets"
+    args = [str(data / "example_trials.csv"), "--cov", str(data / "example_cov.csv"), "--kpi", "gmv",
+            "--metric", "ndcg", "--at", "ndcg=0.00195", "--kpi-baseline", "59.1"]
+    out = []
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            subprocess.run([sys.executable, "-m", "bayes_cmma.cli", "fit", *args, "--out", tmp, *extra],
+                           capture_output=True, text=True, check=True)
+            out.append(time.perf_counter() - t)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--demo-only", action="store_true", help="only the end-to-end demo timings")
+    parser.add_argument("--demo-only", action="store_true", help="only the end-to-end timings (demo and fit)")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     print(f"# bench_fit: median of {args.repeats} runs; 4 chains x 1000 draws, 2 cores\n")
@@ -92,6 +114,11 @@ def main() -> None:
         demo = demo_times(args.repeats, extra)
         print(f"\n`bayes-cmma demo{label}` end to end, cold start (degree 2, 3 metrics): median "
               f"{statistics.median(demo):.1f} s (runs: {', '.join(f'{t:.1f}' for t in demo)})", flush=True)
+    for label, extra in (("", ()), (" with --no-report", ("--no-report",))):
+        fit = fit_times(args.repeats, extra)
+        print(f"\n`bayes-cmma fit` of one metric{label} end to end, cold start (the example's tables, degree 3 "
+              f"by default): median {statistics.median(fit):.1f} s (runs: {', '.join(f'{t:.1f}' for t in fit)})",
+              flush=True)
 
 
 def model_table(repeats: int) -> None:

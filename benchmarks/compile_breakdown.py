@@ -1,21 +1,23 @@
 """Where a cold fit's compile time goes, measured in fresh processes.
 
 One compiled model per shape is the design (``bayes_cmma.fitting.model.compiled_model``); this
-script says what that compile costs and why it cannot be cached across processes. Per fresh
-process it times, for the degree-2 model of the embedded example (``ndcg``, 8 teams):
+script says what that compile costs in a new process. Per fresh process it times, for the degree-2
+model of the embedded example (``ndcg``, 8 teams):
 
 * ``imports``: ``import bayes_cmma`` plus PyMC and nutpie;
 * ``pytensor``: nutpie's ``_make_functions`` (PyMC's log-density and gradient graphs, PyTensor's
   rewrites);
-* ``nutpie cfuncs``: numba compiling nutpie's two C callbacks (log-density and expansion); typing
-  them loads PyTensor's numba kernels of the graph from PyTensor's disk cache (warm) or compiles
-  them (cold); the callbacks themselves numba cannot cache ("uses dynamic globals"), so every
-  process pays for them;
+* ``callbacks``: the two C callbacks nutpie samples through (log density with gradient, and
+  expansion), which numba builds around PyTensor's numba functions of the graph. bayes_cmma
+  (``bayes_cmma.fitting.callbacks``) caches them on disk, so a process loads them; nutpie's own
+  ``compile_pymc_model`` compiles them in every process (numba cannot cache its closures: "uses
+  dynamic globals"), which typing them, linking PyTensor's code in and optimising it all again;
 * ``sampling``: 4 chains x 1000 draws after 1000 tuning steps, 2 cores.
 
-Variants: ``warm`` (PyTensor's numba cache filled, the usual case after a first run), ``cold``
-(an empty PyTensor compile folder: a new machine's first fit) and ``NUMBA_OPT=0`` with a cold cache
-(LLVM optimisation off everywhere: a faster compile, at the price the table shows).
+Variants: ``warm`` (the caches filled, the usual case after a first run); ``nutpie's compile``
+(the same with ``nutpie.compile_pymc_model``, what bayes_cmma did before it cached the callbacks);
+``cold`` (an empty PyTensor compile folder: a new machine's first fit) and ``NUMBA_OPT=0`` with a
+cold cache (LLVM optimisation off everywhere: a faster compile, at the price the table shows).
 
 Usage: ``python benchmarks/compile_breakdown.py [--repeats 3] [--cold-repeats 1] [--out DIR]``
 (prints medians; writes ``summary.md`` and ``runs.csv`` with ``--out``; about 5 minutes).
@@ -33,7 +35,7 @@ import tempfile
 from pathlib import Path
 
 SNIPPET = r"""
-import json, time, warnings
+import json, os, time, warnings
 warnings.simplefilter("ignore")
 t0 = time.perf_counter()
 import bayes_cmma as bc
@@ -42,7 +44,8 @@ import nutpie.compile_pymc as ncp
 from bayes_cmma.fitting.model import build_model, sampled_vars, standardise
 from bayes_cmma.fitting.spec import spec_for_degree
 from bayes_cmma.inputs.data import metric_design
-T = {"imports": time.perf_counter() - t0, "pytensor": 0.0, "nutpie cfuncs": 0.0}
+from bayes_cmma.fitting.callbacks import compile_model
+T = {"imports": time.perf_counter() - t0, "pytensor": 0.0, "callbacks": 0.0}
 
 def timed(key, f):
     def wrapper(*a, **k):
@@ -55,13 +58,16 @@ def timed(key, f):
 
 ncp._make_functions = timed("pytensor", ncp._make_functions)
 _cfunc = numba.cfunc
-numba.cfunc = lambda sig, **kw: timed("nutpie cfuncs", _cfunc(sig, **kw))
+numba.cfunc = lambda sig, **kw: timed("callbacks", _cfunc(sig, **kw))
 ex = bc.load_example()
 spec = spec_for_degree(2)
 d = metric_design(ex.trials, "gmv", "ndcg", 2, warn_filled=False)
 t = time.perf_counter()
 model = build_model(spec, len(d.teams), standardise(d), d.team_idx, d.observed)
-cm = nutpie.compile_pymc_model(model, var_names=sampled_vars(len(d.teams)))
+if os.environ.get("BC_NUTPIE_COMPILE"):
+    cm = nutpie.compile_pymc_model(model, var_names=sampled_vars(len(d.teams)))
+else:
+    cm = compile_model(model, sampled_vars(len(d.teams)))
 T["compile total"] = time.perf_counter() - t
 t = time.perf_counter()
 nutpie.sample(cm, draws=1000, tune=1000, chains=4, cores=2, seed=1, progress_bar=False)
@@ -69,7 +75,7 @@ T["sampling"] = time.perf_counter() - t
 print(json.dumps(T))
 """
 
-COLUMNS = ["imports", "pytensor", "nutpie cfuncs", "compile total", "sampling"]
+COLUMNS = ["imports", "pytensor", "callbacks", "compile total", "sampling"]
 
 
 def run(env_extra: dict[str, str]) -> dict[str, float]:
@@ -88,6 +94,8 @@ def main() -> None:
     run({})  # fill the default cache first, so "warm" is warm
     for r in range(args.repeats):
         rows.append({"variant": "warm", "run": r, **run({})})
+    for r in range(args.repeats):
+        rows.append({"variant": "warm, nutpie's compile", "run": r, **run({"BC_NUTPIE_COMPILE": "1"})})
     for variant, extra in (("cold", {}), ("cold, NUMBA_OPT=0", {"NUMBA_OPT": "0"})):
         for r in range(args.cold_repeats):
             with tempfile.TemporaryDirectory() as tmp:  # an empty PyTensor compile folder each run
@@ -113,9 +121,9 @@ def main() -> None:
             f"Degree-2 model of the embedded example (ndcg, 8 teams), one fresh process per run; medians of "
             f"{args.repeats} warm runs and {args.cold_repeats} cold run(s) per variant on this machine (2 cores). "
             "`pytensor`: PyMC's graphs and PyTensor's "
-            "rewrites; `nutpie cfuncs`: numba compiling nutpie's two C callbacks, which loads (warm) or compiles "
-            "(cold) PyTensor's numba kernels of the graph; the callbacks themselves numba cannot cache, so every "
-            "process pays for them; `cold`: an empty PyTensor compile "
+            "rewrites; `callbacks`: the two C callbacks nutpie samples through, loaded from bayes_cmma's disk cache "
+            "(warm) or compiled by numba (cold); `nutpie's compile`: `nutpie.compile_pymc_model`, which compiles "
+            "them in every process; `cold`: an empty PyTensor compile "
             "folder (a new machine's first fit).\n\n" + table + f"\n\nCommand: `{cmd}`\n")
 
 

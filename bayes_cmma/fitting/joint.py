@@ -92,8 +92,10 @@ from bayes_cmma.fitting.model import (
     pooled,
     team_kpi_means,
     team_slope,
+    trial_data,
     trial_loglik_numpy,
     trial_logp_graph,
+    trial_swap,
     unpack_chol,
 )
 from bayes_cmma.fitting.provenance import provenance
@@ -181,10 +183,7 @@ def build_joint_model(
     pri = spec.priors
     coords = {"metric": list(range(J)), "team": list(range(n_teams))}
     with pm.Model(coords=coords) as model:
-        z = pm.Data("z", data.z)
-        S = pm.Data("S", data.S)
-        tidx = pm.Data("team_idx", np.asarray(team_idx, dtype=np.int64))
-        mask = pm.Data("observed_mask", np.ones(data.z.shape) if observed is None else observed.astype(float))
+        z, S, tidx, mask = trial_data(data, team_idx, observed)
         if elasticity_prior == "pooled":
             w = pm.Data("rank_weight", np.ones(J) if weights is None else np.asarray(weights, dtype=float))
             mu = _location("elasticity_mean", pri["beta_std"])
@@ -229,7 +228,7 @@ def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardis
                          weights: np.ndarray | None,
                          observational: tuple | None = None) -> tuple[Any, bool]:
     """Compiled nutpie model for this shape with this design's data swapped in (cached per shape)."""
-    import nutpie
+    from bayes_cmma.fitting.callbacks import compile_model
 
     n_teams = len(design.teams)
     elasticity_prior = sampled_prior(elasticity_prior)
@@ -239,10 +238,10 @@ def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardis
         if key not in _CACHE:
             model = build_joint_model(spec, n_teams, data, design.team_idx, design.observed, elasticity_prior,
                                       weights, observational)
-            _CACHE[key] = nutpie.compile_pymc_model(model, var_names=sampled_vars(n_teams, elasticity_prior))
+            _CACHE[key] = compile_model(model, sampled_vars(n_teams, elasticity_prior))
             fresh = True
         base = _CACHE[key]
-    swap = {"z": data.z, "S": data.S, "team_idx": design.team_idx, "observed_mask": design.mask()}
+    swap = trial_swap(data, design)
     if not (pooled(n_teams) and spec.team_effects == "non_centred"):
         swap["team_slope"] = team_slope(data.z, design.team_idx, design.degree, design.observed)
     if elasticity_prior == "pooled":

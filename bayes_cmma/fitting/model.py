@@ -279,10 +279,7 @@ def build_model(
     coords = {"power": list(range(1, P + 1)), "drf_power": list(range(1, q + 1)), "team": list(range(n_teams))}
     pri = spec.priors
     with pm.Model(coords=coords) as model:
-        z = pm.Data("z", data.z)
-        S = pm.Data("S", data.S)
-        tidx = pm.Data("team_idx", np.asarray(team_idx, dtype=np.int64))
-        mask = pm.Data("observed_mask", np.ones(data.z.shape) if observed is None else observed.astype(float))
+        z, S, tidx, mask = trial_data(data, team_idx, observed)
         beta = _location("beta_std", pri["beta_std"], dims="drf_power")  # beta on the internal scale
         if q < P:
             beta = pt.concatenate([beta, pt.zeros(P - q)])
@@ -324,6 +321,21 @@ def build_model(
         logp = trial_logp_graph(z, S, tidx, gamma, alpha, kpi_mean, chol, residual_sd, P, a3_corr, mask)
         pm.Potential("trial_loglik", logp.sum())
     return model
+
+
+def trial_data(data: Standardised, team_idx: np.ndarray, observed: np.ndarray | None) -> tuple[Any, Any, Any, Any]:
+    """The trial data as ``pm.Data`` (inside a ``pm.Model`` context): z (trial, d), S (trial, d, d),
+    team_idx (trial,) and the observed mask (trial, d), swapped later with :func:`trial_swap`."""
+    z = pm.Data("z", data.z)
+    S = pm.Data("S", data.S)
+    tidx = pm.Data("team_idx", np.asarray(team_idx, dtype=np.int64))
+    mask = pm.Data("observed_mask", np.ones(data.z.shape) if observed is None else observed.astype(float))
+    return z, S, tidx, mask
+
+
+def trial_swap(data: Standardised, design: MetricDesign) -> dict[str, np.ndarray]:
+    """The ``with_data`` arguments that put this design's trials into a model built by :func:`trial_data`."""
+    return {"z": data.z, "S": data.S, "team_idx": design.team_idx, "observed_mask": design.mask()}
 
 
 def team_kpi_means(spec: ModelSpec, n_teams: int, alpha: Any, explained: Any, slope: Any) -> Any:
@@ -395,7 +407,7 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
     priors); the number of trials may change between calls. Returns the model and whether it was
     compiled now.
     """
-    import nutpie
+    from bayes_cmma.fitting.callbacks import compile_model
 
     key = (spec.degree, design.degree, len(design.teams), spec.structure_key())
     fresh = False
@@ -403,13 +415,15 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
         if key not in _CACHE:
             model = build_model(spec, len(design.teams), data, design.team_idx, design.observed)
             a3_prior = spec.direct_effect_corr_prior is not None
-            _CACHE[key] = nutpie.compile_pymc_model(model, var_names=sampled_vars(len(design.teams), a3_prior))
+            _CACHE[key] = compile_model(model, sampled_vars(len(design.teams), a3_prior))
             fresh = True
         base = _CACHE[key]
-    fixed = {} if spec.direct_effect_corr_prior is not None else {"a3_corr": np.asarray(float(spec.direct_effect_corr))}
+    fixed = {}
+    if spec.direct_effect_corr_prior is None:
+        fixed["a3_corr"] = np.asarray(float(spec.direct_effect_corr))
     if not (pooled(len(design.teams)) and spec.team_effects == "non_centred"):  # else eta has no offset
         fixed["team_slope"] = team_slope(data.z, design.team_idx, spec.degree, design.observed)
-    return base.with_data(z=data.z, S=data.S, team_idx=design.team_idx, observed_mask=design.mask(), **fixed), fresh
+    return base.with_data(**trial_swap(data, design), **fixed), fresh
 
 
 def is_compiled(spec: ModelSpec, n_teams: int, data_degree: int | None = None) -> bool:
