@@ -474,7 +474,7 @@ def run_fit(
             trees={m: f.posterior for m, f in result.fits.items()}, kpi=kpi, at=at or None, lift=lift,
             baseline=kpi_baseline, ols=ols_table, assumptions=assumptions, loo=loos,
             ranking=ranking_ds if joint is not None else None, northstar=northstar_table, more_trials=more_table,
-            decision_value=decision_table)
+            decision_value=decision_table, summaries={m: f.summary for m, f in result.fits.items()})
         page = report_mod.render_report(inputs)
         files["report.html"] = lambda p: Path(p).write_text(page, encoding="utf-8")
     written = outputs.write_atomically(out, files)

@@ -4,6 +4,7 @@ import json
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 from cli_output import unwrap
 from fakes import fake_result
@@ -93,6 +94,19 @@ def test_report_warns_in_plain_language(fake, example, text_only):
     table = page[page.index('id="assumption-a4"'):page.index('id="checks"')]
     assert "p-value" in table and "I\u00b2" in table and "weak?" in table and ">yes<" in table
     assert "p_value" not in table and "i2" not in table and "reliability_eti" not in table
+
+
+def test_report_uses_the_callers_summary_tables(fake, example, text_only):
+    """A fit's summary table (MetricFit.summary) is computed once: the report reads the one it is given."""
+    from bayes_cmma.checks.diagnostics import summary_table
+
+    tables = {m: summary_table(f.posterior) for m, f in fake.fits.items()}
+    pd.testing.assert_frame_equal(fake.fits["mrr"].summary, tables["mrr"])
+    tables["mrr"].loc["beta[1]", "r_hat"] = 1.5
+    page = render_report(ReportInputs(trees={m: f.posterior for m, f in fake.fits.items()}, kpi="gmv",
+                                      at=example.at, baseline=example.kpi_baseline, summaries=tables))
+    assert "mrr model: R-hat above" in page and "beta[1]: 1.500" in page
+    assert ">1.5<" in page[page.index('id="diagnostics"'):]
 
 
 def _fit_dir(tmp_path, fake, example):

@@ -76,9 +76,9 @@ def problems(tree: xr.DataTree, table: pd.DataFrame | None = None) -> list[str]:
     return out
 
 
-def warn_on_problems(tree: xr.DataTree, label: str = "") -> list[str]:
-    """Emit a :class:`ConvergenceWarning` per problem and return the messages."""
-    msgs = problems(tree)
+def warn_on_problems(tree: xr.DataTree, label: str = "", table: pd.DataFrame | None = None) -> list[str]:
+    """Emit a :class:`ConvergenceWarning` per problem and return the messages (``table``: its summary_table)."""
+    msgs = problems(tree, table)
     prefix = f"{label}: " if label else ""
     for msg in msgs:
         warnings.warn(prefix + msg, ConvergenceWarning, stacklevel=3)

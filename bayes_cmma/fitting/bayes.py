@@ -17,14 +17,16 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from bayes_cmma import dims
 from bayes_cmma.checks.assumptions import relevance_check
-from bayes_cmma.checks.diagnostics import divergences, warn_on_problems
+from bayes_cmma.checks.diagnostics import divergences, summary_table, warn_on_problems
 from bayes_cmma.decisions import derived
 from bayes_cmma.errors import AssumptionWarning, BayesCMMAError, RelevanceWarning
 from bayes_cmma.fitting import measurement, sampling
@@ -87,6 +89,11 @@ class MetricFit:
     @property
     def metric(self) -> str:
         return self.design.metric
+
+    @cached_property
+    def summary(self) -> pd.DataFrame:
+        """:func:`bayes_cmma.checks.diagnostics.summary_table` of the posterior (94% intervals), computed once."""
+        return summary_table(self.posterior)
 
     @property
     def beta(self) -> xr.DataArray:
@@ -337,7 +344,7 @@ def fit_design(
             fit.timings = {k: centred.timings.get(k, 0.0) + other.timings.get(k, 0.0)
                            for k in ("compile_s", "sample_s")}
     if check_convergence:
-        warn_on_problems(fit.posterior, label=design.metric)
+        warn_on_problems(fit.posterior, label=design.metric, table=fit.summary)
     return fit
 
 
@@ -363,7 +370,8 @@ def _fit_concrete(
             f"{spec.degree}; cut it with metric_design(..., degree={spec.degree})."
         )
     if progress and not is_compiled(spec, len(design.teams), design.degree):
-        progress(f"compiling the degree-{spec.degree} model (once per shape; ~20 s)")
+        progress(f"compiling the degree-{spec.degree} model (once per shape: a few seconds, about half a minute "
+                 "the first time on a machine)")
     compiled, fresh = compiled_model(spec, design, std)
     t_compile = time.perf_counter() - t0 if fresh else 0.0
     settings = dict(spec.sampler)

@@ -181,7 +181,7 @@ def summary_frame(result: CMMAResult, prob: float = CI_PROB) -> pd.DataFrame:
     """Parameters of every metric's model (original scale), one row each, with diagnostics."""
     parts = []
     for metric, fit in result.fits.items():
-        table = summary_table(fit.posterior, prob=prob).reset_index()
+        table = (fit.summary if prob == CI_PROB else summary_table(fit.posterior, prob=prob)).reset_index()
         table.insert(0, "metric", metric)
         parts.append(table)
     return pd.concat(parts, ignore_index=True)

@@ -68,6 +68,9 @@ class ReportInputs:
         :func:`bayes_cmma.value_frame` of the ranking's draws (``more_trials.csv``).
     decision_value : DataFrame or None
         :func:`bayes_cmma.decision_value`'s table with the candidate as a column (``decision_value.csv``).
+    summaries : dict or None
+        metric -> :func:`bayes_cmma.checks.diagnostics.summary_table` of that posterior, when the caller
+        has it (``MetricFit.summary``; not recomputed).
     """
 
     trees: dict[str, xr.DataTree]
@@ -83,6 +86,7 @@ class ReportInputs:
     northstar: pd.DataFrame | None = None
     more_trials: pd.DataFrame | None = None
     decision_value: pd.DataFrame | None = None
+    summaries: dict[str, pd.DataFrame] | None = None
 
 
 def run_record(kpi: str, metrics: list[str], at: dict[str, float], lift: float, baseline: float | None,
@@ -277,10 +281,11 @@ def _two_decimals(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _warnings(inp: ReportInputs, influential: dict[str, list[tuple[str, float]]]) -> list[str]:
+def _warnings(inp: ReportInputs, influential: dict[str, list[tuple[str, float]]],
+              tables: dict[str, pd.DataFrame]) -> list[str]:
     out = []
     for m, tree in inp.trees.items():
-        for p in problems(tree):
+        for p in problems(tree, tables[m]):
             out.append(f"{m} model: {p}")
         if influential.get(m):
             out.append(checking.pareto_k_message(m, influential[m]))
@@ -316,8 +321,8 @@ def _coefficients(inp: ReportInputs) -> str:
     return _table(pd.DataFrame(rows))
 
 
-def _diagnostics_table(tree: xr.DataTree) -> str:
-    t = summary_table(tree).reset_index()
+def _diagnostics_table(table: pd.DataFrame) -> str:
+    t = table.reset_index()
     keep = t["parameter"].str.match(r"^(beta|metric_sd|residual_sd|pi_mean|pi_sd)")
     cols = {"parameter": "parameter", "mean": "posterior mean", "sd": "posterior sd", "ess_bulk": "ESS (bulk)",
             "ess_tail": "ESS (tail)", "r_hat": "R-hat"}
@@ -382,7 +387,9 @@ def _render(inp: ReportInputs) -> str:
     given = inp.loo or {}
     loos = {m: given[m] if given.get(m) is not None else checking.loo(t) for m, t in trees.items()}
     influential = {m: checking.influential_trials(r) for m, r in loos.items()}
-    warn = warn + _warnings(inp, influential)
+    given_tables = inp.summaries or {}
+    tables = {m: given_tables[m] if given_tables.get(m) is not None else summary_table(t) for m, t in trees.items()}
+    warn = warn + _warnings(inp, influential, tables)
     esc = html.escape
     sections: list[tuple[str, str]] = []
 
@@ -433,7 +440,7 @@ def _render(inp: ReportInputs) -> str:
     body.append(h2("diagnostics", "Sampler diagnostics"))
     for m, tree in trees.items():  # long: collapsed until the reader opens it
         body += [f"<details><summary>{esc(m)}: {divergences(tree)} divergent transitions, R-hat, ESS, trace and "
-                 "rank plots</summary>", _diagnostics_table(tree),
+                 "rank plots</summary>", _diagnostics_table(tables[m]),
                  _img(plots.trace_plot(tree), f"{m} trace and rank plots"), "</details>"]
     attrs = first.attrs
     spec = json.dumps(json.loads(attrs.get("model_spec", "{}")), indent=2)
