@@ -149,37 +149,24 @@ def tie_posterior(
         flat, None if prior_mean is None else np.asarray(prior_mean, dtype=float),
         None if prior_sd is None else np.asarray(prior_sd, dtype=float))
     level = float(np.sqrt(np.mean(e_hat**2)))
-    t, mass = tau_grid(spread_scale)
-    spread = np.concatenate([[0.0], t])
-    with np.errstate(divide="ignore"):
-        log_prior = np.log(np.concatenate([[p_tie], (1.0 - p_tie) * mass]))
-    log_post = log_prior + restricted_loglik(e_hat, V, spread * level)
-    post = np.exp(log_post - log_post.max())
-    post /= post.sum()
+    grid = TieGrid(V, level, p_tie, spread_scale)
+    post = grid.posterior(e_hat[None])[0]
     rng = np.random.default_rng(seed)
-    which = rng.choice(len(spread), size=n, p=post)
+    which = rng.choice(len(post), size=n, p=post)
     out = np.empty_like(flat)
-    Vi = np.linalg.inv(V)
-    one = np.ones(J)
-    contrast = np.eye(J) - np.outer(one, one) / J
     for k in np.unique(which):  # sorted, so the draws do not depend on hash order
         at = np.flatnonzero(which == k)
-        if k == 0:  # the tie: e = mu 1, mu ~ its posterior under e_hat ~ N(mu 1, V)
-            v0 = 1.0 / (one @ Vi @ one)
-            mu = v0 * (one @ Vi @ e_hat) + np.sqrt(v0) * rng.standard_normal(len(at))
-            out[at] = mu[:, None]
+        if k == 0:  # the tie: e = mu 1, mu ~ its posterior N(1'V^-1 e_hat / a, 1 / a) under e_hat ~ N(mu 1, V)
+            out[at] = (grid.M[0] @ e_hat)[None] + np.sqrt(1.0 / grid.a[0]) * rng.standard_normal((len(at), 1))
             continue
-        cov = np.linalg.inv(Vi + contrast / (spread[k] * level) ** 2)
-        cov = 0.5 * (cov + cov.T)
-        mean = cov @ Vi @ e_hat
-        out[at] = mean + rng.standard_normal((len(at), J)) @ np.linalg.cholesky(cov).T
+        out[at] = grid.M[k] @ e_hat + rng.standard_normal((len(at), J)) @ grid.chol[k].T
     shape = ordered.shape
     coords = {d: ordered[d] for d in ordered.dims if d in ordered.coords}
     sample_shape = shape[:-1]
     return xr.Dataset(
         {"elasticity": (ordered.dims, out.reshape(shape)),
          "tie": (tuple(sdims), (which == 0).reshape(sample_shape)),
-         "spread": (tuple(sdims), spread[which].reshape(sample_shape)),
+         "spread": (tuple(sdims), grid.tau[which].reshape(sample_shape)),
          "likelihood_mean": (dims.METRIC, e_hat),
          "likelihood_cov": ((dims.METRIC, dims.METRIC_OTHER), V)},
         coords=coords,
@@ -201,7 +188,8 @@ class TieGrid:
     def __init__(self, V: np.ndarray, level: float, p_tie: float, spread_scale: float):
         J = V.shape[0]
         t, mass = tau_grid(spread_scale)
-        self.spread = np.concatenate([[0.0], t]) * level
+        self.tau = np.concatenate([[0.0], t])  # the relative spreads (0: the tie)
+        self.spread = self.tau * level
         with np.errstate(divide="ignore"):
             self.log_prior = np.log(np.concatenate([[p_tie], (1.0 - p_tie) * mass]))
         S = V[None] + self.spread[:, None, None] ** 2 * np.eye(J)
