@@ -71,6 +71,7 @@ def _agree(ours, theirs, points) -> None:
 
 def test_callbacks_compute_what_nutpies_compute(compiled):
     ours, theirs = compiled
+    assert ours.compiled_logp_func.__qualname__ == "logp_callback"  # ours, not a fallback to nutpie's compile
     assert ours._n_dim == theirs._n_dim and ours.n_expanded == theirs.n_expanded
     assert ours.shape_info[0] == theirs.shape_info[0]
     np.testing.assert_array_equal(ours.initial_point_func(3), theirs.initial_point_func(3))
@@ -127,3 +128,12 @@ def test_without_nutpies_helpers_it_is_nutpies_compile(compiled, monkeypatch):
     assert type(cm.compiled_logp_func).__name__ == "CFunc"
     assert "logp_callback" not in cm.compiled_logp_func.__qualname__
     _agree(cm, compiled[1], [np.full(cm._n_dim, -0.2)])
+
+
+def test_user_data_laid_out_otherwise_is_nutpies_compile(compiled, monkeypatch):
+    from bayes_cmma.fitting import callbacks
+
+    monkeypatch.setattr(callbacks, "_field_offsets", lambda dtype: {})  # no field where the callbacks look
+    cm = compile_model(_model(), ["loc", "sd", "scaled"])
+    assert "logp_callback" not in cm.compiled_logp_func.__qualname__
+    _agree(cm, compiled[1], [np.full(cm._n_dim, 0.1)])

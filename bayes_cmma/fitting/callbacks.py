@@ -74,10 +74,12 @@ def _reads(user_data: np.ndarray, keys: list[str], shared_data: dict[str, np.nda
     """Source lines that view each shared array from nutpie's user data (a record of uint64)."""
     offsets = _field_offsets(user_data.dtype)
     if any(v % 8 for v in offsets.values()) or user_data.dtype.itemsize % 8:
-        raise ValueError("nutpie's user data is not a record of 64-bit fields")
+        raise _Unsupported("nutpie's user data is not a record of 64-bit fields")
     lines, layout = [], []
     for i, key in enumerate(keys):
         arr = shared_data[key]
+        if ("shared", "data", key) not in offsets or ("shared", "shape", key) not in offsets:
+            raise _Unsupported(f"nutpie's user data has no field for {key}")
         data = offsets[("shared", "data", key)] // 8
         shape = offsets[("shared", "shape", key)] // 8
         dims = "".join(f"int(ud[{shape + j}]), " for j in range(arr.ndim))
@@ -172,7 +174,29 @@ def _nutpie_helpers() -> tuple | None:
         )
     except ImportError:
         return None
+    import dataclasses
+    import inspect
+
+    if not dataclasses.is_dataclass(CompiledPyMCModel):
+        return None
+    fields = dataclasses.fields(CompiledPyMCModel)
+    names = {f.name for f in fields}
+    required = {f.name for f in fields if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if not (_MAKE_FUNCTIONS_ARGS <= set(inspect.signature(_make_functions).parameters)
+            and required <= _MODEL_FIELDS <= names):
+        return None
     return CompiledPyMCModel, _make_functions, _prepare_dims_and_coords, _wrap_with_lock, make_user_data
+
+
+#: What :func:`compile_model` passes to nutpie's helpers (checked, so that another nutpie falls back).
+_MAKE_FUNCTIONS_ARGS = {"model", "mode", "compute_grad", "join_expanded", "pymc_initial_point_fn", "var_names"}
+_MODEL_FIELDS = {"_n_dim", "dims", "_coords", "_shapes", "compiled_logp_func", "compiled_expand_func",
+                 "initial_point_func", "shared_data", "shared_var_keys", "user_data", "n_expanded", "shape_info",
+                 "logp_func", "expand_func", "reparameterized_names"}
+
+
+class _Unsupported(Exception):
+    """nutpie's user data are not laid out as :func:`_reads` expects (another nutpie)."""
 
 
 def compile_model(model: Any, var_names: list[str]) -> Any:
@@ -215,9 +239,12 @@ def compile_model(model: Any, var_names: list[str]) -> Any:
     T = numba.types
     logp_sig = T.int64(T.uint64, T.CPointer(T.double), T.CPointer(T.double), T.CPointer(T.double), T.voidptr)
     expand_sig = T.int64(T.uint64, T.uint64, T.CPointer(T.double), T.CPointer(T.double), T.voidptr)
-    logp_cb = _callback(_LOGP_SRC, logp_fn_pt, logp_sig, user_data, shared_var_keys, shared_data, n_dim=n_dim)
-    expand_cb = _callback(_EXPAND_SRC, expand_fn_pt, expand_sig, user_data, shared_var_keys, shared_data,
-                          n_dim=n_dim, n_expanded=n_expanded)
+    try:
+        logp_cb = _callback(_LOGP_SRC, logp_fn_pt, logp_sig, user_data, shared_var_keys, shared_data, n_dim=n_dim)
+        expand_cb = _callback(_EXPAND_SRC, expand_fn_pt, expand_sig, user_data, shared_var_keys, shared_data,
+                              n_dim=n_dim, n_expanded=n_expanded)
+    except _Unsupported:
+        return nutpie.compile_pymc_model(model, var_names=var_names)
     dims, coords = _prepare_dims_and_coords(model, shape_info, reparameterized)
     return CompiledPyMCModel(
         _n_dim=n_dim,
