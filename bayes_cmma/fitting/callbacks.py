@@ -4,17 +4,20 @@ nutpie samples through two C callbacks (the log density with its gradient, and t
 point into the stored variables) that numba compiles around PyTensor's numba function of the graph.
 PyTensor caches its own functions on disk, but nutpie's callbacks are closures that numba cannot
 cache, and compiling them is most of a compile: numba links PyTensor's code into each callback and
-LLVM optimises it all again, 6-7 s per process for the example's model against about 0.3 s to
+LLVM optimises it all again, 6-7 s per process for the example's model against about 0.1 s to
 load it (``benchmarks/compile_breakdown.py``).
 
 :func:`compile_model` builds the same ``nutpie.CompiledPyMCModel`` as
-``nutpie.compile_pymc_model(model, var_names=...)`` (same graphs, same initial points, so the same
-draws), with callbacks generated as source code and cached in PyTensor's numba cache folder under a
-key that hashes everything they are made of: their source, PyTensor's cache keys of the two
-functions they call, and the layout of the data they read. It uses nutpie's internal helpers
-(``nutpie.compile_pymc._make_functions`` and the model class); if those are missing (another nutpie
-version), it falls back to ``nutpie.compile_pymc_model`` (same results, slower compile).
-``tests/test_callbacks.py`` checks both paths agree.
+``nutpie.compile_pymc_model(model, var_names=...)`` (same graphs, same initial points), with
+callbacks generated as source code and cached in PyTensor's numba cache folder under a key that
+hashes everything they are made of: their source, PyTensor's cache keys of the two functions they
+call, and the layout of the data they read. Their arithmetic agrees with nutpie's callbacks to the
+last bit or two (LLVM rounds a few operations differently once they are built apart), so draws
+agree with nutpie's compile in distribution, not bit for bit; from a fresh compile or from the
+cache they are bit-identical. It uses nutpie's internal helpers (``nutpie.compile_pymc._make_functions``,
+the model class and its user-data record); if those are missing or changed (another nutpie
+version), it falls back to ``nutpie.compile_pymc_model`` (same model, slower compile).
+``tests/test_callbacks.py`` checks that both agree.
 """
 
 from __future__ import annotations
