@@ -73,15 +73,21 @@ def sampling(degree: int, repeats: int) -> dict[str, dict[str, float]]:
     return out
 
 
-def demo_times(repeats: int, extra: tuple[str, ...] = ()) -> list[float]:
+def cli_times(command: list[str], repeats: int) -> list[float]:
+    """Wall time of ``bayes-cmma COMMAND --out TMP`` in a fresh process, ``repeats`` times."""
     out = []
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "bayes_cmma.cli", "demo", "--out", tmp, *extra],
+            subprocess.run([sys.executable, "-m", "bayes_cmma.cli", *command, "--out", tmp],
                            capture_output=True, text=True, check=True)
             out.append(time.perf_counter() - t)
     return out
+
+
+def demo_times(repeats: int, extra: tuple[str, ...] = ()) -> list[float]:
+    """``bayes-cmma demo`` end to end in a fresh process."""
+    return cli_times(["demo", *extra], repeats)
 
 
 def fit_times(repeats: int, extra: tuple[str, ...] = ()) -> list[float]:
@@ -91,14 +97,7 @@ def fit_times(repeats: int, extra: tuple[str, ...] = ()) -> list[float]:
     data = files("bayes_cmma") / "datasets"
     args = [str(data / "example_trials.csv"), "--cov", str(data / "example_cov.csv"), "--kpi", "gmv",
             "--metric", "ndcg", "--at", "ndcg=0.00195", "--kpi-baseline", "59.1"]
-    out = []
-    for _ in range(repeats):
-        with tempfile.TemporaryDirectory() as tmp:
-            t = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "bayes_cmma.cli", "fit", *args, "--out", tmp, *extra],
-                           capture_output=True, text=True, check=True)
-            out.append(time.perf_counter() - t)
-    return out
+    return cli_times(["fit", *args, *extra], repeats)
 
 
 def main() -> None:

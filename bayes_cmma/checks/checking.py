@@ -28,7 +28,7 @@ from scipy import special
 
 from bayes_cmma import dims
 from bayes_cmma.errors import BayesCMMAError
-from bayes_cmma.fitting.linalg import cholesky_entries
+from bayes_cmma.fitting.linalg import cholesky_entries, forward_solve_entries
 from bayes_cmma.fitting.model import A3_VAR, marginal_moments, trial_loglik_numpy
 from bayes_cmma.inputs.data import placeholder_missing
 
@@ -234,8 +234,8 @@ def latent_effects(fit_or_tree) -> xr.Dataset:
             # G (G+S)^-1 G = W' W, where W = L^-1 G and w = L^-1 r
             L = cholesky_entries([[G[:, None, i, j] + par.S[:, i, j] for j in range(d)] for i in range(d)], np.sqrt)
             resid = par.z - mu
-            w = _forward_solve(L, [resid[..., i] for i in range(d)])
-            W = [_forward_solve(L, [G[:, None, i, c] for i in range(d)]) for c in range(d)]  # W[c][r]
+            w = forward_solve_entries(L, [resid[..., i] for i in range(d)])
+            W = [forward_solve_entries(L, [G[:, None, i, c] for i in range(d)]) for c in range(d)]  # W[c][r]
             cond_mean = np.stack([mu[..., c] + sum(W[c][r] * w[r] for r in range(d)) for c in range(d)], axis=-1)
             cond_var = np.stack([G[:, None, c, c] - sum(W[c][r] ** 2 for r in range(d)) for c in range(d)], axis=-1)
         else:  # condition on the reported quantities only: posterior precision G^-1 + S_obs^-1
@@ -250,17 +250,6 @@ def latent_effects(fit_or_tree) -> xr.Dataset:
     mean = s1 / par.n
     sd = np.sqrt(np.clip(s2 / par.n - mean**2, 0.0, None))
     return _trial_quantity_dataset(tree, {"mean": mean, "sd": sd})
-
-
-def _forward_solve(L: list[list[np.ndarray]], b: list[np.ndarray]) -> list[np.ndarray]:
-    """x = L^-1 b for a lower-triangular L and vector b given entry by entry (arrays over a batch)."""
-    x: list[np.ndarray] = []
-    for i in range(len(b)):
-        s = b[i]
-        for k in range(i):
-            s = s - L[i][k] * x[k]
-        x.append(s / L[i][i])
-    return x
 
 
 def _trial_quantity_dataset(tree: xr.DataTree, arrays: dict[str, np.ndarray]) -> xr.Dataset:

@@ -23,43 +23,26 @@ version), it falls back to ``nutpie.compile_pymc_model`` (same model, slower com
 from __future__ import annotations
 
 import hashlib
-import threading
 import warnings
 from typing import Any
 
 import numpy as np
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 #: Bump when the generated callbacks change in a way their source does not show.
 _VERSION = 1
 
 
-def _voidptr_intrinsic() -> Any:
-    from numba.core import cgutils, types
-    from numba.extending import intrinsic
+@intrinsic
+def _as_voidptr(typingctx: Any, src: Any) -> Any:
+    """A void pointer from an integer address (inside the generated callbacks)."""
+    sig = types.voidptr(src)
 
-    @intrinsic
-    def as_voidptr(typingctx: Any, src: Any) -> Any:
-        """A void pointer from an integer address."""
-        sig = types.voidptr(src)
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
 
-        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            return builder.inttoptr(args[0], cgutils.voidptr_t)
-
-        return sig, codegen
-
-    return as_voidptr
-
-
-_AS_VOIDPTR: Any = None
-_INTRINSIC_LOCK = threading.Lock()
-
-
-def _as_voidptr() -> Any:
-    global _AS_VOIDPTR
-    with _INTRINSIC_LOCK:
-        if _AS_VOIDPTR is None:
-            _AS_VOIDPTR = _voidptr_intrinsic()
-        return _AS_VOIDPTR
+    return sig, codegen
 
 
 def _field_offsets(dtype: np.dtype, base: int = 0) -> dict[tuple[str, ...], int]:
@@ -151,7 +134,7 @@ def _callback(template: str, fn_pt: Any, signature: Any, user_data: np.ndarray, 
     if inner_key is not None and config.numba__cache:  # PyTensor caches the inner function: cache the callback
         text = "\n".join([str(_VERSION), numba.__version__, inner_key, layout, src])
         cache_key = "bayes_cmma_" + hashlib.sha256(text.encode()).hexdigest()
-    env = {"__name__": __name__, "np": np, "carray": numba.carray, "as_voidptr": _as_voidptr(), "inner": inner}
+    env = {"__name__": __name__, "np": np, "carray": numba.carray, "as_voidptr": _as_voidptr, "inner": inner}
     py_func = compile_numba_function_src(src, name, env, cache_key=cache_key)
     with warnings.catch_warnings():
         # the same message nutpie silences: only when PyTensor could not cache the inner function

@@ -50,6 +50,17 @@ def cholesky_entries(cov: Sequence[Sequence[Entry]], sqrt: Callable[[Entry], Ent
     return L
 
 
+def forward_solve_entries(L: Sequence[Sequence[Entry]], b: Sequence[Entry]) -> list[Entry]:
+    """x = L^-1 b for a lower-triangular L (from :func:`cholesky_entries`) and b, entry by entry."""
+    x: list[Entry] = []
+    for i in range(len(b)):
+        s = b[i]
+        for k in range(i):
+            s = s - L[i][k] * x[k]
+        x.append(s / L[i][i])
+    return x
+
+
 def mvnormal_logpdf_entries(
     resid: Sequence[Entry],
     cov: Sequence[Sequence[Entry]],
@@ -74,14 +85,10 @@ def mvnormal_logpdf_entries(
     """
     d = len(resid)
     L = cholesky_entries(cov, sqrt)
+    w = forward_solve_entries(L, resid)
     quad = 0.0
     half_logdet = 0.0
-    w: list[Entry] = []
     for i in range(d):
-        s = resid[i]
-        for k in range(i):
-            s = s - L[i][k] * w[k]
-        w.append(s / L[i][i])
         quad = quad + w[i] * w[i]
         half_logdet = half_logdet + log(L[i][i])
     return -0.5 * quad - half_logdet - 0.5 * d * LOG_2PI
