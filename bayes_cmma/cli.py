@@ -176,9 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--observational-partial", metavar="FILE",
                     help="instead of --observational-slope: the partial-slope table of `summarize "
                          "--observational-partial-out` (the teams combined by precision)")
-    dv.add_argument("--fusion-select", choices=["significant", "best"], default="significant",
-                    help="with --observational-slope: keep a fusion strength above 0 only when its gain over the "
-                         "trials alone exceeds one standard error (significant, default), or take the best")
+    dv.add_argument("--fusion-select", choices=["stein", "significant", "best"], default="stein",
+                    help="with --observational-slope: borrow from the logs as much as their disagreement with the "
+                         "trials allows (stein, default: James-Stein shrinkage towards the logs), keep a strength "
+                         "above 0 only when its gain in decision value over the trials alone exceeds one standard "
+                         "error (significant), or take the strength with the best decision value (best)")
     dv.add_argument("--fusion-out", default="fusion.csv",
                     help="with --observational-slope: the decision value per fusion strength (default ./fusion.csv)")
     rep = sub.add_parser("report", help="one self-contained HTML report of a fit folder")
@@ -961,6 +963,10 @@ def run_decision_value(args: argparse.Namespace) -> int:
             mark = "  <- chosen" if row["fusion_strength"] == fusion.strength else ""
             print(f"  {row['fusion_strength']:>8g}  {row['value']:.4g} (se {row['std_error']:.2g}); vs the first "
                   f"{row['difference']:+.2g} (se {row['difference_se']:.2g}){mark}")
+        if args.fusion_select == "stein":
+            _say(f"  chosen by Stein's rule: the logs' disagreement with the trials D^2 = {fusion.disagreement:.3g} "
+                 f"(about {len(args.metric)} if the logs are right), so the share borrowed is "
+                 f"min(1, {len(args.metric) - 2}/D^2)")
         _say("  its weights on the metrics' ATEs (unit length): "
              + ", ".join(f"{m} {w:+.3g}" for m, w in fusion.weights.items()))
     _say(f"\nWrote {', '.join(str(p) for p in [written, *more])}")

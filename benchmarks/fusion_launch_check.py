@@ -21,6 +21,8 @@ replication. Rules:
   cross-fitted decision value on the trials (``select="best"``);
 * ``decision_focused_significant``: the same with ``select="significant"`` (a strength above 0 only
   when its paired gain over the trials alone exceeds one standard error);
+* ``stein``: ``decision_focused_fusion``'s default (``select="stein"``), the James-Stein share of the logs
+  from their disagreement with the trials (no decision value involved);
 * ``metric_1``: the metric that drives the KPI, alone (a reference the trials do not know).
 
 Usage: ``python benchmarks/fusion_launch_check.py --sims 500 --trials 10 20 50
@@ -66,7 +68,7 @@ def policy_regret(w, y, m, S_mm):
 
 def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
     import bayes_cmma as bc
-    from bayes_cmma.decisions.fusion import decision_focused_fusion, fused_weights
+    from bayes_cmma.decisions.fusion import decision_focused_fusion, fused_weights, stein_strength
     from bayes_cmma.inputs.data import joint_design, trial_frames
 
     metrics = ["m1", "m2", "m3"]
@@ -93,6 +95,7 @@ def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
         rules = {"trials": (w_trials, np.nan), "observational": (fused_weights(design.z, design.S, o, np.inf), np.nan),
                  "decision_focused": (choice.weights.values, choice.strength),
                  "decision_focused_significant": (strict.weights.values, strict.strength),
+                 "stein": (fused_weights(design.z, design.S, o, stein := stein_strength(design.z, design.S, o)), stein),
                  "metric_1": (np.array([1.0, 0.0, 0.0]), np.nan)}
         for name, (w, strength) in rules.items():
             rows.append(base | {"direct_sd": direct_sd, "bias": b, "rule": name,

@@ -308,7 +308,7 @@ def test_command_chooses_a_fusion_strength_with_observational_slopes(small, tmp_
     code = main([*argv, "--observational-slope", "m1=1", "--observational-slope", "m2=0.2",
                  "--fusion-out", str(tmp_path / "fu.csv")])
     text = unwrap(capsys.readouterr().out)
-    assert code == 0 and "<- chosen" in text
+    assert code == 0 and "<- chosen" in text and "chosen by Stein's rule" in text
     curve = pd.read_csv(tmp_path / "fu.csv")
     assert curve["difference"].iloc[0] == 0 and np.isinf(curve["fusion_strength"].iloc[-1])
     # a slope that is not a number, or one file twice: one error line, nothing written
@@ -333,5 +333,65 @@ def test_significant_selection_keeps_the_trials_unless_the_logs_earn_their_place
     row = best.curve.set_index("fusion_strength").loc[best.strength]
     expected = best.strength if row["difference"] > row["difference_se"] else 0.0
     assert strict.strength == expected
-    with pytest.raises(DataError, match="select must be 'best' or 'significant', got 'max'"):
+    with pytest.raises(DataError, match="select must be one of 'stein', 'significant', 'best', got 'max'"):
         decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, select="max")
+
+
+def test_disagreement_is_the_hc1_wald_statistic_of_the_logs_slopes():
+    """Without measurement noise the trials' composite is least squares through 0, the logs' is o, and
+    D^2 is the Wald statistic of "the coefficients are o" with the HC1 covariance (statsmodels)."""
+    import statsmodels.api as sm
+
+    from bayes_cmma.decisions.fusion import disagreement
+
+    z, _ = _truths(K=25, J=3, seed=4)
+    S = np.zeros((25, 4, 4))
+    o = np.array([0.9, 0.3, -0.1])
+    ols = sm.OLS(z[:, 0], z[:, 1:]).fit(cov_type="HC1")
+    wald = ols.wald_test((np.eye(3), o), use_f=False, scalar=True).statistic
+    assert disagreement(z, S, o) == pytest.approx(float(wald), rel=1e-10)
+
+
+def test_stein_strength_borrows_by_the_disagreement():
+    """lambda / (1 + lambda) = min(1, (J - 2) / D^2); with 2 metrics the trials alone; logs that agree
+    exactly are borrowed whole, logs far off barely."""
+    from bayes_cmma.decisions.decision_value import cross_moments
+    from bayes_cmma.decisions.fusion import disagreement, stein_strength
+
+    z, S = _truths(K=30, J=3, seed=5)
+    gram, cross = cross_moments(z, S)
+    own = np.linalg.solve(gram - S[:, 1:, 1:].sum(axis=0), cross)  # logs equal to the trials' own estimate
+    assert disagreement(z, S, own) == pytest.approx(0.0, abs=1e-18)
+    assert np.isinf(stein_strength(z, S, own))
+    for o in (own + 0.01, own + np.array([0.3, -0.3, 0.1]), own + np.array([2.0, -2.0, 1.0])):
+        lam, d2 = stein_strength(z, S, o), disagreement(z, S, o)
+        share = 1.0 if np.isinf(lam) else lam / (1 + lam)
+        assert share == pytest.approx(min(1.0, 1.0 / d2), rel=1e-12)
+    assert stein_strength(z, S, own + np.array([2.0, -2.0, 1.0])) < 0.05
+    z2, S2 = _truths(K=30, J=2, seed=5)
+    assert stein_strength(z2, S2, np.array([1.0, 0.2])) == 0.0
+
+
+def test_stein_selection_is_the_default_and_its_row_joins_the_curve():
+    from bayes_cmma.decisions.fusion import decision_focused_fusion, fused_weights, stein_strength
+
+    z, S = _truths(K=30, J=3, seed=6)
+    metrics = ("m1", "m2", "m3")
+    data = bc.read_trials(*_table(z, S, metrics))
+    slopes = {"m1": 1.0, "m2": 0.6, "m3": 0.2}
+    out = decision_focused_fusion(data, "y", list(metrics), slopes, strengths=[0, 1, np.inf], seed=3)
+    design = bc.joint_design(data, "y", list(metrics))
+    o = np.array(list(slopes.values()))
+    lam = stein_strength(design.z, design.S, o)
+    assert 0 < lam < 1 and out.strength == lam
+    assert list(out.curve["fusion_strength"]) == [0, lam, 1, np.inf]
+    np.testing.assert_allclose(out.weights.values, fused_weights(design.z, design.S, o, lam), rtol=1e-12)
+    fixed = decision_focused_fusion(data, "y", list(metrics), slopes, strengths=[0, lam, 1, np.inf], seed=3,
+                                    select="best")
+    pd.testing.assert_frame_equal(out.curve, fixed.curve)  # the added row is scored like any other strength
+    trials, cov = _table(z[:6], S[:6], metrics)
+    gaps = trials[(trials["quantity"] != "m3") | (trials["trial"] < "t003")]  # 3 complete trials of 6
+    with pytest.raises(DataError, match=r"needs more complete trials \(3\) than metrics \(3\)"):
+        decision_focused_fusion(bc.read_trials(gaps, cov[(cov["trial"] < "t003") | (cov["quantity_1"] != "m3")
+                                                         & (cov["quantity_2"] != "m3")]), "y", list(metrics),
+                                slopes, folds=2)
