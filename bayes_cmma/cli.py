@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--out", default="decision_value.csv", help="table to write (default ./decision_value.csv)")
     dv.add_argument("--observational-slope", action="append", metavar="METRIC=VALUE",
                     help="the logs' partial slope of the KPI on a metric (repeat for every metric): also choose how "
-                         "far the composite launch rule leans on them, by its cross-fitted decision value")
+                         "far the composite launch rule leans on them (--fusion-select)")
     dv.add_argument("--observational-partial", metavar="FILE",
                     help="instead of --observational-slope: the partial-slope table of `summarize "
                          "--observational-partial-out` (the teams combined by precision)")
