@@ -42,7 +42,7 @@ _LAZY = {
     "value_of_trials_tie": "decisions.more_trials",
     "value_frame": "decisions.more_trials", "DecisionValue": "decisions.decision_value",
     "decision_value": "decisions.decision_value", "decision_focused_fusion": "decisions.fusion",
-    "FusionChoice": "decisions.fusion",
+    "FusionChoice": "decisions.fusion", "BilevelFusion": "decisions.bilevel", "bilevel_fusion": "decisions.bilevel",
     "diagnostics_table": "checks.diagnostics", "summary_table": "checks.diagnostics",
     "DegreeComparison": "checks.compare", "compare_degrees": "checks.compare",
     "RelevanceCheck": "checks.assumptions", "relevance_check": "checks.assumptions",
@@ -61,6 +61,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.checks.diagnostics import diagnostics_table, summary_table
     from bayes_cmma.checks.sensitivity import a3_sensitivity
     from bayes_cmma.datasets import Example, load_example
+    from bayes_cmma.decisions.bilevel import BilevelFusion, bilevel_fusion
     from bayes_cmma.decisions.decision_value import DecisionValue, decision_value
     from bayes_cmma.decisions.derived import drf, elasticity, interval_table, rank_metrics
     from bayes_cmma.decisions.fusion import FusionChoice, decision_focused_fusion
@@ -104,6 +105,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AssumptionWarning",
     "BayesCMMAError",
+    "BilevelFusion",
     "CMMAResult",
     "ConvergenceWarning",
     "DataError",
@@ -122,6 +124,7 @@ __all__ = [
     "TrialData",
     "a3_sensitivity",
     "augment",
+    "bilevel_fusion",
     "cmma_ols",
     "compare_degrees",
     "decision_focused_fusion",

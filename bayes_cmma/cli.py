@@ -176,11 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--observational-partial", metavar="FILE",
                     help="instead of --observational-slope: the partial-slope table of `summarize "
                          "--observational-partial-out` (the teams combined by precision)")
-    dv.add_argument("--fusion-select", choices=["stein", "significant", "best"], default="stein",
+    dv.add_argument("--fusion-select", choices=["stein", "significant", "best", "per-metric"], default="stein",
                     help="with --observational-slope: borrow from the logs as much as their disagreement with the "
                          "trials allows (stein, default: James-Stein shrinkage towards the logs), keep a strength "
                          "above 0 only when its gain in decision value over the trials alone exceeds one standard "
-                         "error (significant), or take the strength with the best decision value (best)")
+                         "error (significant), take the strength with the best decision value (best), or pull "
+                         "each metric's weight towards the logs by its own amount, chosen by the gradient of the "
+                         "decision value and kept only when significant (per-metric)")
     dv.add_argument("--fusion-out", default="fusion.csv",
                     help="with --observational-slope: the decision value per fusion strength (default ./fusion.csv)")
     rep = sub.add_parser("report", help="one self-contained HTML report of a fit folder")
@@ -940,8 +942,15 @@ def run_decision_value(args: argparse.Namespace) -> int:
                             threshold=args.threshold, seed=args.seed,
                             within_trial_correlation=args.within_trial_correlation)
     files = {args.out: _writer(result.table.reset_index(), args.out)}
-    fusion = None
-    if slopes is not None:
+    fusion = bilevel = None
+    if slopes is not None and args.fusion_select == "per-metric":
+        from bayes_cmma.decisions.bilevel import bilevel_frame, bilevel_fusion
+
+        bilevel = bilevel_fusion(trials, args.kpi, args.metric, slopes, folds=args.folds, tau=args.tau,
+                                 repeats=args.repeats, seed=args.seed,
+                                 within_trial_correlation=args.within_trial_correlation)
+        files[args.fusion_out] = _writer(bilevel_frame(bilevel), args.fusion_out)
+    elif slopes is not None:
         from bayes_cmma.decisions.fusion import decision_focused_fusion
 
         fusion = decision_focused_fusion(trials, args.kpi, args.metric, slopes, folds=args.folds,
@@ -969,6 +978,17 @@ def run_decision_value(args: argparse.Namespace) -> int:
                  f"min(1, {len(args.metric) - 2}/D^2)")
         _say("  its weights on the metrics' ATEs (unit length): "
              + ", ".join(f"{m} {w:+.3g}" for m, w in fusion.weights.items()))
+    if bilevel is not None:
+        _say("\nEach metric's pull towards the logs' slopes (0 = the trials alone), chosen by the gradient of the "
+             "cross-fitted decision value through the inner fit (docs: model.md, 'Decision-focused fusion'):")
+        for name, row in bilevel.table.iterrows():
+            print(f"  {name:>7}  {row['value']:.4g} (se {row['std_error']:.2g}); vs the trials "
+                  f"{row['difference']:+.2g} (se {row['difference_se']:.2g})")
+        _say("  optimised pulls: " + ", ".join(f"{m} {v:.3g}" for m, v in bilevel.optimised.items())
+             + ("; kept (gain above one standard error)" if bilevel.kept
+                else "; not kept (gain not above one standard error): the trials alone"))
+        _say("  its weights on the metrics' ATEs (unit length): "
+             + ", ".join(f"{m} {w:+.3g}" for m, w in bilevel.weights.items()))
     _say(f"\nWrote {', '.join(str(p) for p in [written, *more])}")
     return 0
 

@@ -23,6 +23,9 @@ replication. Rules:
   when its paired gain over the trials alone exceeds one standard error);
 * ``stein``: ``decision_focused_fusion``'s default (``select="stein"``), the James-Stein share of the logs
   from their disagreement with the trials (no decision value involved);
+* ``bilevel``: ``bc.bilevel_fusion`` with ``keep="always"``, a pull towards the logs per metric chosen by
+  the gradient of the smoothed cross-fitted decision value through the inner ridge fit;
+* ``bilevel_significant``: the same with its default ``keep="significant"``;
 * ``metric_1``: the metric that drives the KPI, alone (a reference the trials do not know).
 
 Usage: ``python benchmarks/fusion_launch_check.py --sims 500 --trials 10 20 50
@@ -68,6 +71,7 @@ def policy_regret(w, y, m, S_mm):
 
 def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
     import bayes_cmma as bc
+    from bayes_cmma.decisions.bilevel import bilevel_fusion
     from bayes_cmma.decisions.fusion import decision_focused_fusion, fused_weights, stein_strength
     from bayes_cmma.inputs.data import joint_design, trial_frames
 
@@ -92,10 +96,15 @@ def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
                                          repeats=20, select="best")
         strict = decision_focused_fusion(data, "y", metrics, dict(zip(metrics, o, strict=True)), seed=rep,
                                          repeats=20, select="significant")
+        slopes = dict(zip(metrics, o, strict=True))
+        free = bilevel_fusion(data, "y", metrics, slopes, seed=rep, repeats=20, keep="always")
+        kept = bilevel_fusion(data, "y", metrics, slopes, seed=rep, repeats=20)
         rules = {"trials": (w_trials, np.nan), "observational": (fused_weights(design.z, design.S, o, np.inf), np.nan),
                  "decision_focused": (choice.weights.values, choice.strength),
                  "decision_focused_significant": (strict.weights.values, strict.strength),
                  "stein": (fused_weights(design.z, design.S, o, stein := stein_strength(design.z, design.S, o)), stein),
+                 "bilevel": (free.weights.values, float(free.pulls.mean())),
+                 "bilevel_significant": (kept.weights.values, float(kept.pulls.mean())),
                  "metric_1": (np.array([1.0, 0.0, 0.0]), np.nan)}
         for name, (w, strength) in rules.items():
             rows.append(base | {"direct_sd": direct_sd, "bias": b, "rule": name,
@@ -109,7 +118,8 @@ def summarise(results: pd.DataFrame) -> str:
              f"({results['rep'].nunique()} replications per setting; law and rules in the script's docstring). "
              "Regret: the share of the oracle's KPI gain a launch rule loses on new trials, mean over replications "
              "(its standard error); 'vs trials' is the change against the trials' composite alone.", "",
-             "| direct-effect sd | K | observational bias | rule | regret (se) | vs trials | median chosen strength |",
+             "| direct-effect sd | K | observational bias | rule | regret (se) | vs trials | median chosen strength "
+             "(bilevel: mean pull) |",
              "|---|---|---|---|---|---|---|"]
     for (direct, K, b), g in results.groupby(["direct_sd", "trials", "bias"]):
         base = g[g["rule"] == "trials"]["regret"].mean()
