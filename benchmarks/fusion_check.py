@@ -19,6 +19,8 @@ Estimators, each choosing the metric with the largest posterior (or point) elast
 * ``observational``: the observational slopes alone;
 * ``fused``: the joint model with ``elasticity_prior="observational"`` (a commensurate prior
   centred on the observational slopes with a learned bias scale), at ``--bias-scale`` values;
+* ``fused_harmonic`` (with ``--bias-prior harmonic``, which with ``--fused-only`` adds only these
+  rows): the same with ``observational_bias_prior="harmonic"`` (kappa^2 uniform on [0, 2^2]);
 * ``decision_value`` (with ``--decision-value``, which adds only these rows, no fits): the metric
   with the highest model-free decision value (``bc.decision_value``), which ignores the levels.
 
@@ -26,7 +28,8 @@ Measures per setting: regret (the true elasticity lost by the choice, relative t
 P(correct choice), and for the Bayesian fits the bias and 94%-interval coverage of each slope.
 
 Usage: ``python benchmarks/fusion_check.py --sims 60 --trials 10 20 50 [--bias 0 0.05 0.24]
-[--bias-scale 0.5] [--shard 0/2] [--out benchmarks/results/fusion_check]``; ``--summarise``.
+[--bias-scale 0.5] [--bias-prior harmonic --fused-only] [--shard 0/2]
+[--out benchmarks/results/fusion_check]``; ``--summarise``.
 """
 
 from __future__ import annotations
@@ -55,8 +58,9 @@ def make_truth():
                           base.baseline, base.lift)
 
 
-def _fit(bc, data, truth, prior, spec, seed, draws, obs=None, scale=None):
-    kw = {} if obs is None else {"observational": obs, "observational_bias_scale": scale}
+def _fit(bc, data, truth, prior, spec, seed, draws, obs=None, scale=None, bias_prior="halfnormal"):
+    kw = {} if obs is None else {"observational": obs, "observational_bias_scale": scale,
+                                 "observational_bias_prior": bias_prior}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         f = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=prior, model=spec, seed=seed,
@@ -65,7 +69,8 @@ def _fit(bc, data, truth, prior, spec, seed, draws, obs=None, scale=None):
     return beta, len(caught)
 
 
-def one(K: int, rep: int, seed: int, biases: list[float], scales: list[float], draws: int) -> list[dict]:
+def one(K: int, rep: int, seed: int, biases: list[float], scales: list[float], draws: int,
+        bias_prior: str = "halfnormal", fused_only: bool = False) -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.checks.ranking_calibration import simulate_candidates
     from bayes_cmma.fitting.bayes import resolve_spec
@@ -94,18 +99,20 @@ def one(K: int, rep: int, seed: int, biases: list[float], scales: list[float], d
         return out
 
     rows = []
-    for prior in ("independent", "pooled"):
+    for prior in () if fused_only else ("independent", "pooled"):
         t0 = time.perf_counter()
         beta, n = _fit(bc, data, truth, prior, spec, fit_seed, draws)
         rows += [row(f"trials_{prior}", b, beta, n_warn=n, seconds=time.perf_counter() - t0) for b in biases]
     for b in biases:
         slopes = truth.beta * (1 + b * np.asarray(SETTINGS["signs"]))
         obs = {m: (float(s), 0.005 * float(t)) for m, s, t in zip(truth.metrics, slopes, truth.beta, strict=True)}
-        rows.append(row("observational", b, point=slopes))
-        for scale in scales:
+        if not fused_only:
+            rows.append(row("observational", b, point=slopes))
+        for scale in [None] if bias_prior == "harmonic" else scales:
             t0 = time.perf_counter()
-            beta, n = _fit(bc, data, truth, "observational", spec, fit_seed, draws, obs, scale)
-            rows.append(row(f"fused_{scale:g}", b, beta, n_warn=n, seconds=time.perf_counter() - t0))
+            beta, n = _fit(bc, data, truth, "observational", spec, fit_seed, draws, obs, scale, bias_prior)
+            name = "fused_harmonic" if bias_prior == "harmonic" else f"fused_{scale:g}"
+            rows.append(row(name, b, beta, n_warn=n, seconds=time.perf_counter() - t0))
     return rows
 
 
@@ -178,12 +185,17 @@ def main() -> None:
                     help="true elasticities relative to the largest (default 0.8 1 0.6)")
     ap.add_argument("--signs", type=float, nargs=3, default=SETTINGS["signs"],
                     help="direction of each metric's observational bias (default +1 -1 0)")
+    ap.add_argument("--bias-prior", choices=["halfnormal", "harmonic"], default="halfnormal",
+                    help="prior of the fused fits' bias scale kappa (harmonic: rows fused_harmonic, in "
+                         "results_harmonic*.csv)")
+    ap.add_argument("--fused-only", action="store_true", help="fit only the fused arms (the others are on file)")
     args = ap.parse_args()
     SETTINGS.update(relative=tuple(args.relative), signs=tuple(args.signs))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     i, n = (int(x) for x in args.shard.split("/"))
-    path = out / (f"results_shard{i}.csv" if n > 1 else "results.csv")
+    stem = "results" if args.bias_prior == "halfnormal" else f"results_{args.bias_prior}"
+    path = out / (f"{stem}_shard{i}.csv" if n > 1 else f"{stem}.csv")
     if args.decision_value:
         rows = [r for rep in range(args.sims) for K in args.trials for r in decision_value_rows(K, rep, args.seed,
                                                                                                  args.bias)]
@@ -197,7 +209,8 @@ def main() -> None:
                 if (K, rep) in done:
                     continue
                 t0 = time.perf_counter()
-                append_rows(path, one(K, rep, args.seed, args.bias, args.bias_scale, args.draws))
+                append_rows(path, one(K, rep, args.seed, args.bias, args.bias_scale, args.draws, args.bias_prior,
+                                      args.fused_only))
                 print(f"K={K} rep={rep}: {time.perf_counter() - t0:.0f} s", flush=True)
     parts = sorted(out.glob("results*.csv"))
     results = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)

@@ -47,6 +47,24 @@ def test_the_prior_of_the_slopes_is_centred_on_the_observational_ones(data):
     assert abs(np.mean(kappa**2) - s**2) < 5 * np.std(kappa**2) / np.sqrt(n)
 
 
+def test_the_harmonic_bias_prior_is_flat_on_the_bias_variance(data):
+    """kappa^2 ~ Uniform(0, s^2): E[kappa^2] = s^2 / 2, P(kappa^2 < s^2 / 4) = 1/4, and Var(b_j) = s^2 / 2 + v_j^2."""
+    design = joint_design(data, "y", TRUTH.metrics)
+    std = standardise_joint(design)
+    o, v, s = np.array([0.9, -0.4, 0.2]), np.array([0.01, 0.3, 0.05]), 1.5
+    model = build_joint_model(resolve_spec(1), 4, std, design.team_idx, None, "observational", None,
+                              (o, v, s, "harmonic"))
+    n = 40_000
+    beta, kappa = pm.draw([model["beta_std"], model["observational_bias_sd"]], draws=n, random_seed=3)
+    k2 = kappa**2
+    assert k2.max() <= s**2
+    assert abs(k2.mean() - s**2 / 2) < 5 * (s**2 / np.sqrt(12)) / np.sqrt(n)
+    assert abs(np.mean(k2 < s**2 / 4) - 0.25) < 5 * np.sqrt(0.25 * 0.75 / n)
+    fourth = 3 * np.mean((k2[:, None] + v**2) ** 2, axis=0)
+    var = beta.var(axis=0)
+    np.testing.assert_array_less(np.abs(var - (s**2 / 2 + v**2)), 5 * np.sqrt((fourth - var**2) / n))
+
+
 @pytest.mark.mcmc
 def test_borrows_when_the_logs_agree_and_lets_go_when_they_do_not(data):
     spec = replace_spec(resolve_spec(1), team_effects="non_centred")
@@ -83,6 +101,11 @@ def test_borrows_when_the_logs_agree_and_lets_go_when_they_do_not(data):
          DataError, "observational slope of 'm2': .* standard error positive"),
         ({"elasticity_prior": "observational", "observational": {"m1": (1, 1), "m2": (1, 1), "m3": (1, 1)},
           "observational_bias_scale": 0.0}, BayesCMMAError, "observational_bias_scale must be a positive number"),
+        ({"elasticity_prior": "observational", "observational": {"m1": (1, 1), "m2": (1, 1), "m3": (1, 1)},
+          "observational_bias_prior": "cauchy"}, BayesCMMAError,
+         "observational_bias_prior must be one of halfnormal, harmonic, got 'cauchy'"),
+        ({"observational_bias_prior": "harmonic"}, BayesCMMAError,
+         "their bias prior are used only with elasticity_prior='observational', not 'pooled'"),
     ],
 )
 def test_bad_input_stops_before_sampling(data, kwargs, error, message):

@@ -188,7 +188,11 @@ def decision_focused_fusion(
     within_trial_correlation: float = 0.0,
     select: str = "stein",
 ) -> FusionChoice:
-    """Choose how far the composite launch rule leans on the logs by its cross-fitted decision value.
+    """Choose how far the composite launch rule leans on the logs, and score every strength.
+
+    By default by Stein's rule (the logs' disagreement with the trials), or by the cross-fitted,
+    fission-scored decision value of each strength's launch rule (``select``); the curve of that
+    value is reported either way.
 
     Parameters
     ----------

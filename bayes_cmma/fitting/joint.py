@@ -39,7 +39,13 @@ Four priors on the slopes (``elasticity_prior``):
     scale, and kappa ~ HalfNormal(:data:`BIAS_SD_SCALE`) the scale of the observational bias, shared by
     the metrics and learned: when the trials agree with the observational slopes, kappa is small and the
     fit borrows their precision; when they disagree (confounding), kappa grows and the trials decide.
-    ``observational_bias_sd`` reports kappa on each metric's original scale.
+    ``observational_bias_sd`` reports kappa on each metric's original scale. With
+    ``observational_bias_prior="harmonic"`` kappa^2 is uniform on [0, :data:`HARMONIC_BIAS_MAX`^2]
+    instead: a (truncated) flat prior on the bias variance, under which the bias b - o has Stein's
+    harmonic prior |b - o|^-(J - 2), whose posterior mean is minimax for J >= 3 under squared error
+    (it never does worse than the trials alone, if their noise were isotropic and known). It puts
+    less mass on "the logs are right" than the HalfNormal, so it borrows less from clean logs and is
+    pulled less by confounded ones.
 ``"tie"``
     The model is sampled with the independent prior; the ranking then puts prior probability
     ``p_tie`` (default 0.5) on "the candidates' elasticities are equal" and otherwise spreads them
@@ -110,6 +116,11 @@ ELASTICITY_PRIORS = ("pooled", "independent", "observational", "tie")
 #: scale (where a slope is about a correlation, so |b_j| <= 1 or so): a bias as large as the slope
 #: itself is possible, one of several times it is not.
 BIAS_SD_SCALE = 0.5
+#: Priors of kappa, the observational bias sd (the first is the default).
+OBSERVATIONAL_BIAS_PRIORS = ("halfnormal", "harmonic")
+#: Upper bound of kappa under the harmonic prior (kappa^2 uniform on [0, this^2]), on the internal scale:
+#: a bias twice a slope of about a correlation's size.
+HARMONIC_BIAS_MAX = 2.0
 #: Scale of the HalfNormal prior of tau, the spread of the pooled (standardised) elasticities u_j.
 POOLING_SD_SCALE = 1.0
 #: LKJ concentration of the candidate metrics' correlation in the joint model (1: uniform over correlation
@@ -146,6 +157,11 @@ def rank_weights(at: Mapping[str, float], metrics: Sequence[str], std: Standardi
     return w / np.exp(np.mean(np.log(w)))
 
 
+def bias_prior(observational: tuple | None) -> str:
+    """The prior of kappa named in an ``observational`` tuple of :func:`build_joint_model` (default HalfNormal)."""
+    return "halfnormal" if observational is None or len(observational) < 4 else str(observational[3])
+
+
 def sampled_prior(elasticity_prior: str) -> str:
     """The prior the model is sampled with: the tie prior samples the independent one."""
     return "independent" if elasticity_prior == "tie" else elasticity_prior
@@ -173,9 +189,10 @@ def build_joint_model(
 
     ``weights`` (metric,) are the :func:`rank_weights` of the pooled prior (swapped through
     ``rank_weight``; ignored by the other priors). ``observational`` is (slope, standard error) per
-    metric on the internal scale, and optionally the scale of kappa's prior, for the observational
-    prior (swapped through ``observational_beta``, ``observational_se`` and
-    ``observational_bias_scale``).
+    metric on the internal scale, and optionally the scale of kappa's prior and that prior's name
+    (:data:`OBSERVATIONAL_BIAS_PRIORS`), for the observational prior (swapped through
+    ``observational_beta``, ``observational_se`` and ``observational_bias_scale``: the HalfNormal's
+    sigma, or the harmonic prior's upper bound).
     """
     J = data.z.shape[1] - 1
     if J < 2:
@@ -198,7 +215,11 @@ def build_joint_model(
             v = pm.Data("observational_se", np.asarray(v, dtype=float))
             given = BIAS_SD_SCALE if observational is None or len(observational) < 3 else observational[2]
             scale = pm.Data("observational_bias_scale", float(given))
-            kappa = pm.HalfNormal("observational_bias_sd", sigma=scale)
+            if bias_prior(observational) == "harmonic":  # kappa^2 ~ Uniform(0, scale^2)
+                u = pm.Uniform("observational_bias_u", 0.0, 1.0)
+                kappa = pm.Deterministic("observational_bias_sd", scale * pm.math.sqrt(u))
+            else:
+                kappa = pm.HalfNormal("observational_bias_sd", sigma=scale)
             # non-centred, as the pooled prior: kappa -> 0 when the trials agree with the logs
             z_obs = pm.Normal("observational_z", 0.0, 1.0, dims="metric")
             beta = pm.Deterministic("beta_std", o + pm.math.sqrt(kappa**2 + v**2) * z_obs, dims="metric")
@@ -232,7 +253,8 @@ def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardis
 
     n_teams = len(design.teams)
     elasticity_prior = sampled_prior(elasticity_prior)
-    key = (design.degree, n_teams, spec.structure_key(), elasticity_prior)
+    key = (design.degree, n_teams, spec.structure_key(), elasticity_prior,
+           bias_prior(observational) if elasticity_prior == "observational" else None)
     fresh = False
     with _LOCK:
         if key not in _CACHE:
@@ -483,7 +505,8 @@ def fit_joint(
     progress_bar: bool = False,
     progress: Progress | None = None,
     observational: Any = None,
-    observational_bias_scale: float = BIAS_SD_SCALE,
+    observational_bias_scale: float | None = None,
+    observational_bias_prior: str = "halfnormal",
     p_tie: float = P_TIE,
     tie_spread_scale: float = SPREAD_SCALE,
     metric_corr_eta: float = METRIC_CORR_ETA,
@@ -505,9 +528,13 @@ def fit_joint(
         With ``elasticity_prior="observational"`` (and only then): the observational slopes the prior
         borrows from, an observational table of degree 1 (``bayes-cmma summarize --degree 1
         --observational-out``) or ``{metric: (slope, standard error)}`` on the original scale.
-    observational_bias_scale : float
-        The scale of the HalfNormal prior of kappa, the observational bias sd, on the internal scale
-        (default :data:`BIAS_SD_SCALE`); smaller borrows more.
+    observational_bias_scale : float, optional
+        The scale of kappa's prior, the observational bias sd, on the internal scale: the
+        HalfNormal's sigma (default :data:`BIAS_SD_SCALE`; smaller borrows more), or the harmonic
+        prior's upper bound (default :data:`HARMONIC_BIAS_MAX`).
+    observational_bias_prior : {"halfnormal", "harmonic"}
+        kappa ~ HalfNormal (default), or kappa^2 uniform (Stein's harmonic prior on the bias; see the
+        module docstring).
     p_tie, tie_spread_scale : float
         With ``elasticity_prior="tie"`` (and only then): the prior probability that the candidates'
         elasticities are equal (default 0.5), and the HalfNormal scale of their relative spread when
@@ -554,12 +581,18 @@ def fit_joint(
         if observational is None:
             raise BayesCMMAError("elasticity_prior='observational' borrows from observational slopes: give "
                                  "observational= (an observational table or {metric: (slope, standard error)}).")
+        if observational_bias_prior not in OBSERVATIONAL_BIAS_PRIORS:
+            raise BayesCMMAError(f"observational_bias_prior must be one of {', '.join(OBSERVATIONAL_BIAS_PRIORS)}, "
+                                 f"got {observational_bias_prior!r}.")
+        if observational_bias_scale is None:
+            observational_bias_scale = HARMONIC_BIAS_MAX if observational_bias_prior == "harmonic" else BIAS_SD_SCALE
         if not (np.isfinite(observational_bias_scale) and observational_bias_scale > 0):
             raise BayesCMMAError(f"observational_bias_scale must be a positive number, got {observational_bias_scale}.")
-        obs = (*observational_slopes(observational, metrics), float(observational_bias_scale))
-    elif observational is not None:
-        raise BayesCMMAError(f"observational slopes are used only with elasticity_prior='observational', not "
-                             f"{elasticity_prior!r}.")
+        obs = (*observational_slopes(observational, metrics), float(observational_bias_scale),
+               observational_bias_prior)
+    elif observational is not None or observational_bias_scale is not None or observational_bias_prior != "halfnormal":
+        raise BayesCMMAError(f"observational slopes and their bias prior are used only with "
+                             f"elasticity_prior='observational', not {elasticity_prior!r}.")
     tie = None
     if elasticity_prior == "tie":
         from bayes_cmma.decisions.ties import check_tie_prior
@@ -604,7 +637,7 @@ def fit_joint(
 def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws: int | None, tune: int | None,
               chains: int | None, cores: int | None, progress_bar: bool, progress: Progress | None,
               data_hash: str, elasticity_prior: str, at: Mapping[str, float] | None,
-              observational: tuple[np.ndarray, np.ndarray, float] | None = None,
+              observational: tuple[np.ndarray, np.ndarray, float, str] | None = None,
               tie: tuple[float, float] | None = None) -> JointFit:
     metrics = list(design.quantities[1:])
     std = standardise_joint(design)
@@ -612,7 +645,7 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
     internal = None
     if observational is not None:  # slopes and standard errors to the internal scale: b = beta s_j / s_0
         factor = np.diag(std.L) / std.kpi_scale
-        internal = (observational[0] * factor, observational[1] * factor, observational[2])
+        internal = (observational[0] * factor, observational[1] * factor, *observational[2:])
     t0 = time.perf_counter()
     if progress:
         progress(f"compiling the joint model of {len(metrics)} metrics (once per shape)")
@@ -662,6 +695,7 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
         tree.attrs["observational_slopes"] = ", ".join(
             f"{m}={e:g} (se {v:g})" for m, e, v in zip(metrics, *observational[:2], strict=True))
         tree.attrs["observational_bias_scale"] = observational[2]
+        tree.attrs["observational_bias_prior"] = bias_prior(observational)
     return JointFit(posterior=tree, spec=spec, design=design, elasticity_prior=elasticity_prior,
                     at=None if at is None else {m: float(at[m]) for m in metrics},
                     timings={"compile_s": t_compile, "sample_s": t_sample})
@@ -673,5 +707,5 @@ def clear_compiled_cache() -> None:
         _CACHE.clear()
 
 
-__all__ = ["ELASTICITY_PRIORS", "JointFit", "build_joint_model", "fit_joint", "rank_tree", "standardise_joint",
-           "tie_draws"]
+__all__ = ["ELASTICITY_PRIORS", "HARMONIC_BIAS_MAX", "OBSERVATIONAL_BIAS_PRIORS", "JointFit", "build_joint_model",
+           "fit_joint", "rank_tree", "standardise_joint", "tie_draws"]
