@@ -143,6 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --joint observational: the observational table of degree 1 (bayes-cmma summarize "
                            "--degree 1 --observational-out), whose slopes the prior borrows from as far as the "
                            "trials agree")
+    fitp.add_argument("--observational-bias-prior", choices=["halfnormal", "harmonic"], default=None,
+                      help="with --joint observational: the prior of the observational bias scale, HalfNormal "
+                           "(default) or harmonic (flat on the bias variance: Stein's prior; borrows less from "
+                           "clean logs and is pulled less by confounded ones)")
     nst = sub.add_parser("northstar", help="the best composite of the metrics for a future trial of a given size "
                          "(from the joint model of `fit --joint`)")
     nst.add_argument("fit_dir", help="the --out folder of `bayes-cmma fit --joint`")
@@ -313,11 +317,13 @@ def run_fit(
     joint: str | None = None,
     observational: str | Path | None = None,
     p_tie: float | None = None,
+    observational_bias_prior: str | None = None,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status.
 
     ``joint`` (an ``elasticity_prior`` of :func:`bayes_cmma.fit_joint`) ranks the metrics from the joint
-    model instead of pairing the separate fits' draws; ``p_tie`` is the tie prior's prior probability.
+    model instead of pairing the separate fits' draws; ``p_tie`` is the tie prior's prior probability;
+    ``observational_bias_prior`` the observational prior's prior of the bias scale.
     """
     from bayes_cmma.baselines.ols import cmma_ols_design
     from bayes_cmma.checks import checking
@@ -374,6 +380,9 @@ def run_fit(
     if (joint == "observational") != (observational is not None):
         raise BayesCMMAError("--joint observational and --observational FILE go together: the observational prior "
                              "borrows from that file's slopes.")
+    if observational_bias_prior is not None and joint != "observational":
+        raise BayesCMMAError(f"--observational-bias-prior is the observational prior's setting; it goes with --joint "
+                             f"observational, not {'no --joint' if joint is None else '--joint ' + joint}.")
     obs_table = None
     if observational is not None:
         from bayes_cmma.inputs.observational import observational_slopes, read_observational
@@ -422,6 +431,8 @@ def run_fit(
             from bayes_cmma.fitting.joint import fit_joint
 
             tie = {} if p_tie is None else {"p_tie": p_tie}
+            if observational_bias_prior is not None:
+                tie["observational_bias_prior"] = observational_bias_prior
             joint_fit = fit_joint(trials, kpi, metrics, at=at, elasticity_prior=joint, model=spec, seed=seed,
                                   observational=obs_table, **tie,
                                   draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
@@ -832,7 +843,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                        lift=args.lift, kpi_baseline=args.kpi_baseline, seed=args.seed, out=args.out,
                        draws=args.draws, tune=args.tune, chains=args.chains, report=not args.no_report,
                        target_accept=args.target_accept, joint=args.joint, observational=args.observational,
-                       p_tie=args.p_tie)
+                       p_tie=args.p_tie, observational_bias_prior=args.observational_bias_prior)
     if args.command == "report":
         return run_report(args)
     if args.command == "northstar":

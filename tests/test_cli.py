@@ -98,6 +98,10 @@ CASES = {
          "p_tie, the prior probability that the metrics tie, must be in \\[0, 1\\), got 1.5"),
         (["pooled", "--p-tie", "0.3", "--at", "ndcg=0.3", "--at", "mrr=0.2", "--kpi-baseline", "100"],
          "--p-tie is the tie prior's probability; it goes with --joint tie, not --joint pooled"),
+        (["pooled", "--observational-bias-prior", "harmonic", "--at", "ndcg=0.3", "--at", "mrr=0.2",
+          "--kpi-baseline", "100"],
+         "--observational-bias-prior is the observational prior's setting; it goes with --joint observational, "
+         "not --joint pooled"),
     ],
 )
 def test_fit_joint_bad_input(files, capsys, extra, message):
