@@ -25,7 +25,10 @@ pulls are found by L-BFGS-B on [0, ``max_pull``]^J from lam = 0.
 As with one strength, the outer value is estimated from the same few trials it is maximised on:
 optimistic, and with ten trials close to noise. By default the pulls are kept only when the
 (unsmoothed) cross-fitted value of the fused rule beats the trials' composite by more than one
-paired standard error; measured in ``benchmarks/fusion_launch_check.py``.
+paired standard error. Measured in ``benchmarks/fusion_launch_check.py`` (500 replications per
+setting): with ten trials it gained 12% in regret with clean logs (7% with the significance check)
+and lost up to 30% (23%) with confounded ones; the one-strength Stein rule of
+:mod:`bayes_cmma.decisions.fusion` is the safer default.
 """
 
 from __future__ import annotations
