@@ -430,11 +430,11 @@ def run_fit(
         if joint is not None:
             from bayes_cmma.fitting.joint import fit_joint
 
-            tie = {} if p_tie is None else {"p_tie": p_tie}
+            options = {} if p_tie is None else {"p_tie": p_tie}
             if observational_bias_prior is not None:
-                tie["observational_bias_prior"] = observational_bias_prior
+                options["observational_bias_prior"] = observational_bias_prior
             joint_fit = fit_joint(trials, kpi, metrics, at=at, elasticity_prior=joint, model=spec, seed=seed,
-                                  observational=obs_table, **tie,
+                                  observational=obs_table, **options,
                                   draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
                                   progress_bar=sys.stderr.isatty(), progress=_status)
             ranking_ds = joint_fit.ranking(at, lift=lift, baseline=kpi_baseline)
