@@ -118,6 +118,26 @@ def test_an_unreadable_cache_entry_is_compiled_afresh(compiled, monkeypatch):
     cm = compile_model(_model(), ["loc", "sd", "scaled"])
     assert cm.compiled_logp_func.cache_hits == 0
     _agree(cm, compiled[1], [np.full(cm._n_dim, 0.3)])
+    # a fresh compile and a new process's cache load compute the same bits (so the same draws)
+    code = ("import json, warnings; warnings.simplefilter('ignore')\n"
+            "import numpy as np\n"
+            "from tests.test_callbacks import _model, _logp, _expand\n"
+            "from bayes_cmma.fitting.callbacks import compile_model\n"
+            "cm = compile_model(_model(), ['loc', 'sd', 'scaled'])\n"
+            "x = np.linspace(-0.7, 0.9, cm._n_dim)\n"
+            "_, logp, grad = _logp(cm, x)\n"
+            "print(json.dumps([cm.compiled_logp_func.cache_hits, logp.hex(), [g.hex() for g in grad],"
+            " [e.hex() for e in _expand(cm, x)[1]]]))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
+                         env=os.environ | {"PYTHONPATH": root})
+    hits, logp, grad, expanded = json.loads(res.stdout.strip().splitlines()[-1])
+    assert hits == 1
+    x = np.linspace(-0.7, 0.9, cm._n_dim)
+    _, logp_fresh, grad_fresh = _logp(cm, x)
+    assert logp_fresh.hex() == logp
+    assert [g.hex() for g in grad_fresh] == grad
+    assert [e.hex() for e in _expand(cm, x)[1]] == expanded
 
 
 def test_without_nutpies_helpers_it_is_nutpies_compile(compiled, monkeypatch):
