@@ -92,16 +92,23 @@ def test_callbacks_read_swapped_data_of_another_size(compiled):
     assert _logp(ours2, points[0])[1] != _logp(ours, points[0])[1]  # the new data are read
 
 
-def test_callbacks_are_loaded_from_the_cache_in_a_new_process(compiled):
+def _in_new_process(code: str):
+    """Run ``code`` (which compiles this module's model as ``cm``) in a new Python process; the JSON it
+    prints last."""
     code = ("import json, warnings; warnings.simplefilter('ignore')\n"
-            "from tests.test_callbacks import _model\n"
+            "import numpy as np\n"
+            "from tests.test_callbacks import _model, _logp, _expand\n"
             "from bayes_cmma.fitting.callbacks import compile_model\n"
-            "cm = compile_model(_model(), ['loc', 'sd', 'scaled'])\n"
-            "print(json.dumps([cm.compiled_logp_func.cache_hits, cm.compiled_expand_func.cache_hits]))")
+            "cm = compile_model(_model(), ['loc', 'sd', 'scaled'])\n" + code)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
                          env=os.environ | {"PYTHONPATH": root})
-    assert json.loads(res.stdout.strip().splitlines()[-1]) == [1, 1]  # this module's fixture saved them
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_callbacks_are_loaded_from_the_cache_in_a_new_process(compiled):
+    hits = _in_new_process("print(json.dumps([cm.compiled_logp_func.cache_hits, cm.compiled_expand_func.cache_hits]))")
+    assert hits == [1, 1]  # this module's fixture saved them
 
 
 def test_an_unreadable_cache_entry_is_compiled_afresh(compiled, monkeypatch):
@@ -119,19 +126,11 @@ def test_an_unreadable_cache_entry_is_compiled_afresh(compiled, monkeypatch):
     assert cm.compiled_logp_func.cache_hits == 0
     _agree(cm, compiled[1], [np.full(cm._n_dim, 0.3)])
     # a fresh compile and a new process's cache load compute the same bits (so the same draws)
-    code = ("import json, warnings; warnings.simplefilter('ignore')\n"
-            "import numpy as np\n"
-            "from tests.test_callbacks import _model, _logp, _expand\n"
-            "from bayes_cmma.fitting.callbacks import compile_model\n"
-            "cm = compile_model(_model(), ['loc', 'sd', 'scaled'])\n"
-            "x = np.linspace(-0.7, 0.9, cm._n_dim)\n"
-            "_, logp, grad = _logp(cm, x)\n"
-            "print(json.dumps([cm.compiled_logp_func.cache_hits, logp.hex(), [g.hex() for g in grad],"
-            " [e.hex() for e in _expand(cm, x)[1]]]))")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
-                         env=os.environ | {"PYTHONPATH": root})
-    hits, logp, grad, expanded = json.loads(res.stdout.strip().splitlines()[-1])
+    hits, logp, grad, expanded = _in_new_process(
+        "x = np.linspace(-0.7, 0.9, cm._n_dim)\n"
+        "_, logp, grad = _logp(cm, x)\n"
+        "print(json.dumps([cm.compiled_logp_func.cache_hits, logp.hex(), [g.hex() for g in grad],"
+        " [e.hex() for e in _expand(cm, x)[1]]]))")
     assert hits == 1
     x = np.linspace(-0.7, 0.9, cm._n_dim)
     _, logp_fresh, grad_fresh = _logp(cm, x)

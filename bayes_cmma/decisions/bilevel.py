@@ -40,8 +40,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
-from bayes_cmma.decisions.decision_value import cross_moments, unit, value_per_trial
-from bayes_cmma.decisions.fusion import fusion_setup
+from bayes_cmma.decisions.decision_value import cross_moments, unit
+from bayes_cmma.decisions.fusion import cross_fitted_table, fusion_setup
 from bayes_cmma.errors import DataError
 from bayes_cmma.inputs.data import TrialData
 
@@ -185,19 +185,9 @@ def bilevel_fusion(
                               bounds=[(0.0, float(max_pull))] * J)
     pulls = np.clip(found.x, 0.0, max_pull)
 
-    rows, per_trial = [], []
-    for name, lam in (("trials", np.zeros(J)), ("fused", pulls)):
-        score = np.empty(f.shape[:2])
-        for test, gram, cross, target, _ in parts:
-            score[:, test] = f[:, test, 1:] @ inner_weights(gram, cross, target, lam)
-        contrib, rate = value_per_trial(score, g[..., 0])
-        per_trial.append(contrib)
-        rows.append({"rule": name, "value": contrib.mean(), "std_error": contrib.std(ddof=1) / np.sqrt(K),
-                     "launch_rate": rate.mean()})
-    table = pd.DataFrame(rows).set_index("rule")
-    diff = np.array(per_trial) - per_trial[0]
-    table["difference"] = diff.mean(axis=1)
-    table["difference_se"] = diff.std(axis=1, ddof=1) / np.sqrt(K)
+    table = cross_fitted_table(f, g, fold, [np.zeros(J), pulls],
+                               lambda lam, i, _: inner_weights(*parts[i][1:4], lam))
+    table.index = pd.Index(["trials", "fused"], name="rule")
     kept = keep == "always" or bool(table.loc["fused", "difference"] > table.loc["fused", "difference_se"])
     chosen = pulls if kept else np.zeros(J)
     gram, cross = cross_moments(z, S)

@@ -47,7 +47,7 @@ high); the curve is reported for that reason, and the studies evaluate the choic
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -168,10 +168,45 @@ def disagreement(z: np.ndarray, S: np.ndarray, prior: np.ndarray) -> float:
 
 def stein_strength(z: np.ndarray, S: np.ndarray, prior: np.ndarray) -> float:
     """lambda = s / (1 - s) with s = min(1, (J - 2) / D^2): Stein's share of the logs (module docstring)."""
-    J = z.shape[1] - 1
-    D2 = disagreement(z, S, prior)
+    return _stein_from(disagreement(z, S, prior), z.shape[1] - 1)
+
+
+def _stein_from(D2: float, J: int) -> float:
+    """:func:`stein_strength` from D^2 and the number of metrics J."""
     share = min(1.0, (J - 2) / D2) if D2 > 0 else float(J > 2)
     return float("inf") if share >= 1 else share / (1.0 - share)
+
+
+def cross_fitted_table(
+    f: np.ndarray,
+    g: np.ndarray,
+    fold: np.ndarray,
+    rules: Sequence,
+    weights: Callable[[object, int, np.ndarray], np.ndarray],
+) -> pd.DataFrame:
+    """The cross-fitted, fission-scored decision value of launch rules, a row per rule.
+
+    ``f``, ``g`` (repeat, trial, 1 + J) are the fission halves, ``fold`` (trial,) the folds, and
+    ``weights(rule, i, train)`` the rule's weights fitted on the trials ``train`` (a mask) of all but
+    fold ``i``. Columns: ``value`` per trial, its ``std_error``, ``launch_rate``, and the paired
+    ``difference`` from the first rule with its ``difference_se``.
+    """
+    K = f.shape[1]
+    rows, per_trial = [], []
+    for rule in rules:
+        score = np.empty(f.shape[:2])
+        for i in np.unique(fold):
+            test = fold == i
+            score[:, test] = f[:, test, 1:] @ weights(rule, int(i), ~test)
+        contrib, rate = value_per_trial(score, g[..., 0])
+        per_trial.append(contrib)
+        rows.append({"value": contrib.mean(), "std_error": contrib.std(ddof=1) / np.sqrt(K),
+                     "launch_rate": rate.mean()})
+    table = pd.DataFrame(rows)
+    diff = np.array(per_trial) - per_trial[0]  # paired, against the first rule
+    table["difference"] = diff.mean(axis=1)
+    table["difference_se"] = diff.std(axis=1, ddof=1) / np.sqrt(K)
+    return table
 
 
 def decision_focused_fusion(
@@ -236,28 +271,16 @@ def decision_focused_fusion(
     design, prior, fold, f, g = fusion_setup(data, kpi, metrics, observational_weights, folds=folds, tau=tau,
                                              repeats=repeats, seed=seed,
                                              within_trial_correlation=within_trial_correlation)
-    metrics, K = list(metrics), design.n_trials
+    metrics = list(metrics)
     d2 = disagreement(design.z, design.S, prior)
     if select == "stein":
-        stein = stein_strength(design.z, design.S, prior)
+        stein = _stein_from(d2, len(metrics))
         if stein not in strengths:  # in order, after the first (the reference of ``difference``)
             strengths.insert(next((i for i in range(1, len(strengths)) if strengths[i] > stein), len(strengths)),
                              stein)
-    rows, per_trial = [], []
-    for lam in strengths:
-        score = np.empty(f.shape[:2])
-        for i in range(int(folds)):
-            test = fold == i
-            w = fused_weights(design.z[~test], design.S[~test], prior, lam)
-            score[:, test] = f[:, test, 1:] @ w
-        contrib, rate = value_per_trial(score, g[..., 0])
-        per_trial.append(contrib)
-        rows.append({"fusion_strength": lam, "value": contrib.mean(),
-                     "std_error": contrib.std(ddof=1) / np.sqrt(K), "launch_rate": rate.mean()})
-    curve = pd.DataFrame(rows)
-    diff = np.array(per_trial) - per_trial[0]  # paired, against the first strength (the trials alone by default)
-    curve["difference"] = diff.mean(axis=1)
-    curve["difference_se"] = diff.std(axis=1, ddof=1) / np.sqrt(K)
+    curve = cross_fitted_table(f, g, fold, strengths,
+                               lambda lam, _, train: fused_weights(design.z[train], design.S[train], prior, lam))
+    curve.insert(0, "fusion_strength", strengths)
     if select == "stein":
         chosen = stein
     else:
@@ -269,5 +292,5 @@ def decision_focused_fusion(
     return FusionChoice(curve=curve, strength=chosen, weights=weights, disagreement=d2)
 
 
-__all__ = ["LAMBDAS", "SELECT", "FusionChoice", "decision_focused_fusion", "disagreement", "fused_weights",
-           "fusion_setup", "stein_strength"]
+__all__ = ["LAMBDAS", "SELECT", "FusionChoice", "cross_fitted_table", "decision_focused_fusion", "disagreement",
+           "fused_weights", "fusion_setup", "stein_strength"]
