@@ -395,3 +395,82 @@ def test_stein_selection_is_the_default_and_its_row_joins_the_curve():
         decision_focused_fusion(bc.read_trials(gaps, cov[(cov["trial"] < "t003") | (cov["quantity_1"] != "m3")
                                                          & (cov["quantity_2"] != "m3")]), "y", list(metrics),
                                 slopes, folds=2)
+
+
+def _collinear(K=12, seed=0):
+    """Trials whose metric 'b' repeats metric 'a' exactly, with a third metric 'c'."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=K)
+    z = np.column_stack([a + rng.normal(0, 0.3, K), a, a, rng.normal(size=K)])
+    return z, np.broadcast_to(np.eye(4) * 0.01, (K, 4, 4)).copy()
+
+
+@pytest.mark.parametrize("call", ["decision_value", "stein", "best", "bilevel"])
+def test_a_metric_repeated_is_refused_by_name(call):
+    """G is singular when a metric's ATEs repeat another's: one DataError naming it, not numpy's LinAlgError."""
+    from bayes_cmma.decisions.fusion import decision_focused_fusion
+
+    z, S = _collinear()
+    data = bc.read_trials(*_table(z, S, ("a", "b", "c")))
+    slopes = {"a": 1.0, "b": 0.0, "c": 0.0}
+    run = {"decision_value": lambda: bc.decision_value(data, "y", ["a", "b", "c"]),
+           "stein": lambda: decision_focused_fusion(data, "y", ["a", "b", "c"], slopes),
+           "best": lambda: decision_focused_fusion(data, "y", ["a", "b", "c"], slopes, select="best"),
+           "bilevel": lambda: bc.bilevel_fusion(data, "y", ["a", "b", "c"], slopes)}[call]
+    with pytest.raises(DataError, match=r"the ATEs of metric 'b' are a linear combination of those of 'a' "
+                                        r"\(the same metric twice\?\).* drop one of them"):
+        run()
+
+
+def test_metric_rank_names_a_metric_that_never_moves_and_a_collinear_fold():
+    from bayes_cmma.decisions.decision_value import check_composite_rank
+
+    rng = np.random.default_rng(1)
+    m = rng.normal(size=(8, 3))
+    check_composite_rank(m, ["a", "b", "c"], np.arange(8) % 2)  # generic ATEs pass
+    still = m.copy()
+    still[:, 1] = 0.0
+    with pytest.raises(DataError, match=r"the ATEs of metric 'b' are 0 in all 8 trials .* drop it"):
+        check_composite_rank(still, ["a", "b", "c"])
+    with pytest.raises(DataError, match=r"the 2 trials outside cross-fitting fold 0 of 2 do not determine a "
+                                        r"composite of 3 metrics .* use more folds"):
+        check_composite_rank(m[:4], ["a", "b", "c"], np.array([0, 1, 0, 1]))
+
+
+def test_decision_value_with_too_few_trials_per_fold_for_the_composite_is_refused():
+    z, S = _truths(K=7, J=4, seed=2)
+    metrics = ["m1", "m2", "m3", "m4"]
+    data = bc.read_trials(*_table(z, S, metrics))
+    with pytest.raises(DataError, match=r"the 3 trials outside cross-fitting fold \d of 2 do not determine a "
+                                        r"composite of 4"):
+        bc.decision_value(data, "y", metrics, folds=2)
+    assert len(bc.decision_value(data, "y", metrics, folds=2, composite=False).table) == 5  # 4 metrics, launch all
+
+
+def test_disagreement_without_noise_in_the_scores_is_refused():
+    """A KPI the metrics fit exactly, with no KPI-metric error covariance: every score psi_k is 0, so
+    the sandwich V is 0 and D^2 is undefined."""
+    from bayes_cmma.decisions.fusion import disagreement
+
+    m = np.tile(np.eye(3), (4, 1))  # ATEs and slopes exact in binary: the residuals are exactly 0
+    z = np.column_stack([m @ np.array([1.0, 0.5, 0.25]), m])
+    with pytest.raises(DataError, match="cannot be estimated.*--fusion-select"):
+        disagreement(z, np.zeros((12, 4, 4)), np.array([1.0, 0.0, 0.0]))
+
+
+def test_command_with_a_repeated_metric_writes_nothing(tmp_path, capsys):
+    z, S = _collinear()
+    trials, cov = _table(z, S, ("a", "b", "c"))
+    trials.to_csv(tmp_path / "t.csv", index=False)
+    cov.to_csv(tmp_path / "c.csv", index=False)
+    out, fusion = tmp_path / "dv.csv", tmp_path / "fusion.csv"
+    code = main(["decision-value", str(tmp_path / "t.csv"), "--cov", str(tmp_path / "c.csv"), "--kpi", "y",
+                 *[a for m in "abc" for a in ("--metric", m)], "--observational-slope", "a=1",
+                 "--observational-slope", "b=0", "--observational-slope", "c=0", "--out", str(out),
+                 "--fusion-out", str(fusion)])
+    err = unwrap(capsys.readouterr().err)
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "metric 'b' are a linear combination" in lines[0], err
+    assert "Traceback" not in err
+    assert not out.exists() and not fusion.exists()

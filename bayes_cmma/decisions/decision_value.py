@@ -142,6 +142,43 @@ def composite_weights(z: np.ndarray, S: np.ndarray) -> np.ndarray:
     return unit(np.linalg.solve(*cross_moments(z, S)))
 
 
+def check_composite_rank(m: np.ndarray, metrics: Sequence[str], fold: np.ndarray | None = None) -> None:
+    """Refuse metric ATEs (trial, J) from which no composite can be fitted.
+
+    The composite's weights solve G w = g with G = sum_k m_k m_k'; G is singular when a metric's ATEs
+    are a linear combination of the others' over the trials (the same metric twice, a metric that
+    is a sum of others, a metric that never moves), or over the trials outside a cross-fitting fold.
+
+    Raises
+    ------
+    DataError
+        Naming the first metric whose ATEs the earlier ones already span, or the fold whose
+        training trials are collinear.
+    """
+    metrics = list(metrics)
+    K = m.shape[0]
+    for j, name in enumerate(metrics):
+        if np.linalg.matrix_rank(m[:, : j + 1]) <= j:
+            if j == 0 or not np.any(m[:, j]):
+                raise DataError(f"the ATEs of metric {name!r} are 0 in all {K} trials that report every metric; "
+                                "a composite cannot weigh it: drop it.")
+            raise DataError(
+                f"over the {K} trials that report every metric, the ATEs of metric {name!r} are a linear "
+                f"combination of those of {', '.join(map(repr, metrics[:j]))} (the same metric twice?); a composite "
+                "cannot tell them apart: drop one of them."
+            )
+    if fold is None:
+        return
+    for i in np.unique(fold):
+        train = m[fold != i]
+        if np.linalg.matrix_rank(train) < len(metrics):
+            raise DataError(
+                f"the {len(train)} trials outside cross-fitting fold {int(i)} of {len(np.unique(fold))} do not "
+                f"determine a composite of {len(metrics)} metrics (their ATEs are collinear there); use more folds "
+                "(CLI: --folds), fewer metrics, or more trials."
+            )
+
+
 def fold_labels(n_trials: int, folds: int, rng: np.random.Generator) -> np.ndarray:
     """Fold number (trial,) of each trial: a random permutation cut into ``folds`` near-equal parts."""
     labels = np.arange(n_trials) % folds
@@ -210,7 +247,8 @@ def decision_value(
     Raises
     ------
     DataError
-        Fewer than 4 complete trials, ``folds`` outside [2, trials], ``tau`` < 0, ``repeats`` < 1.
+        Fewer than 4 complete trials, ``folds`` outside [2, trials], ``tau`` < 0, ``repeats`` < 1,
+        or (with the composite) metric ATEs that cannot determine it (:func:`check_composite_rank`).
     """
     metrics = list(metrics)
     if not metrics:
@@ -243,6 +281,8 @@ def decision_value(
     composite = composite and J >= 2
     rng = np.random.default_rng(seed)
     fold = fold_labels(K, folds, rng)
+    if composite:
+        check_composite_rank(design.z[:, 1:], metrics, fold)
     f, g = fission(design.z, design.S, float(tau), rng, int(repeats))
     inflate = 1.0 + float(tau) ** 2
     g_kpi = g[..., 0]  # (repeat, trial)

@@ -53,7 +53,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from bayes_cmma.decisions.decision_value import cross_moments, fission, fold_labels, unit, value_per_trial
+from bayes_cmma.decisions.decision_value import (
+    check_composite_rank,
+    cross_moments,
+    fission,
+    fold_labels,
+    unit,
+    value_per_trial,
+)
 from bayes_cmma.errors import DataError
 from bayes_cmma.inputs.data import MetricDesign, TrialData, joint_design
 
@@ -123,8 +130,9 @@ def fusion_setup(
     ------
     DataError
         Fewer than 2 metrics, a metric without an observational slope, slopes all 0 or not finite,
-        ``tau`` not positive, ``folds`` out of range, no more complete trials than metrics, or the
-        inputs :func:`bayes_cmma.decision_value` refuses.
+        ``tau`` not positive, ``folds`` out of range, no more complete trials than metrics, collinear
+        metric ATEs (:func:`~bayes_cmma.decisions.decision_value.check_composite_rank`), or the inputs
+        :func:`bayes_cmma.decision_value` refuses.
     """
     metrics = list(metrics)
     if len(metrics) < 2:
@@ -146,6 +154,7 @@ def fusion_setup(
         raise DataError(f"the fusion needs more complete trials ({K}) than metrics ({len(metrics)}).")
     rng = np.random.default_rng(seed)
     fold = fold_labels(K, int(folds), rng)
+    check_composite_rank(design.z[:, 1:], metrics, fold)
     f, g = fission(design.z, design.S, float(tau), rng, int(repeats))
     return design, prior, fold, f, g
 
@@ -163,7 +172,15 @@ def disagreement(z: np.ndarray, S: np.ndarray, prior: np.ndarray) -> float:
     psi = m * (z[:, 0] - m @ np.linalg.solve(gram, cross))[:, None] - S[:, 1:, 0]
     V = psi.T @ psi * K / (K - J)
     d = cross - cross_obs
-    return float(d @ np.linalg.solve(V, d))
+    try:
+        return float(d @ np.linalg.solve(V, d))
+    except np.linalg.LinAlgError as exc:
+        raise DataError(
+            f"the trials' noise in the cross-moment cannot be estimated: their {J} metrics' scores are collinear "
+            f"over the {K} trials (e.g. the KPI's ATE is fitted exactly by the metrics'); the logs' disagreement "
+            "with the trials is undefined. Use another fusion choice (select='best' or 'significant'; CLI "
+            "--fusion-select) or more trials."
+        ) from exc
 
 
 def stein_strength(z: np.ndarray, S: np.ndarray, prior: np.ndarray) -> float:
