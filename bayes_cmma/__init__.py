@@ -42,7 +42,8 @@ _LAZY = {
     "value_of_trials_tie": "decisions.more_trials",
     "value_frame": "decisions.more_trials", "DecisionValue": "decisions.decision_value",
     "decision_value": "decisions.decision_value", "decision_focused_fusion": "decisions.fusion",
-    "FusionChoice": "decisions.fusion", "BilevelFusion": "decisions.bilevel", "bilevel_fusion": "decisions.bilevel",
+    "FusionChoice": "decisions.fusion", "fusion_frame": "decisions.fusion",
+    "BilevelFusion": "decisions.bilevel", "bilevel_fusion": "decisions.bilevel",
     "diagnostics_table": "checks.diagnostics", "summary_table": "checks.diagnostics",
     "DegreeComparison": "checks.compare", "compare_degrees": "checks.compare",
     "RelevanceCheck": "checks.assumptions", "relevance_check": "checks.assumptions",
@@ -64,7 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from bayes_cmma.decisions.bilevel import BilevelFusion, bilevel_fusion
     from bayes_cmma.decisions.decision_value import DecisionValue, decision_value
     from bayes_cmma.decisions.derived import drf, elasticity, interval_table, rank_metrics
-    from bayes_cmma.decisions.fusion import FusionChoice, decision_focused_fusion
+    from bayes_cmma.decisions.fusion import FusionChoice, decision_focused_fusion, fusion_frame
     from bayes_cmma.decisions.more_trials import value_frame, value_of_trials, value_of_trials_tie
     from bayes_cmma.decisions.northstar import northstar, northstar_frame
     from bayes_cmma.fitting.bayes import CMMAResult, MetricFit, fit, fit_metric
@@ -136,6 +137,7 @@ __all__ = [
     "fit_joint",
     "fit_many",
     "fit_metric",
+    "fusion_frame",
     "interval_table",
     "joint_design",
     "load_example",

@@ -26,6 +26,7 @@ from bayes_cmma.fitting import interrupts
 if TYPE_CHECKING:
     from bayes_cmma.baselines.ols import OLSResult
     from bayes_cmma.checks.assumptions import RelevanceCheck
+    from bayes_cmma.decisions.fusion import FusionChoice
     from bayes_cmma.fitting.bayes import CMMAResult
     from bayes_cmma.fitting.spec import ModelSpec
     from bayes_cmma.inputs.data import TrialData
@@ -147,6 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --joint observational: the prior of the observational bias scale, HalfNormal "
                            "(default) or harmonic (flat on the bias variance: Stein's prior; borrows less from "
                            "clean logs and is pulled less by confounded ones)")
+    fitp.add_argument("--observational-slope", action="append", metavar="METRIC=VALUE",
+                      help="the logs' partial slope of the KPI on a metric (repeat for every metric): also write "
+                           "fusion.csv, how far the composite launch rule leans on them by Stein's rule (as "
+                           "`decision-value --observational-slope`; a report section). Not the joint prior's "
+                           "--observational table")
+    fitp.add_argument("--observational-partial", metavar="FILE",
+                      help="instead of --observational-slope: the partial-slope table of `summarize "
+                           "--observational-partial-out` (the teams combined by precision)")
     nst = sub.add_parser("northstar", help="the best composite of the metrics for a future trial of a given size "
                          "(from the joint model of `fit --joint`)")
     nst.add_argument("fit_dir", help="the --out folder of `bayes-cmma fit --joint`")
@@ -318,12 +327,14 @@ def run_fit(
     observational: str | Path | None = None,
     p_tie: float | None = None,
     observational_bias_prior: str | None = None,
+    fusion_slopes: dict[str, float] | None = None,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status.
 
     ``joint`` (an ``elasticity_prior`` of :func:`bayes_cmma.fit_joint`) ranks the metrics from the joint
     model instead of pairing the separate fits' draws; ``p_tie`` is the tie prior's prior probability;
-    ``observational_bias_prior`` the observational prior's prior of the bias scale.
+    ``observational_bias_prior`` the observational prior's prior of the bias scale; ``fusion_slopes``
+    (the logs' partial slopes per metric) adds the decision-focused fusion (``fusion.csv``).
     """
     from bayes_cmma.baselines.ols import cmma_ols_design
     from bayes_cmma.checks import checking
@@ -389,6 +400,17 @@ def run_fit(
 
         obs_table = read_observational(observational)
         observational_slopes(obs_table, metrics)  # every metric has a linear slope: checked before sampling
+    fusion = None
+    if fusion_slopes is not None:  # no model involved: run it (and refuse its input) before sampling
+        from bayes_cmma.decisions.fusion import decision_focused_fusion, fusion_frame
+
+        unknown = sorted(set(fusion_slopes) - set(metrics))
+        if unknown:
+            raise BayesCMMAError(f"--observational-slope names {', '.join(map(repr, unknown))}, not a fitted metric; "
+                                 f"fitted metrics: {', '.join(metrics)}.")
+        _status("how far the composite launch rule leans on the logs (bc.decision_focused_fusion)")
+        fusion = decision_focused_fusion(trials, kpi, metrics, fusion_slopes, seed=seed,
+                                         within_trial_correlation=spec.within_trial_correlation)
     # validate every design up front (fit() does it again, cheaply) so errors come before sampling
     ols_results, checks, measured, partial = {}, {}, {}, {}
     with warnings.catch_warnings():
@@ -473,6 +495,10 @@ def run_fit(
             _status(f"no model-free decision value: {exc}")
         else:
             files[report_mod.DECISION_VALUE_FILE] = lambda p: decision_table.to_csv(p, index=False)
+    fusion_table = None
+    if fusion is not None:
+        fusion_table = fusion_frame(fusion)
+        files[report_mod.FUSION_FILE] = lambda p: fusion_table.to_csv(p, index=False)
     ols_table = _ols_frame(ols_results)
     files["ols.csv"] = lambda p: ols_table.to_csv(p, index=False)
     assumptions = _assumption_frame(checks, result)
@@ -489,7 +515,8 @@ def run_fit(
             trees={m: f.posterior for m, f in result.fits.items()}, kpi=kpi, at=at or None, lift=lift,
             baseline=kpi_baseline, ols=ols_table, assumptions=assumptions, loo=loos,
             ranking=ranking_ds if joint is not None else None, northstar=northstar_table, more_trials=more_table,
-            decision_value=decision_table, summaries={m: f.summary for m, f in result.fits.items()})
+            decision_value=decision_table, fusion=fusion_table,
+            summaries={m: f.summary for m, f in result.fits.items()})
         page = report_mod.render_report(inputs)
         files["report.html"] = lambda p: Path(p).write_text(page, encoding="utf-8")
     written = outputs.write_atomically(out, files)
@@ -507,6 +534,8 @@ def run_fit(
              "decided.")
     if decision_table is not None:
         _print_decision_value(decision_table.set_index("candidate"), kpi)
+    if fusion is not None:
+        _print_fusion(fusion, "stein")
     if more_table is not None:
         _print_more_trials(more_table)
     if northstar_table is not None:
@@ -815,8 +844,6 @@ def check_args(args: argparse.Namespace) -> None:
                 check_writable(getattr(args, flag), "--" + flag.replace("_", "-"), folder=False)
     elif cmd == "decision-value":
         check_writable(args.out, "--out", folder=False)
-        if args.observational_slope and args.observational_partial:
-            raise BayesCMMAError("give the logs' slopes once: --observational-slope or --observational-partial.")
         if args.observational_slope or args.observational_partial:
             check_writable(args.fusion_out, "--fusion-out", folder=False)
             if Path(args.fusion_out).resolve() == Path(args.out).resolve():
@@ -843,7 +870,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                        lift=args.lift, kpi_baseline=args.kpi_baseline, seed=args.seed, out=args.out,
                        draws=args.draws, tune=args.tune, chains=args.chains, report=not args.no_report,
                        target_accept=args.target_accept, joint=args.joint, observational=args.observational,
-                       p_tie=args.p_tie, observational_bias_prior=args.observational_bias_prior)
+                       p_tie=args.p_tie, observational_bias_prior=args.observational_bias_prior,
+                       fusion_slopes=_fusion_slopes(args))
     if args.command == "report":
         return run_report(args)
     if args.command == "northstar":
@@ -931,6 +959,35 @@ def _print_decision_value(table: pd.DataFrame, kpi: str) -> None:
         print(f"  {name!s:<{width}}  {value:>28}  {row['launch_rate']:>8.0%}  {vs:>20}")
 
 
+def _fusion_slopes(args: argparse.Namespace) -> dict[str, float] | None:
+    """The logs' partial slopes of ``--observational-slope`` or ``--observational-partial`` (None: neither)."""
+    if args.observational_slope and args.observational_partial:
+        raise BayesCMMAError("give the logs' slopes once: --observational-slope or --observational-partial.")
+    if args.observational_partial:
+        from bayes_cmma.inputs.observational import partial_slopes
+
+        return partial_slopes(args.observational_partial, args.metric)
+    return _parse_at(args.observational_slope, flag="--observational-slope") if args.observational_slope else None
+
+
+def _print_fusion(fusion: FusionChoice, select: str) -> None:
+    """The fusion's curve, its choice and the chosen rule's weights."""
+    _say("\nHow far the composite launch rule should lean on the logs' slopes (fusion strength: 0 = the trials "
+         "alone, inf = the logs alone), by its cross-fitted decision value per trial (docs: model.md, "
+         "'Decision-focused fusion'):")
+    for _, row in fusion.curve.iterrows():
+        mark = "  <- chosen" if row["fusion_strength"] == fusion.strength else ""
+        print(f"  {row['fusion_strength']:>8g}  {row['value']:.4g} (se {row['std_error']:.2g}); vs the first "
+              f"{row['difference']:+.2g} (se {row['difference_se']:.2g}){mark}")
+    J = len(fusion.weights)
+    if select == "stein":
+        _say(f"  chosen by Stein's rule: the logs' disagreement with the trials D^2 = {fusion.disagreement:.3g} "
+             f"(about {J} if the logs are right), so the share borrowed is min(1, {J - 2}/D^2)"
+             + (": with 2 metrics, none" if J == 2 else ""))
+    _say("  its weights on the metrics' ATEs (unit length): "
+         + ", ".join(f"{m} {w:+.3g}" for m, w in fusion.weights.items()))
+
+
 def run_decision_value(args: argparse.Namespace) -> int:
     """``bayes-cmma decision-value``: the cross-fitted decision value of each metric from the trial table."""
     from bayes_cmma.decisions.decision_value import decision_value
@@ -940,11 +997,7 @@ def run_decision_value(args: argparse.Namespace) -> int:
     if not -1 < args.within_trial_correlation < 1:
         raise BayesCMMAError(f"--within-trial-correlation must be strictly between -1 and 1, got "
                              f"{args.within_trial_correlation}.")
-    slopes = _parse_at(args.observational_slope, flag="--observational-slope") if args.observational_slope else None
-    if args.observational_partial:
-        from bayes_cmma.inputs.observational import partial_slopes
-
-        slopes = partial_slopes(args.observational_partial, args.metric)
+    slopes = _fusion_slopes(args)
     if slopes is not None and args.tau == 0:
         raise BayesCMMAError("the logs' slopes (--observational-slope/--observational-partial) choose the fusion "
                              "strength by the fission-scored decision value, which needs --tau above 0 (default 1).")
@@ -962,13 +1015,13 @@ def run_decision_value(args: argparse.Namespace) -> int:
                                  within_trial_correlation=args.within_trial_correlation)
         files[args.fusion_out] = _writer(bilevel_frame(bilevel), args.fusion_out)
     elif slopes is not None:
-        from bayes_cmma.decisions.fusion import decision_focused_fusion
+        from bayes_cmma.decisions.fusion import decision_focused_fusion, fusion_frame
 
         fusion = decision_focused_fusion(trials, args.kpi, args.metric, slopes, folds=args.folds,
                                          tau=args.tau, repeats=args.repeats, seed=args.seed,
                                          within_trial_correlation=args.within_trial_correlation,
                                          select=args.fusion_select)
-        files[args.fusion_out] = _writer(fusion.curve, args.fusion_out)
+        files[args.fusion_out] = _writer(fusion_frame(fusion), args.fusion_out)
     written, *more = write_files_atomically(files)
     _print_decision_value(result.table, args.kpi)
     if not result.weights.empty:
@@ -976,19 +1029,7 @@ def run_decision_value(args: argparse.Namespace) -> int:
         _say("  composite weights (standardised, mean over folds): "
              + ", ".join(f"{m} {w:+.2f}" for m, w in mean.items()))
     if fusion is not None:
-        _say("\nHow far the composite launch rule should lean on the logs' slopes (fusion strength: 0 = the trials "
-             "alone, inf = the logs alone), by its cross-fitted decision value per trial (docs: model.md, "
-             "'Decision-focused fusion'):")
-        for _, row in fusion.curve.iterrows():
-            mark = "  <- chosen" if row["fusion_strength"] == fusion.strength else ""
-            print(f"  {row['fusion_strength']:>8g}  {row['value']:.4g} (se {row['std_error']:.2g}); vs the first "
-                  f"{row['difference']:+.2g} (se {row['difference_se']:.2g}){mark}")
-        if args.fusion_select == "stein":
-            _say(f"  chosen by Stein's rule: the logs' disagreement with the trials D^2 = {fusion.disagreement:.3g} "
-                 f"(about {len(args.metric)} if the logs are right), so the share borrowed is "
-                 f"min(1, {len(args.metric) - 2}/D^2)")
-        _say("  its weights on the metrics' ATEs (unit length): "
-             + ", ".join(f"{m} {w:+.3g}" for m, w in fusion.weights.items()))
+        _print_fusion(fusion, args.fusion_select)
     if bilevel is not None:
         _say("\nEach metric's pull towards the logs' slopes (0 = the trials alone), chosen by the gradient of the "
              "cross-fitted decision value through the inner fit (docs: model.md, 'Decision-focused fusion'):")

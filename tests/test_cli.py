@@ -111,6 +111,22 @@ def test_fit_joint_bad_input(files, capsys, extra, message):
     _run_bad(capsys, tmp_path, argv, message)
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [(["--observational-slope", "ndcg=1", "--observational-slope", "ctr=2"],
+      "--observational-slope names 'ctr', not a fitted metric; fitted metrics: ndcg, mrr"),
+     (["--observational-slope", "ndcg=1"], r"no observational slope for metric\(s\) 'mrr'"),
+     (["--observational-slope", "ndcg=1", "--observational-partial", "partial.csv"],
+      "give the logs' slopes once: --observational-slope or --observational-partial"),
+     (["--observational-slope", "ndcg=x"], "--observational-slope"),
+     (["--observational-slope", "ndcg=0", "--observational-slope", "mrr=0"], "must be finite and not all 0")],
+)
+def test_fit_fusion_bad_input_stops_before_sampling(files, capsys, extra, message):
+    tmp_path, trials, cov = files
+    argv = ["fit", *_write(tmp_path, trials, cov), *_metric_args(), *extra]
+    _run_bad(capsys, tmp_path, argv, message)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_fit_bad_input(case, files, capsys):
     tmp_path, trials, cov = files

@@ -337,9 +337,11 @@ def test_significant_selection_keeps_the_trials_unless_the_logs_earn_their_place
         decision_focused_fusion(data, "y", ["m1", "m2"], {"m1": 1.0, "m2": 0.2}, select="max")
 
 
-def test_disagreement_is_the_hc1_wald_statistic_of_the_logs_slopes():
+@pytest.mark.parametrize("sandwich", ["hc3", "hc1"])
+def test_disagreement_is_the_wald_statistic_of_the_logs_slopes(sandwich):
     """Without measurement noise the trials' composite is least squares through 0, the logs' is o, and
-    D^2 is the Wald statistic of "the coefficients are o" with the HC1 covariance (statsmodels)."""
+    D^2 is the Wald statistic of "the coefficients are o" with the HC3 (default) or HC1 covariance
+    (statsmodels)."""
     import statsmodels.api as sm
 
     from bayes_cmma.decisions.fusion import disagreement
@@ -347,9 +349,28 @@ def test_disagreement_is_the_hc1_wald_statistic_of_the_logs_slopes():
     z, _ = _truths(K=25, J=3, seed=4)
     S = np.zeros((25, 4, 4))
     o = np.array([0.9, 0.3, -0.1])
-    ols = sm.OLS(z[:, 0], z[:, 1:]).fit(cov_type="HC1")
+    ols = sm.OLS(z[:, 0], z[:, 1:]).fit(cov_type=sandwich.upper())
     wald = ols.wald_test((np.eye(3), o), use_f=False, scalar=True).statistic
-    assert disagreement(z, S, o) == pytest.approx(float(wald), rel=1e-10)
+    kw = {} if sandwich == "hc3" else {"sandwich": sandwich}
+    assert disagreement(z, S, o, **kw) == pytest.approx(float(wald), rel=1e-10)
+
+
+def test_disagreement_refuses_a_trial_of_leverage_one_and_an_unknown_sandwich():
+    from bayes_cmma.decisions.fusion import decision_focused_fusion, disagreement
+
+    z, S = _truths(K=12, J=3, seed=7)
+    z[:, 3] = 0.0
+    z[5, 3] = 0.4  # trial 5 alone moves the third metric
+    with pytest.raises(DataError, match=r"trial 5 \(0-based, of the 12 complete trials\) alone determines a "
+                                        r"direction .* \(leverage 1\)"):
+        disagreement(z, S, np.array([1.0, 0.5, 0.0]))
+    assert np.isfinite(disagreement(z, S, np.array([1.0, 0.5, 0.0]), sandwich="hc1"))
+    with pytest.raises(DataError, match=r"sandwich must be one of 'hc3', 'hc1', got 'hc0'"):
+        disagreement(z, S, np.array([1.0, 0.5, 0.0]), sandwich="hc0")
+    # in a fusion the fold holding that trial out is collinear, which fusion_setup refuses first
+    data = bc.read_trials(*_table(z, S, ("m1", "m2", "m3")))
+    with pytest.raises(DataError, match="outside cross-fitting fold"):
+        decision_focused_fusion(data, "y", ["m1", "m2", "m3"], {"m1": 1.0, "m2": 0.5, "m3": 0.0})
 
 
 def test_stein_strength_borrows_by_the_disagreement():
@@ -456,6 +477,14 @@ def test_disagreement_without_noise_in_the_scores_is_refused():
     z = np.column_stack([m @ np.array([1.0, 0.5, 0.25]), m])
     with pytest.raises(DataError, match="cannot be estimated.*--fusion-select"):
         disagreement(z, np.zeros((12, 4, 4)), np.array([1.0, 0.0, 0.0]))
+    # in a fusion (errors uncorrelated between the KPI and the metrics): Stein refuses, the others report nan
+    from bayes_cmma.decisions.fusion import decision_focused_fusion
+
+    data = bc.read_trials(*_table(z, np.broadcast_to(np.eye(4) * 0.01, (12, 4, 4)), ("m1", "m2", "m3")))
+    slopes = {"m1": 1.0, "m2": 0.0, "m3": 0.0}
+    with pytest.raises(DataError, match="cannot be estimated"):
+        decision_focused_fusion(data, "y", ["m1", "m2", "m3"], slopes)
+    assert np.isnan(decision_focused_fusion(data, "y", ["m1", "m2", "m3"], slopes, select="best").disagreement)
 
 
 def test_command_with_a_repeated_metric_writes_nothing(tmp_path, capsys):

@@ -136,7 +136,8 @@ def test_fit_cli_end_to_end(tmp_path, example, capsys):
     out = tmp_path / "out"
     code = main(["fit", str(trials_csv), "--cov", str(cov), "--kpi", "gmv", "--metric", "ndcg", "--metric", "mrr",
                  "--degree", "2", "--at", f"ndcg={at['ndcg']}", "--at", f"mrr={at['mrr']}", "--kpi-baseline", "59",
-                 "--seed", "2", "--draws", "800", "--tune", "600", "--out", str(out)])
+                 "--seed", "2", "--draws", "800", "--tune", "600", "--out", str(out),
+                 "--observational-slope", "ndcg=1.0", "--observational-slope", "mrr=0.5"])
     captured = capsys.readouterr()
     stdout = captured.out
     assert code == 0
@@ -180,6 +181,15 @@ def test_fit_cli_end_to_end(tmp_path, example, capsys):
     np.testing.assert_allclose(dv.set_index("candidate").loc[expected.index, "value"], expected["value"])
     assert "Model-free check, decision value" in stdout
     assert "A model-free check: the decision value of each metric" in page and "<th>model's P(best)" in page
+    # the decision-focused fusion with the logs' slopes: Stein's rule keeps the trials alone with 2 metrics
+    fusion = pd.read_csv(out / "fusion.csv")
+    expected = bc.decision_focused_fusion(bc.read_trials(trials_csv, cov), "gmv", ["ndcg", "mrr"],
+                                          {"ndcg": 1.0, "mrr": 0.5}, seed=2)
+    np.testing.assert_allclose(fusion["value"], expected.curve["value"])
+    assert fusion.loc[fusion["chosen"], "fusion_strength"].tolist() == [0.0]
+    assert list(fusion["observational_slope_mrr"].unique()) == [0.5]
+    assert "How far the composite launch rule should lean on the logs" in stdout and ": with 2 metrics, none" in stdout
+    assert "Leaning on the logs: decision-focused fusion" in page and "0 (the trials alone) (chosen)" in page
     summary = pd.read_csv(out / "summary.csv")
     assert {"metric", "parameter", "mean", "sd", "eti94_lb", "eti94_ub", "r_hat", "ess_bulk", "ess_tail"} <= set(
         summary.columns

@@ -169,3 +169,32 @@ def test_linear_drf_without_baseline_is_said_once_in_the_report(example):
     page = render_report(ReportInputs(trees={m: f.posterior for m, f in linear.fits.items()}, kpi="gmv",
                                       at=example.at))
     assert page.count("cannot rank them") == 1
+
+
+def test_fusion_section_says_how_much_the_rule_borrows_from_the_logs(fake, example, text_only):
+    """The fusion table of three metrics (a real fusion on simulated trials): D^2, the share, each row."""
+    import bayes_cmma as bc
+    from bayes_cmma.decisions.fusion import decision_focused_fusion, fusion_frame
+    from bayes_cmma.inputs.data import trial_frames
+
+    rng = np.random.default_rng(5)
+    K = 30
+    m = rng.normal(0, 1, (K, 3)) @ np.linalg.cholesky(0.2 * np.eye(3) + 0.8).T
+    z = np.column_stack([m[:, 0] + rng.normal(0, 0.3, K), m]) + rng.normal(0, 0.3, (K, 4))
+    S = np.broadcast_to(0.09 * np.eye(4), (K, 4, 4)).copy()
+    data = bc.read_trials(*trial_frames([f"t{k}" for k in range(K)], ["gmv", "a", "b", "c"], z, S))
+    choice = decision_focused_fusion(data, "gmv", ["a", "b", "c"], {"a": 1.0, "b": 0.1, "c": 0.0}, seed=1)
+    frame = fusion_frame(choice)
+    assert frame["chosen"].sum() == 1 and {"weight_a", "observational_slope_c", "disagreement"} <= set(frame)
+    np.testing.assert_allclose(frame.loc[frame["chosen"], ["weight_a", "weight_b", "weight_c"]].values[0],
+                               choice.weights.values)
+    page = render_report(ReportInputs(trees={m: f.posterior for m, f in fake.fits.items()}, kpi="gmv",
+                                      at=example.at, baseline=example.kpi_baseline, fusion=frame))
+    section = page[page.index('<h2 id="fusion">'):page.index('<h2 id="ols">')]
+    lam = choice.strength
+    share = 1.0 if np.isinf(lam) else lam / (1 + lam)
+    assert f"D<sup>2</sup> = {choice.disagreement:.3g}" in section and "(about 3 if the logs were right)" in section
+    assert f"borrows {share:.0%} of the logs" in section
+    assert "a 1, b 0.1, c 0" in section  # the logs' slopes
+    assert section.count("<tr") == len(frame) + 1 and section.count("(chosen)") == 1
+    assert "0 (the trials alone)" in section and "inf (the logs alone)" in section

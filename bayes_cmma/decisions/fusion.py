@@ -30,8 +30,8 @@ error about as large as the differences between strengths, so the choice is clos
 confounded logs get picked. The default (``select="stein"``) does not choose by the decision value.
 It borrows the share s = min(1, (J - 2) / D^2) of the logs' cross-moment, where
 
-    D^2 = (g - g_o)' V^-1 (g - g_o),   V = K / (K - J) sum_k psi_k psi_k',
-    psi_k = m_k (y_k - m_k' w_T) - S_my,k
+    D^2 = (g - g_o)' V^-1 (g - g_o),   V = sum_k psi_k psi_k' / (1 - h_k)^2,
+    psi_k = m_k (y_k - m_k' w_T) - S_my,k,   h_k = m_k' G^-1 m_k
 
 is the logs' disagreement with the trials in units of the trials' own (sandwich) noise: the
 positive-part James-Stein estimator of the cross-moment, shrunk from the trials' g towards the logs'
@@ -40,6 +40,13 @@ biased estimators"). With J >= 3 metrics it has less squared error than the tria
 the logs' bias, if V were known; logs that disagree with the trials by much more than their noise
 are barely borrowed. Its strength is lambda = s / (1 - s). With 2 metrics J - 2 = 0: the trials
 alone.
+
+V is the HC3 sandwich (each trial's score divided by one minus its leverage h_k). With few trials
+the plain sandwich underestimates the noise, because the residuals are those of a fit to the same
+trials; the HC1 correction K / (K - J) is too small for that: at ten trials and clean logs its D^2
+had a median about twice chi-square_3's, so Stein's rule borrowed half as much as it should.
+HC3's median is close to chi-square_3's (``benchmarks/fusion_launch_check.py``; ``sandwich="hc1"``
+gives the old form).
 
 The value of the chosen lambda's rule on the same trials is optimistic (it was chosen for being
 high); the curve is reported for that reason, and the studies evaluate the choice on new trials.
@@ -68,6 +75,8 @@ from bayes_cmma.inputs.data import MetricDesign, TrialData, joint_design
 LAMBDAS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 10.0, float("inf"))
 #: Ways to choose the strength (the first is the default).
 SELECT = ("stein", "significant", "best")
+#: Small-sample forms of the sandwich V in :func:`disagreement` (the first is the default).
+SANDWICHES = ("hc3", "hc1")
 
 
 @dataclass(frozen=True)
@@ -86,13 +95,21 @@ class FusionChoice:
         w(strength) fitted on every trial (index ``metric``), unit length.
     disagreement : float
         D^2, the logs' disagreement with the trials in units of the trials' noise (see the module
-        docstring); under "the logs are right" it is about chi-square with J degrees of freedom.
+        docstring); under "the logs are right" it is about chi-square with J degrees of freedom. NaN
+        when it is undefined and ``select`` is not ``"stein"`` (which needs it).
+    rule_weights : pandas.DataFrame
+        w(strength) fitted on every trial for each row of ``curve`` (same row order; columns: the
+        metrics), unit length.
+    slopes : pandas.Series
+        The logs' partial slopes o (index ``metric``).
     """
 
     curve: pd.DataFrame
     strength: float
     weights: pd.Series
     disagreement: float
+    rule_weights: pd.DataFrame
+    slopes: pd.Series
 
 
 def fused_weights(z: np.ndarray, S: np.ndarray, prior: np.ndarray, strength: float) -> np.ndarray:
@@ -159,18 +176,40 @@ def fusion_setup(
     return design, prior, fold, f, g
 
 
-def disagreement(z: np.ndarray, S: np.ndarray, prior: np.ndarray) -> float:
+def disagreement(z: np.ndarray, S: np.ndarray, prior: np.ndarray, *, sandwich: str = "hc3") -> float:
     """D^2 = (g - g_o)' V^-1 (g - g_o): the logs' disagreement with the trials (see the module docstring).
 
     ``z`` (trial, 1 + J) holds the KPI ATE first, ``S`` (trial, 1 + J, 1 + J) the measurement
     covariances, ``prior`` (J,) the observational partial slopes o. Needs more trials than metrics.
+    ``sandwich`` is the small-sample form of V: ``"hc3"`` (default) divides each trial's score by
+    1 - h_k, its leverage h_k = m_k' G^-1 m_k; ``"hc1"`` scales the sum by K / (K - J).
+
+    Raises
+    ------
+    DataError
+        A trial of leverage 1 (with ``"hc3"``: it alone determines a direction of the metric ATEs), or
+        a singular V (scores that are collinear, e.g. a KPI fitted exactly).
     """
+    if sandwich not in SANDWICHES:
+        raise DataError(f"sandwich must be one of {', '.join(map(repr, SANDWICHES))}, got {sandwich!r}.")
     gram, cross = cross_moments(z, S)
     m = z[:, 1:]
     K, J = m.shape
     cross_obs = (gram - S[:, 1:, 1:].sum(axis=0)) @ np.asarray(prior, dtype=float)
     psi = m * (z[:, 0] - m @ np.linalg.solve(gram, cross))[:, None] - S[:, 1:, 0]
-    V = psi.T @ psi * K / (K - J)
+    if sandwich == "hc3":
+        leverage = np.einsum("ki,ki->k", m, np.linalg.solve(gram, m.T).T)
+        if np.any(leverage > 1.0 - 1e-10):
+            raise DataError(
+                f"trial {int(np.argmax(leverage))} (0-based, of the {K} complete trials) alone determines a direction "
+                "of the metrics' ATEs (leverage 1), so the trials' noise in that direction cannot be estimated and "
+                "the logs' disagreement is undefined. Use another fusion choice (select='best' or 'significant'; "
+                "CLI --fusion-select), fewer metrics, or more trials."
+            )
+        psi = psi / (1.0 - leverage)[:, None]
+        V = psi.T @ psi
+    else:
+        V = psi.T @ psi * K / (K - J)
     d = cross - cross_obs
     try:
         return float(d @ np.linalg.solve(V, d))
@@ -267,7 +306,7 @@ def decision_focused_fusion(
         alone) exceeds one standard error, else the first. Measured
         (``benchmarks/fusion_launch_check.py``, 500 replications per setting): with confounded logs,
         "best" lost up to 34% more KPI than the trials alone at 10 trials, "significant" up to 15%,
-        "stein" at most 0.2%; with clean logs "best" gained up to 18%, "significant" 12%, "stein" 9%.
+        "stein" at most 0.9%; with clean logs "best" gained up to 18%, "significant" 12%, "stein" 15%.
 
     Returns
     -------
@@ -289,7 +328,12 @@ def decision_focused_fusion(
                                              repeats=repeats, seed=seed,
                                              within_trial_correlation=within_trial_correlation)
     metrics = list(metrics)
-    d2 = disagreement(design.z, design.S, prior)
+    try:
+        d2 = disagreement(design.z, design.S, prior)
+    except DataError:
+        if select == "stein":
+            raise
+        d2 = float("nan")  # reported only; the other choices do not use it
     if select == "stein":
         stein = _stein_from(d2, len(metrics))
         if stein not in strengths:  # in order, after the first (the reference of ``difference``)
@@ -305,9 +349,29 @@ def decision_focused_fusion(
         if select == "significant" and not curve.loc[top, "difference"] > curve.loc[top, "difference_se"]:
             top = 0
         chosen = float(curve.loc[top, "fusion_strength"])
-    weights = pd.Series(fused_weights(design.z, design.S, prior, chosen), index=pd.Index(metrics, name="metric"))
-    return FusionChoice(curve=curve, strength=chosen, weights=weights, disagreement=d2)
+    index = pd.Index(metrics, name="metric")
+    weights = pd.Series(fused_weights(design.z, design.S, prior, chosen), index=index)
+    rule_weights = pd.DataFrame([fused_weights(design.z, design.S, prior, lam) for lam in strengths], columns=index)
+    return FusionChoice(curve=curve, strength=chosen, weights=weights, disagreement=d2, rule_weights=rule_weights,
+                        slopes=pd.Series(prior, index=index))
 
 
-__all__ = ["LAMBDAS", "SELECT", "FusionChoice", "cross_fitted_table", "decision_focused_fusion", "disagreement",
-           "fused_weights", "fusion_setup", "stein_strength"]
+def fusion_frame(choice: FusionChoice) -> pd.DataFrame:
+    """One table of a fusion (``fusion.csv``): the curve, which row was chosen, D^2, and each row's weights.
+
+    Columns: those of ``choice.curve``, ``chosen`` (bool), ``disagreement`` (D^2, on every row),
+    ``weight_<metric>`` (each strength's weights fitted on every trial, unit length) and
+    ``observational_slope_<metric>`` (the logs' slopes, on every row).
+    """
+    frame = choice.curve.copy()
+    frame["chosen"] = frame["fusion_strength"] == choice.strength
+    frame["disagreement"] = choice.disagreement
+    for m in choice.rule_weights.columns:
+        frame[f"weight_{m}"] = choice.rule_weights[m].to_numpy()
+    for m, o in choice.slopes.items():
+        frame[f"observational_slope_{m}"] = o
+    return frame
+
+
+__all__ = ["LAMBDAS", "SANDWICHES", "SELECT", "FusionChoice", "cross_fitted_table", "decision_focused_fusion",
+           "disagreement", "fused_weights", "fusion_frame", "fusion_setup", "stein_strength"]

@@ -68,6 +68,9 @@ class ReportInputs:
         :func:`bayes_cmma.value_frame` of the ranking's draws (``more_trials.csv``).
     decision_value : DataFrame or None
         :func:`bayes_cmma.decision_value`'s table with the candidate as a column (``decision_value.csv``).
+    fusion : DataFrame or None
+        :func:`bayes_cmma.decisions.fusion.fusion_frame` of the decision-focused fusion with the logs'
+        partial slopes (``fusion.csv``; ``fit --observational-slope``).
     summaries : dict or None
         metric -> :func:`bayes_cmma.checks.diagnostics.summary_table` of that posterior, when the caller
         has it (``MetricFit.summary``; not recomputed).
@@ -86,6 +89,7 @@ class ReportInputs:
     northstar: pd.DataFrame | None = None
     more_trials: pd.DataFrame | None = None
     decision_value: pd.DataFrame | None = None
+    fusion: pd.DataFrame | None = None
     summaries: dict[str, pd.DataFrame] | None = None
 
 
@@ -104,6 +108,8 @@ NORTHSTAR_FILE = "northstar.csv"
 MORE_TRIALS_FILE = "more_trials.csv"
 #: File of the model-free decision-value table in a fit folder (``fit`` with two or more metrics).
 DECISION_VALUE_FILE = "decision_value.csv"
+#: File of the decision-focused fusion with the logs in a fit folder (``fit --observational-slope``).
+FUSION_FILE = "fusion.csv"
 
 
 def joint_ranking(tree: xr.DataTree, at: dict[str, float], lift: float, baseline: float) -> xr.Dataset:
@@ -170,7 +176,7 @@ def load_fit_dir(fit_dir: str | Path) -> ReportInputs:
                         baseline=run.get("kpi_baseline"), ols=table("ols.csv"),
                         assumptions=table("assumptions.csv"), extra={"run": run}, ranking=ranking,
                         northstar=table(NORTHSTAR_FILE), more_trials=table(MORE_TRIALS_FILE),
-                        decision_value=table(DECISION_VALUE_FILE))
+                        decision_value=table(DECISION_VALUE_FILE), fusion=table(FUSION_FILE))
 
 
 def _img(fig: Figure, alt: str) -> str:
@@ -419,6 +425,8 @@ def _render(inp: ReportInputs) -> str:
     if inp.decision_value is not None:
         body += [h2("decision-value", "A model-free check: the decision value of each metric"),
                  _decision_value_section(inp.decision_value, inp.kpi, _p_best(inp, ranked))]
+    if inp.fusion is not None:
+        body += [h2("fusion", "Leaning on the logs: decision-focused fusion"), _fusion_section(inp.fusion, inp.kpi)]
     if inp.more_trials is not None:
         body += [h2("more-trials", "The value of more trials"), _more_trials_section(inp.more_trials)]
     if inp.northstar is not None:
@@ -505,6 +513,47 @@ def _decision_value_section(frame: pd.DataFrame, kpi: str, p_best: dict[str, flo
             "how well their movements pick trials that raise the KPI. They answer related questions, so "
             "agreement is reassuring and disagreement worth a look." + agree
             + " docs: model.md, 'Decision value from the trials'.</p>" + _table(table))
+
+
+def _strength(lam: float) -> str:
+    return "inf (the logs alone)" if np.isinf(lam) else ("0 (the trials alone)" if lam == 0 else f"{lam:.3g}")
+
+
+def _fusion_section(frame: pd.DataFrame, kpi: str) -> str:
+    """How far the composite launch rule leans on the logs' partial slopes, and what each strength collects."""
+    metrics = [c.removeprefix("weight_") for c in frame.columns if c.startswith("weight_")]
+    slopes = ", ".join(f"{html.escape(m)} {frame[f'observational_slope_{m}'].iloc[0]:.3g}" for m in metrics)
+    chosen = frame[frame["chosen"]].iloc[0]
+    lam = float(chosen["fusion_strength"])
+    share = 1.0 if np.isinf(lam) else lam / (1.0 + lam)
+    d2, J = float(frame["disagreement"].iloc[0]), len(metrics)
+    if J == 2:
+        how = ("With 2 metrics Stein's rule keeps the trials alone (it shrinks only in 3 or more dimensions); the "
+               "table shows what leaning on the logs would collect.")
+    elif np.isfinite(d2):
+        how = (f"The logs disagree with the trials by D<sup>2</sup> = {d2:.3g} in units of the trials' own noise "
+               f"(about {J} if the logs were right). The chosen strength {_strength(lam)} borrows "
+               f"{share:.0%} of the logs' cross-moment"
+               + (" (Stein's share min(1, (J - 2)/D<sup>2</sup>) when chosen by Stein's rule)." if lam > 0 else "."))
+    else:
+        how = f"The chosen strength is {_strength(lam)}."
+    rows = pd.DataFrame({
+        "fusion strength": [_strength(v) + (" (chosen)" if c else "") for v, c in
+                            zip(frame["fusion_strength"], frame["chosen"], strict=True)],
+        f"{kpi} effect collected per trial (se)": [f"{v:.3g} ({s:.2g})" for v, s in
+                                                  zip(frame["value"], frame["std_error"], strict=True)],
+        "vs the trials alone (se)": [f"{d:+.2g} ({s:.2g})" for d, s in
+                                     zip(frame["difference"], frame["difference_se"], strict=True)],
+        "trials launched": frame["launch_rate"].map("{:.0%}".format),
+        **{f"weight of {m}": frame[f"weight_{m}"].map("{:+.3f}".format) for m in metrics},
+    })
+    return ("<p>The unit-level logs' partial slopes of " + html.escape(kpi) + " on every metric at once ("
+            + slopes + ") are plentiful but confounded; the trials are unbiased but few. The launch rule "
+            "(launch when the composite w'ATE is positive) takes its weights from the trials' cross-moment, pulled "
+            "towards the logs' by a fusion strength (0: the trials alone, inf: the logs alone). " + how
+            + " The values are cross-fitted and fission-scored on these trials; the chosen row's value is "
+            "optimistic when it was chosen for being high, which Stein's rule (the default) avoids by not choosing "
+            "on the value. docs: model.md, 'Decision-focused fusion'.</p>" + _table(rows))
 
 
 def _northstar_section(frame: pd.DataFrame, kpi: str) -> str:
