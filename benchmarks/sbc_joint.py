@@ -12,8 +12,15 @@ It also bins every metric's posterior P(best) (the metric with the largest b_j w
 elasticity) against whether it is best under the drawn truth: under the prior, a calibrated model
 gives a calibrated P(best) by construction, so this checks the ranking code end to end.
 
+With ``--prior observational`` the slopes' prior is the commensurate one of ``fit_joint``: b_j = o_j +
+sqrt(kappa^2 + v_j^2) z_j around fixed observational slopes o = :data:`OBS_SLOPES` (internal scale)
+with standard errors v = :data:`OBS_SE` (logs of many units: small), and kappa, the bias scale, is
+ranked too (``observational_bias_sd``), under ``--bias-prior halfnormal`` (default) or ``harmonic``.
+SBC holds for any fixed o, as long as the simulation and the fit use the same.
+
 Writes ``ranks.csv``, ``pbest.csv``, ``summary.md``. Usage:
-``python benchmarks/sbc_joint.py --sims 100 --prior pooled [--workers 2] [--out DIR]``.
+``python benchmarks/sbc_joint.py --sims 100 --prior pooled|independent|observational
+[--bias-prior halfnormal|harmonic] [--workers 2] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -28,7 +35,20 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 THIN = 10
-SCALARS = ("residual_sd", "pi_mean", "pi_sd")
+SCALARS = ("residual_sd", "pi_mean", "pi_sd", "observational_bias_sd")
+#: The observational prior's fixed slopes and their standard errors (internal scale) in ``--prior observational``.
+OBS_SLOPES = (0.6, 0.3, 0.1)
+OBS_SE = (0.01, 0.01, 0.01)
+
+
+def _observational(prior: str, bias_prior: str) -> tuple | None:
+    """The ``observational`` tuple of ``build_joint_model`` for ``--prior observational`` (else None)."""
+    if prior != "observational":
+        return None
+    from bayes_cmma.fitting.joint import BIAS_SD_SCALE, HARMONIC_BIAS_MAX
+
+    scale = HARMONIC_BIAS_MAX if bias_prior == "harmonic" else BIAS_SD_SCALE
+    return np.array(OBS_SLOPES), np.array(OBS_SE), scale, bias_prior
 
 
 def _template(trials: int):
@@ -53,7 +73,8 @@ def _spec(eta: float | None = None):
     return replace_spec(spec, sampler={**spec.sampler, "target_accept": TARGET_ACCEPT})
 
 
-def prior_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = None) -> dict[str, np.ndarray]:
+def prior_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = None,
+                bias_prior: str = "halfnormal") -> dict[str, np.ndarray]:
     import pymc as pm
 
     from bayes_cmma.fitting.joint import build_joint_model
@@ -61,8 +82,11 @@ def prior_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = 
 
     design, std, w = _template(trials)
     zero = Standardised(np.zeros_like(std.z), std.S, 1.0, np.eye(std.z.shape[1] - 1))
-    model = build_joint_model(_spec(eta), len(design.teams), zero, design.team_idx, elasticity_prior=prior, weights=w)
+    model = build_joint_model(_spec(eta), len(design.teams), zero, design.team_idx, elasticity_prior=prior, weights=w,
+                              observational=_observational(prior, bias_prior))
     names = ["beta_std", "alpha", "kpi_mean", "metric_chol", "residual_sd", "pi_mean", "pi_sd"]
+    if prior == "observational":
+        names.append("observational_bias_sd")
     with model:
         values = pm.draw([model[v] for v in names], draws=n, random_seed=seed)
     return dict(zip(names, values, strict=True))
@@ -91,8 +115,8 @@ def data_scale(z: np.ndarray, team_idx: np.ndarray) -> float:
     return float(np.max(np.abs(np.log(centred.std(axis=0)))))
 
 
-def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarray], seed: int, draws: int,
-                   tune: int, eta: float | None = None) -> tuple[list[dict], list[dict]]:
+def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarray], seed: int, draws: int, tune: int,
+                   eta: float | None = None, bias_prior: str = "halfnormal") -> tuple[list[dict], list[dict]]:
     import arviz_stats as azs
     import xarray as xr
 
@@ -107,7 +131,7 @@ def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarra
     chol = unpack_chol(truth["metric_chol"], J)
     b = truth["beta_std"]
     data = Standardised(z, std.S, 1.0, np.eye(J))
-    compiled, _ = compiled_joint_model(_spec(eta), design, data, prior, w)
+    compiled, _ = compiled_joint_model(_spec(eta), design, data, prior, w, _observational(prior, bias_prior))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trace = sampling.sample(compiled, draws=draws, tune=tune, chains=4, cores=1, seed=int(rng.integers(2**31)),
@@ -121,7 +145,7 @@ def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarra
     gamma_true = partial_coefficients(b, chol)
     quantities.update({f"partial_beta[{j + 1}]": (gamma[:, j], gamma_true[j]) for j in range(J)})
     for name in SCALARS:
-        if name in post:
+        if name in post and name in truth:
             quantities[name] = (post[name].values.ravel(), float(truth[name]))
     quantities["kpi_mean[1]"] = (post["kpi_mean"].values.reshape(beta.shape[0], -1)[:, 0], truth["kpi_mean"][0])
     rows = []
@@ -196,7 +220,9 @@ def write_summary(ranks: pd.DataFrame, pbest: pd.DataFrame, out: Path, title: st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sims", type=int, default=100)
-    parser.add_argument("--prior", default="pooled", choices=["pooled", "independent"])
+    parser.add_argument("--prior", default="pooled", choices=["pooled", "independent", "observational"])
+    parser.add_argument("--bias-prior", default="halfnormal", choices=["halfnormal", "harmonic"],
+                        help="with --prior observational: the prior of the bias scale kappa")
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--tune", type=int, default=500)
@@ -215,8 +241,10 @@ def main() -> None:
     from bayes_cmma.fitting.joint import METRIC_CORR_ETA
 
     eta = METRIC_CORR_ETA if args.metric_corr_eta is None else args.metric_corr_eta
-    title = f"SBC of the joint model ({args.prior} elasticity prior, LKJ eta {eta:g} on the metrics' correlation)"
+    obs = f", {args.bias_prior} bias prior" if args.prior == "observational" else ""
+    title = f"SBC of the joint model ({args.prior} elasticity prior{obs}, LKJ eta {eta:g} on the metrics' correlation)"
     cmd = (f"python benchmarks/sbc_joint.py --sims {args.sims} --prior {args.prior} --trials {args.trials} "
+           + (f"--bias-prior {args.bias_prior} " if args.prior == "observational" else "") +
            f"--draws {args.draws} --tune {args.tune} --seed {args.seed} --workers {args.workers}"
            + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}"))
     settings = (f"{args.trials} trials, 4 teams, 3 metrics; 4 chains x {args.draws} draws, thinned by {THIN}: ranks "
@@ -225,7 +253,7 @@ def main() -> None:
         ranks_df, pbest_df = pd.read_csv(out / "ranks.csv"), pd.read_csv(out / "pbest.csv")
         if "data_scale" not in ranks_df:
             truths = prior_draws(args.prior, args.trials, int(ranks_df["sim"].max()) + 1, args.seed,
-                                 args.metric_corr_eta)
+                                 args.metric_corr_eta, args.bias_prior)
             design, std, _ = _template(args.trials)
             scale = {i: data_scale(simulate_table(design, std, {k: v[i] for k, v in truths.items()},
                                                   np.random.default_rng([args.seed, i])), design.team_idx)
@@ -238,13 +266,14 @@ def main() -> None:
         return
     from bayes_cmma.fitting.parallel import worker_pool
 
-    truths = prior_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta)
+    truths = prior_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta, args.bias_prior)
     start = time.perf_counter()
     ranks: list[dict] = []
     pbest: list[dict] = []
     with worker_pool(args.workers) as pool:
         futures = [pool.submit(one_simulation, args.prior, args.trials, i, {k: v[i] for k, v in truths.items()},
-                               args.seed, args.draws, args.tune, args.metric_corr_eta) for i in range(args.sims)]
+                               args.seed, args.draws, args.tune, args.metric_corr_eta, args.bias_prior)
+                   for i in range(args.sims)]
         for i, f in enumerate(futures, 1):
             r, p = f.result()
             ranks += r
