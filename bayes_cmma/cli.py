@@ -404,6 +404,9 @@ def run_fit(
     if fusion_slopes is not None:  # no model involved: run it (and refuse its input) before sampling
         from bayes_cmma.decisions.fusion import decision_focused_fusion, fusion_frame
 
+        if len(metrics) < 2:
+            raise BayesCMMAError(f"the logs' slopes (--observational-slope/--observational-partial) weigh the metrics "
+                                 f"of a composite launch rule, which needs 2 or more metrics; got only {metrics[0]!r}.")
         unknown = sorted(set(fusion_slopes) - set(metrics))
         if unknown:
             raise BayesCMMAError(f"--observational-slope names {', '.join(map(repr, unknown))}, not a fitted metric; "

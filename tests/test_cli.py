@@ -119,11 +119,15 @@ def test_fit_joint_bad_input(files, capsys, extra, message):
      (["--observational-slope", "ndcg=1", "--observational-partial", "partial.csv"],
       "give the logs' slopes once: --observational-slope or --observational-partial"),
      (["--observational-slope", "ndcg=x"], "--observational-slope"),
-     (["--observational-slope", "ndcg=0", "--observational-slope", "mrr=0"], "must be finite and not all 0")],
+     (["--observational-slope", "ndcg=0", "--observational-slope", "mrr=0"], "must be finite and not all 0"),
+     (["--observational-slope", "ndcg=1", "one metric"], "needs 2 or more metrics; got only 'ndcg'")],
 )
 def test_fit_fusion_bad_input_stops_before_sampling(files, capsys, extra, message):
     tmp_path, trials, cov = files
-    argv = ["fit", *_write(tmp_path, trials, cov), *_metric_args(), *extra]
+    metric_args = _metric_args()
+    if extra[-1] == "one metric":
+        extra, metric_args = extra[:-1], ["--kpi", "gmv", "--metric", "ndcg", "--degree", "2"]
+    argv = ["fit", *_write(tmp_path, trials, cov), *metric_args, *extra]
     _run_bad(capsys, tmp_path, argv, message)
 
 
