@@ -449,6 +449,7 @@ def test_metric_rank_names_a_metric_that_never_moves_and_a_collinear_fold():
     rng = np.random.default_rng(1)
     m = rng.normal(size=(8, 3))
     check_composite_rank(m, ["a", "b", "c"], np.arange(8) % 2)  # generic ATEs pass
+    check_composite_rank(m * np.array([1e-9, 1.0, 1e9]), ["a", "b", "c"])  # on any scales
     still = m.copy()
     still[:, 1] = 0.0
     with pytest.raises(DataError, match=r"the ATEs of metric 'b' are 0 in all 8 trials .* drop it"):

@@ -157,6 +157,8 @@ def check_composite_rank(m: np.ndarray, metrics: Sequence[str], fold: np.ndarray
     """
     metrics = list(metrics)
     K = m.shape[0]
+    norm = np.linalg.norm(m, axis=0)
+    m = m / np.where(norm > 0, norm, 1.0)  # rank on a common scale: metrics' ATEs may differ by many orders
     for j, name in enumerate(metrics):
         if np.linalg.matrix_rank(m[:, : j + 1]) <= j:
             if j == 0 or not np.any(m[:, j]):
