@@ -404,13 +404,6 @@ def run_fit(
     if fusion_slopes is not None:  # no model involved: run it (and refuse its input) before sampling
         from bayes_cmma.decisions.fusion import decision_focused_fusion, fusion_frame
 
-        if len(metrics) < 2:
-            raise BayesCMMAError(f"the logs' slopes (--observational-slope/--observational-partial) weigh the metrics "
-                                 f"of a composite launch rule, which needs 2 or more metrics; got only {metrics[0]!r}.")
-        unknown = sorted(set(fusion_slopes) - set(metrics))
-        if unknown:
-            raise BayesCMMAError(f"--observational-slope names {', '.join(map(repr, unknown))}, not a fitted metric; "
-                                 f"fitted metrics: {', '.join(metrics)}.")
         _status("how far the composite launch rule leans on the logs (bc.decision_focused_fusion)")
         fusion = decision_focused_fusion(trials, kpi, metrics, fusion_slopes, seed=seed,
                                          within_trial_correlation=spec.within_trial_correlation)
@@ -963,14 +956,26 @@ def _print_decision_value(table: pd.DataFrame, kpi: str) -> None:
 
 
 def _fusion_slopes(args: argparse.Namespace) -> dict[str, float] | None:
-    """The logs' partial slopes of ``--observational-slope`` or ``--observational-partial`` (None: neither)."""
+    """The logs' partial slopes of ``--observational-slope`` or ``--observational-partial`` (None: neither),
+    checked against ``--metric`` (``fit`` and ``decision-value``)."""
     if args.observational_slope and args.observational_partial:
         raise BayesCMMAError("give the logs' slopes once: --observational-slope or --observational-partial.")
+    if not (args.observational_slope or args.observational_partial):
+        return None
+    metrics = list(args.metric)
+    if len(metrics) < 2:
+        raise BayesCMMAError(f"the logs' slopes (--observational-slope/--observational-partial) weigh the metrics "
+                             f"of a composite launch rule, which needs 2 or more metrics; got only {metrics[0]!r}.")
     if args.observational_partial:
         from bayes_cmma.inputs.observational import partial_slopes
 
-        return partial_slopes(args.observational_partial, args.metric)
-    return _parse_at(args.observational_slope, flag="--observational-slope") if args.observational_slope else None
+        return partial_slopes(args.observational_partial, metrics)
+    slopes = _parse_at(args.observational_slope, flag="--observational-slope")
+    unknown = sorted(set(slopes) - set(metrics))
+    if unknown:
+        raise BayesCMMAError(f"--observational-slope names {', '.join(map(repr, unknown))}, not a fitted metric; "
+                             f"fitted metrics: {', '.join(metrics)}.")
+    return slopes
 
 
 def _print_fusion(fusion: FusionChoice, select: str) -> None:

@@ -231,7 +231,9 @@ def test_command_writes_the_table_and_prints_it(small, tmp_path, capsys):
     ("extra", "message"),
     [(["--folds", "1"], "folds must be between 2"), (["--tau", "-0.5"], "tau .* must be 0 or more"),
      (["--repeats", "0"], "repeats must be at least 1"),
-     (["--within-trial-correlation", "1.5"], "--within-trial-correlation must be strictly between -1 and 1, got 1.5")],
+     (["--within-trial-correlation", "1.5"], "--within-trial-correlation must be strictly between -1 and 1, got 1.5"),
+     (["--observational-slope", "m1=1", "--observational-slope", "m2=0", "--observational-slope", "ctr=2"],
+      "--observational-slope names 'ctr', not a fitted metric")],
 )
 def test_command_bad_input_writes_nothing(small, tmp_path, capsys, extra, message):
     _, trials, _ = small

@@ -350,8 +350,8 @@ def decision_focused_fusion(
             top = 0
         chosen = float(curve.loc[top, "fusion_strength"])
     index = pd.Index(metrics, name="metric")
-    weights = pd.Series(fused_weights(design.z, design.S, prior, chosen), index=index)
     rule_weights = pd.DataFrame([fused_weights(design.z, design.S, prior, lam) for lam in strengths], columns=index)
+    weights = rule_weights.iloc[strengths.index(chosen)].rename(None)  # the chosen strength is one of the rows
     return FusionChoice(curve=curve, strength=chosen, weights=weights, disagreement=d2, rule_weights=rule_weights,
                         slopes=pd.Series(prior, index=index))
 
