@@ -283,14 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
                           "exp(2 KAPPA s_k) with its standardised latent metric level s_k (a robustness check "
                           "of the spec's measurement model; default 0)")
     cal.add_argument("--out", required=True, help="folder for ranks.csv and summary.md")
-    sim = sub.add_parser("simulate", help="the paper's simulation study (Tables 1-3) with the Bayesian model added")
+    sim = sub.add_parser("simulate", help="the paper's simulation study (Tables 1-3) with the Bayesian model added, "
+                                          "or the fusion study of launch rules leaning on observational logs")
     sim.add_argument("--study", required=True,
-                     help="table1, table2, table3, small_k, or a study TOML file (docs: simulation.md)")
-    sim.add_argument("--sims", type=int, help="replications per setting (default: the study's, 100)")
+                     help="table1, table2, table3, small_k, fusion, or a study TOML file (docs: simulation.md)")
+    sim.add_argument("--sims", type=int, help="replications per setting (default: the study's, 100; fusion 200)")
     sim.add_argument("--n-per", type=int, nargs="+", help="units per trial (overrides the study's)")
     sim.add_argument("--n-trials", type=int, nargs="+", help="trials per data set (overrides the study's)")
     sim.add_argument("--estimators", nargs="+",
-                     help="subset of liml 2sls sobel_iv lsem cmma_ols summary_tc summary_liml admgda bayes")
+                     help="subset of liml 2sls sobel_iv lsem cmma_ols summary_tc summary_liml admgda bayes; for "
+                          "--study fusion the launch rules, a subset of trials observational stein significant "
+                          "best per_metric driver (with trials)")
     sim.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     sim.add_argument("--seed", type=int, help="base seed (default: the study's)")
     sim.add_argument("--draws", type=int, help="posterior draws per chain of each Bayesian fit (default 1000)")
@@ -1291,6 +1294,8 @@ def run_simulate(args: argparse.Namespace) -> int:
             if value < (4 if name == "n_per" else 2):
                 raise BayesCMMAError(f"--{name.replace('_', '-')} values must be at least "
                                      f"{4 if name == 'n_per' else 2}, got {value}.")
+    if args.study == "fusion":
+        return _run_fusion_study(args)
     if args.study.endswith(".toml") or Path(args.study).is_file():
         study = load_study(args.study)
         for flag, values in (("--n-per", args.n_per), ("--n-trials", args.n_trials)):
@@ -1321,6 +1326,37 @@ def run_simulate(args: argparse.Namespace) -> int:
     n_set = len(study.settings)
     _status(f"study {study.name!r}: {n_set} setting(s) x {study.sims} replications; estimators "
             f"{', '.join(study.estimators)}; {args.workers} worker(s); results in {args.out}")
+    run = run_study(study, args.out, workers=args.workers, progress=True, command=command)
+    print(run.tables)
+    per_rep = run.wall_s * args.workers / run.n_new if run.n_new else float("nan")
+    print(f"{run.n_new} new replication(s) in {run.wall_s:.1f} s ({per_rep:.2f} s per replication per worker); "
+          f"{run.n_skipped} were already done. Tables: {run.out_dir / 'summary.md'}, {run.out_dir / 'summary.csv'}; "
+          f"rows: {run.out_dir / 'results.csv'}.")
+    return 0
+
+
+def _run_fusion_study(args: argparse.Namespace) -> int:
+    """``bayes-cmma simulate --study fusion``: the launch rules' regret with and without the logs."""
+    import shlex
+
+    from bayes_cmma.studies.fusion_study import FusionStudy
+    from bayes_cmma.studies.runner import run_study
+
+    unused = [f"--{name.replace('_', '-')}" for name in ("n_per", "draws", "tune", "chains", "target_accept")
+              if getattr(args, name) is not None]
+    if unused:
+        raise BayesCMMAError(f"{', '.join(unused)} do(es) not apply to --study fusion: its rules are closed-form "
+                             "(no unit-level data, no sampling); give --n-trials, --estimators, --sims, --seed, "
+                             "--workers.")
+    changes: dict = {k: getattr(args, k) for k in ("sims", "seed") if getattr(args, k) is not None}
+    if args.n_trials:
+        changes["n_trials"] = tuple(args.n_trials)
+    if args.estimators:
+        changes["estimators"] = tuple(args.estimators)
+    study = FusionStudy(**changes)
+    command = "bayes-cmma " + " ".join(shlex.quote(a) for a in args.argv)
+    _status(f"study 'fusion': {len(study.settings)} setting(s) x {study.sims} replications x {len(study.biases)} "
+            f"biases; rules {', '.join(study.estimators)}; {args.workers} worker(s); results in {args.out}")
     run = run_study(study, args.out, workers=args.workers, progress=True, command=command)
     print(run.tables)
     per_rep = run.wall_s * args.workers / run.n_new if run.n_new else float("nan")

@@ -30,6 +30,10 @@ replication. Rules:
 * ``bilevel_significant``: the same with its default ``keep="significant"``;
 * ``metric_1``: the metric that drives the KPI, alone (a reference the trials do not know).
 
+The law and seeds are those of ``bayes-cmma simulate --study fusion`` (``bayes_cmma.studies.fusion_study``,
+which has the rules a user can choose); this script adds rules kept for comparison (``stein_hc1``,
+``bilevel`` without its significance check) and the table of D^2.
+
 Usage: ``python benchmarks/fusion_launch_check.py --sims 500 --trials 10 20 50
 [--out benchmarks/results/fusion_launch_check]``; ``--summarise``.
 """
@@ -45,30 +49,16 @@ import pandas as pd
 from _resume import append_rows, done_keys
 from scipy import stats
 
+from bayes_cmma.studies.fusion_study import BIAS_SHIFT, FUSION_BIASES, draw_trials, launch_regret
+
 ROOT = Path(__file__).resolve().parents[1]
-BIASES = (0.0, 0.05, 0.24, 0.5, 1.0)
-SHIFT = np.array([-1.0, 1.0, 0.0])
+BIASES = FUSION_BIASES
+SHIFT = BIAS_SHIFT
 
 
-J, TEAMS, CORR, RESIDUAL_SD, SE_RANGE, ERROR_CORR = 3, 4, 0.8, 0.3, (0.2, 0.5), 0.3
-OMEGA = (1 - CORR) * np.eye(J) + CORR * np.ones((J, J))
-
-
-def trials_of(rng, team, alpha, pi):
-    """True (y, m) and measurement covariances (trial, 4, 4) of trials of the given teams."""
-    n = len(team)
-    m = alpha[team] + rng.standard_normal((n, J)) @ np.linalg.cholesky(OMEGA).T
-    y = m[:, 0] + pi[team] + rng.normal(0, RESIDUAL_SD, n)
-    se = rng.uniform(*SE_RANGE, (n, J + 1))
-    R = ERROR_CORR * np.ones((J + 1, J + 1)) + (1 - ERROR_CORR) * np.eye(J + 1)
-    return np.column_stack([y, m]), se[:, :, None] * se[:, None, :] * R
-
-
-def policy_regret(w, y, m, S_mm):
-    sd = np.sqrt(np.einsum("i,kij,j->k", w, S_mm, w))
-    value = np.mean(stats.norm.cdf(m @ w / sd) * y)
-    oracle = np.mean(np.maximum(y, 0.0))
-    return float((oracle - value) / oracle)
+J, TEAMS = 3, 4
+trials_of = draw_trials  # the law of ``bayes-cmma simulate --study fusion`` (same draws for the same seeds)
+policy_regret = launch_regret
 
 
 def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:

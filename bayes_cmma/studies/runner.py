@@ -37,7 +37,8 @@ from bayes_cmma.errors import BayesCMMAError
 from bayes_cmma.fitting import interrupts
 from bayes_cmma.fitting.parallel import worker_pool
 from bayes_cmma.reporting.outputs import write_files_atomically
-from bayes_cmma.studies.study import RESULT_COLUMNS, UNIT_ESTIMATORS, Study, paper_tables, replicate, summary_table
+from bayes_cmma.studies.fusion_study import FusionStudy
+from bayes_cmma.studies.study import Study
 
 RESULTS = "results.csv"
 META = "study.json"
@@ -56,11 +57,14 @@ class StudyRun:
     out_dir: Path
 
 
-def _rows_per_replication(study: Study) -> int:
-    return sum(1 if e in UNIT_ESTIMATORS else sum(study.degrees) for e in study.estimators)
+AnyStudy = Study | FusionStudy
 
 
-def _check_meta(study: Study, out: Path) -> None:
+def _replicate(study: AnyStudy, setting_index: int, rep: int) -> list[dict[str, Any]]:
+    return study.replicate(setting_index, rep)
+
+
+def _check_meta(study: AnyStudy, out: Path) -> None:
     meta_path = out / META
     identity = study.identity()
     if meta_path.exists():
@@ -78,19 +82,20 @@ def _check_meta(study: Study, out: Path) -> None:
     write_files_atomically({meta_path: lambda p: p.write_text(text)})
 
 
-def _repair_results(study: Study, path: Path) -> pd.DataFrame:
+def _repair_results(study: AnyStudy, path: Path) -> pd.DataFrame:
     """Read the results file, dropping a partial last line and incomplete replications."""
+    columns = list(study.columns)
     if not path.exists():
-        return pd.DataFrame(columns=list(RESULT_COLUMNS))
+        return pd.DataFrame(columns=columns)
     raw = path.read_bytes()
     good = raw if raw.endswith(b"\n") or not raw else raw[: raw.rfind(b"\n") + 1]
-    df = pd.read_csv(io.BytesIO(good)) if good.strip() else pd.DataFrame(columns=list(RESULT_COLUMNS))
-    if list(df.columns) != list(RESULT_COLUMNS):
+    df = pd.read_csv(io.BytesIO(good)) if good.strip() else pd.DataFrame(columns=columns)
+    if list(df.columns) != columns:
         raise BayesCMMAError(f"{path} does not have the columns of a results file; choose another --out.")
     labels = {s.label: i for i, s in enumerate(study.settings)}
     counts = df.groupby(["setting", "rep"]).size()
     complete = {
-        key for key, n in counts.items() if key[0] in labels and n == _rows_per_replication(study)
+        key for key, n in counts.items() if key[0] in labels and n == study.rows_per_replication()
     }
     keep = [(s, r) in complete for s, r in zip(df["setting"], df["rep"], strict=True)]
     cleaned = df[keep]
@@ -101,9 +106,9 @@ def _repair_results(study: Study, path: Path) -> pd.DataFrame:
     return cleaned
 
 
-def _append(path: Path, rows: list[dict[str, Any]]) -> None:
+def _append(path: Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(RESULT_COLUMNS), lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=list(columns), lineterminator="\n")
     if not path.exists() or path.stat().st_size == 0:
         writer.writeheader()
     writer.writerows(rows)
@@ -149,7 +154,7 @@ class _Progress:
 
 
 def run_study(
-    study: Study,
+    study: AnyStudy,
     out_dir: str | Path,
     *,
     workers: int = 1,
@@ -161,7 +166,9 @@ def run_study(
 
     Parameters
     ----------
-    study : Study
+    study : Study or FusionStudy
+        The paper's study (:class:`~bayes_cmma.studies.study.Study`) or the fusion study
+        (:class:`~bayes_cmma.studies.fusion_study.FusionStudy`).
     out_dir : path
         Created if needed; a folder holding another study's results is refused.
     workers : int
@@ -194,7 +201,7 @@ def run_study(
 
     def finished(rows: list[dict[str, Any]]) -> None:
         nonlocal n_new
-        _append(path, rows)  # a finished replication is kept even when Ctrl-C came meanwhile
+        _append(path, rows, study.columns)  # a finished replication is kept even when Ctrl-C came meanwhile
         n_new += 1
         interrupts.check()
         bar.advance()
@@ -204,7 +211,7 @@ def run_study(
     try:
         if workers == 1 or len(todo) <= 1:
             for i, r in todo:
-                finished(replicate(study, i, r))
+                finished(_replicate(study, i, r))
         else:
             with worker_pool(workers) as pool:
                 _run_pool(pool, study, todo, workers, finished)
@@ -213,15 +220,13 @@ def run_study(
     wall = time.perf_counter() - t0
     results = pd.read_csv(path)
     results = results[results["rep"] < study.sims].reset_index(drop=True)
-    summary = summary_table(results)
-    tables = paper_tables(results)
+    summary, tables = study.summarise(results)
     header = (
         f"# Simulation study {study.name!r}\n\n"
         f"{results.groupby('setting').rep.nunique().min()} replications per setting; "
         f"this run: {n_new} new replication(s) in {wall:.0f} s with {workers} worker(s)"
         f" ({n_skipped} already in {RESULTS}).\n"
-        + f"Estimators: {', '.join(study.estimators)}; degrees fitted: {', '.join(map(str, study.degrees))}; "
-        f"Bayesian sampler: {', '.join(f'{k}={v}' for k, v in study.bayes.items())} (nutpie, low-rank mass matrix).\n"
+        + study.describe() + "\n"
         + (f"\nCommand: `{command}`\n" if command else "")
         + "\n"
     )
@@ -234,7 +239,7 @@ def run_study(
 
 
 def _run_pool(
-    pool: ProcessPoolExecutor, study: Study, todo: list[tuple[int, int]], workers: int,
+    pool: ProcessPoolExecutor, study: AnyStudy, todo: list[tuple[int, int]], workers: int,
     finished: Callable[[list[dict[str, Any]]], None],
 ) -> None:
     pending: set = set()
@@ -244,7 +249,7 @@ def _run_pool(
         while queue or pending:
             while queue and len(pending) < 2 * workers:
                 i, r = queue.pop(0)
-                pending.add(pool.submit(replicate, study, i, r))
+                pending.add(pool.submit(_replicate, study, i, r))
             complete, pending = wait(pending, return_when=FIRST_COMPLETED)
             for fut in complete:
                 finished(fut.result())

@@ -162,6 +162,31 @@ class Study:
             "bayes": dict(sorted(self.bayes.items())),
         }
 
+    # What the runner (:func:`bayes_cmma.studies.runner.run_study`) asks of a study; the fusion
+    # study (:class:`bayes_cmma.studies.fusion_study.FusionStudy`) answers the same.
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Columns of a results row."""
+        return RESULT_COLUMNS
+
+    def rows_per_replication(self) -> int:
+        """Rows one finished replication writes (a replication with fewer is incomplete)."""
+        return sum(1 if e in UNIT_ESTIMATORS else sum(self.degrees) for e in self.estimators)
+
+    def replicate(self, setting_index: int, rep: int) -> list[dict[str, Any]]:
+        """The rows of replication ``rep`` of setting ``setting_index`` (:func:`replicate`)."""
+        return replicate(self, setting_index, rep)
+
+    def describe(self) -> str:
+        """One line for ``summary.md``: estimators, degrees and sampler."""
+        return (f"Estimators: {', '.join(self.estimators)}; degrees fitted: {', '.join(map(str, self.degrees))}; "
+                f"Bayesian sampler: {', '.join(f'{k}={v}' for k, v in self.bayes.items())} (nutpie, low-rank mass "
+                "matrix).")
+
+    def summarise(self, results: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+        """``summary.csv``'s table and ``summary.md``'s tables (:func:`summary_table`, :func:`paper_tables`)."""
+        return summary_table(results), paper_tables(results)
+
 
 def builtin_study(name: str, n_per: list[int] | None = None, n_trials: list[int] | None = None) -> Study:
     """The paper's studies ``table1``, ``table2``, ``table3`` and our ``small_k``.
@@ -212,7 +237,8 @@ def builtin_study(name: str, n_per: list[int] | None = None, n_trials: list[int]
         )
         return Study("small_k", settings, estimators=ALL_ESTIMATORS)
     raise BayesCMMAError(
-        f"unknown study {name!r}; choose table1, table2, table3, small_k, or give a TOML file (docs: simulation.md)."
+        f"unknown study {name!r}; choose table1, table2, table3, small_k, fusion, or give a TOML file (docs: "
+        "simulation.md)."
     )
 
 
