@@ -12,8 +12,9 @@ and regret; ``bayes_cmma.studies.fusion_study``):
   study's ``stein`` rows).
 * ``direction_c``: shrink only what the decision sees. A launch rule depends on the direction of w
   alone. Whiten the trials' weights w_T = G^-1 g by their sandwich covariance G^-1 V G^-1 (V: the
-  HC3 sandwich of D^2), split them into the component along the logs' weights w_o = G^-1 g_o and
-  the 2-dimensional rest x_perp, and shrink only x_perp towards 0 by max(0, 1 - c / |x_perp|^2).
+  HC3 sandwich of D^2, ``bayes_cmma.decisions.fusion.sandwich_covariance``), split them into the
+  component along the logs' weights w_o = G^-1 g_o and the 2-dimensional rest x_perp, and shrink
+  only x_perp towards 0 by max(0, 1 - c / |x_perp|^2).
   Under clean logs |x_perp|^2 is about chi-square_2 whatever the scale of the logs' slopes.
 
 Usage: ``python benchmarks/fusion_borrow_more.py [--sims 500] [--out benchmarks/results/fusion_borrow_more]``
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_cmma.decisions.decision_value import cross_moments, unit
-from bayes_cmma.decisions.fusion import disagreement, fused_weights
+from bayes_cmma.decisions.fusion import disagreement, fused_weights, sandwich_covariance
 from bayes_cmma.studies.fusion_study import (
     BIAS_SHIFT,
     FUSION_BIASES,
@@ -44,22 +45,12 @@ CONSTANTS = (1.0, 1.5, 2.0)
 DIRECTION_CONSTANTS = (1.0, 2.0)
 
 
-def hc3_sandwich(z: np.ndarray, S: np.ndarray) -> np.ndarray:
-    """V of ``bayes_cmma.decisions.fusion.disagreement`` (HC3)."""
-    gram, cross = cross_moments(z, S)
-    m = z[:, 1:]
-    psi = m * (z[:, 0] - m @ np.linalg.solve(gram, cross))[:, None] - S[:, 1:, 0]
-    leverage = np.einsum("ki,ki->k", m, np.linalg.solve(gram, m.T).T)
-    psi = psi / (1.0 - leverage)[:, None]
-    return psi.T @ psi
-
-
 def direction_weights(z: np.ndarray, S: np.ndarray, o: np.ndarray, c: float) -> np.ndarray:
     """The trials' weights with their whitened component off the logs' direction shrunk (docstring)."""
     gram, cross = cross_moments(z, S)
     g_o = (gram - S[:, 1:, 1:].sum(axis=0)) @ o
     w_t, w_o = np.linalg.solve(gram, cross), np.linalg.solve(gram, g_o)
-    cov = np.linalg.solve(gram, np.linalg.solve(gram, hc3_sandwich(z, S)).T)
+    cov = np.linalg.solve(gram, np.linalg.solve(gram, sandwich_covariance(z, S)).T)
     L = np.linalg.cholesky((cov + cov.T) / 2)
     x, x_o = np.linalg.solve(L, w_t), np.linalg.solve(L, w_o)
     u = x_o / np.linalg.norm(x_o)

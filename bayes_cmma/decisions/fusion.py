@@ -176,13 +176,45 @@ def fusion_setup(
     return design, prior, fold, f, g
 
 
+def sandwich_covariance(z: np.ndarray, S: np.ndarray, *, form: str = "hc3") -> np.ndarray:
+    """V, the sandwich covariance (J, J) of the trials' cross-moment g (see the module docstring).
+
+    ``z`` (trial, 1 + J) holds the KPI ATE first, ``S`` (trial, 1 + J, 1 + J) the measurement
+    covariances. ``form`` is the small-sample form: ``"hc3"`` (default) divides each trial's score by
+    1 - h_k, its leverage h_k = m_k' G^-1 m_k; ``"hc1"`` scales the sum by K / (K - J).
+
+    Raises
+    ------
+    DataError
+        An unknown form, or a trial of leverage 1 (with ``"hc3"``: it alone determines a direction of
+        the metric ATEs).
+    """
+    if form not in SANDWICHES:
+        raise DataError(f"sandwich must be one of {', '.join(map(repr, SANDWICHES))}, got {form!r}.")
+    gram, cross = cross_moments(z, S)
+    m = z[:, 1:]
+    K, J = m.shape
+    psi = m * (z[:, 0] - m @ np.linalg.solve(gram, cross))[:, None] - S[:, 1:, 0]
+    if form == "hc1":
+        return psi.T @ psi * K / (K - J)
+    leverage = np.einsum("ki,ki->k", m, np.linalg.solve(gram, m.T).T)
+    if np.any(leverage > 1.0 - 1e-10):
+        raise DataError(
+            f"trial {int(np.argmax(leverage))} (0-based, of the {K} complete trials) alone determines a direction "
+            "of the metrics' ATEs (leverage 1), so the trials' noise in that direction cannot be estimated and "
+            "the logs' disagreement is undefined. Use another fusion choice (select='best' or 'significant'; "
+            "CLI --fusion-select), fewer metrics, or more trials."
+        )
+    psi = psi / (1.0 - leverage)[:, None]
+    return psi.T @ psi
+
+
 def disagreement(z: np.ndarray, S: np.ndarray, prior: np.ndarray, *, sandwich: str = "hc3") -> float:
     """D^2 = (g - g_o)' V^-1 (g - g_o): the logs' disagreement with the trials (see the module docstring).
 
     ``z`` (trial, 1 + J) holds the KPI ATE first, ``S`` (trial, 1 + J, 1 + J) the measurement
     covariances, ``prior`` (J,) the observational partial slopes o. Needs more trials than metrics.
-    ``sandwich`` is the small-sample form of V: ``"hc3"`` (default) divides each trial's score by
-    1 - h_k, its leverage h_k = m_k' G^-1 m_k; ``"hc1"`` scales the sum by K / (K - J).
+    ``sandwich`` is the small-sample form of V (:func:`sandwich_covariance`): ``"hc3"`` (default) or ``"hc1"``.
 
     Raises
     ------
@@ -190,26 +222,10 @@ def disagreement(z: np.ndarray, S: np.ndarray, prior: np.ndarray, *, sandwich: s
         A trial of leverage 1 (with ``"hc3"``: it alone determines a direction of the metric ATEs), or
         a singular V (scores that are collinear, e.g. a KPI fitted exactly).
     """
-    if sandwich not in SANDWICHES:
-        raise DataError(f"sandwich must be one of {', '.join(map(repr, SANDWICHES))}, got {sandwich!r}.")
+    V = sandwich_covariance(z, S, form=sandwich)
     gram, cross = cross_moments(z, S)
-    m = z[:, 1:]
-    K, J = m.shape
+    K, J = z.shape[0], z.shape[1] - 1
     cross_obs = (gram - S[:, 1:, 1:].sum(axis=0)) @ np.asarray(prior, dtype=float)
-    psi = m * (z[:, 0] - m @ np.linalg.solve(gram, cross))[:, None] - S[:, 1:, 0]
-    if sandwich == "hc3":
-        leverage = np.einsum("ki,ki->k", m, np.linalg.solve(gram, m.T).T)
-        if np.any(leverage > 1.0 - 1e-10):
-            raise DataError(
-                f"trial {int(np.argmax(leverage))} (0-based, of the {K} complete trials) alone determines a direction "
-                "of the metrics' ATEs (leverage 1), so the trials' noise in that direction cannot be estimated and "
-                "the logs' disagreement is undefined. Use another fusion choice (select='best' or 'significant'; "
-                "CLI --fusion-select), fewer metrics, or more trials."
-            )
-        psi = psi / (1.0 - leverage)[:, None]
-        V = psi.T @ psi
-    else:
-        V = psi.T @ psi * K / (K - J)
     d = cross - cross_obs
     try:
         return float(d @ np.linalg.solve(V, d))
@@ -374,4 +390,5 @@ def fusion_frame(choice: FusionChoice) -> pd.DataFrame:
 
 
 __all__ = ["LAMBDAS", "SANDWICHES", "SELECT", "FusionChoice", "cross_fitted_table", "decision_focused_fusion",
-           "disagreement", "fused_weights", "fusion_frame", "fusion_setup", "stein_strength"]
+           "disagreement", "fused_weights", "fusion_frame", "fusion_setup", "sandwich_covariance",
+           "stein_strength"]
