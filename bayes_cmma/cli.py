@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
                       help="with --joint observational: the prior of the observational bias scale, HalfNormal "
                            "(default) or harmonic (flat on the bias variance: Stein's prior; borrows less from "
                            "clean logs and is pulled less by confounded ones)")
+    fitp.add_argument("--observational-parametrization", choices=["non_centred", "centred"], default=None,
+                      help="with --joint observational: how the sampler sees the slopes around the logs' (the "
+                           "same model): non_centred (default) or centred, which sampled better with 50 trials "
+                           "and worse with 10 (docs: checks.md, 'SBC of the observational prior')")
     fitp.add_argument("--observational-slope", action="append", metavar="METRIC=VALUE",
                       help="the logs' partial slope of the KPI on a metric (repeat for every metric): also write "
                            "fusion.csv, how far the composite launch rule leans on them by Stein's rule (as "
@@ -331,12 +335,14 @@ def run_fit(
     p_tie: float | None = None,
     observational_bias_prior: str | None = None,
     fusion_slopes: dict[str, float] | None = None,
+    observational_parametrization: str | None = None,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status.
 
     ``joint`` (an ``elasticity_prior`` of :func:`bayes_cmma.fit_joint`) ranks the metrics from the joint
     model instead of pairing the separate fits' draws; ``p_tie`` is the tie prior's prior probability;
-    ``observational_bias_prior`` the observational prior's prior of the bias scale; ``fusion_slopes``
+    ``observational_bias_prior`` the observational prior's prior of the bias scale (and
+    ``observational_parametrization`` how its slopes are sampled); ``fusion_slopes``
     (the logs' partial slopes per metric) adds the decision-focused fusion (``fusion.csv``).
     """
     from bayes_cmma.baselines.ols import cmma_ols_design
@@ -394,9 +400,11 @@ def run_fit(
     if (joint == "observational") != (observational is not None):
         raise BayesCMMAError("--joint observational and --observational FILE go together: the observational prior "
                              "borrows from that file's slopes.")
-    if observational_bias_prior is not None and joint != "observational":
-        raise BayesCMMAError(f"--observational-bias-prior is the observational prior's setting; it goes with --joint "
-                             f"observational, not {'no --joint' if joint is None else '--joint ' + joint}.")
+    for flag, value in (("--observational-bias-prior", observational_bias_prior),
+                        ("--observational-parametrization", observational_parametrization)):
+        if value is not None and joint != "observational":
+            raise BayesCMMAError(f"{flag} is the observational prior's setting; it goes with --joint observational, "
+                                 f"not {'no --joint' if joint is None else '--joint ' + joint}.")
     obs_table = None
     if observational is not None:
         from bayes_cmma.inputs.observational import observational_slopes, read_observational
@@ -454,6 +462,8 @@ def run_fit(
             options = {} if p_tie is None else {"p_tie": p_tie}
             if observational_bias_prior is not None:
                 options["observational_bias_prior"] = observational_bias_prior
+            if observational_parametrization is not None:
+                options["observational_parametrization"] = observational_parametrization
             joint_fit = fit_joint(trials, kpi, metrics, at=at, elasticity_prior=joint, model=spec, seed=seed,
                                   observational=obs_table, **options,
                                   draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
@@ -870,7 +880,8 @@ def _dispatch(args: argparse.Namespace) -> int:
                        draws=args.draws, tune=args.tune, chains=args.chains, report=not args.no_report,
                        target_accept=args.target_accept, joint=args.joint, observational=args.observational,
                        p_tie=args.p_tie, observational_bias_prior=args.observational_bias_prior,
-                       fusion_slopes=_fusion_slopes(args))
+                       fusion_slopes=_fusion_slopes(args),
+                       observational_parametrization=args.observational_parametrization)
     if args.command == "report":
         return run_report(args)
     if args.command == "northstar":

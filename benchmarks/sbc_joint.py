@@ -16,6 +16,8 @@ With ``--prior observational`` the slopes' prior is the commensurate one of ``fi
 sqrt(kappa^2 + v_j^2) z_j around fixed observational slopes o = :data:`OBS_SLOPES` (internal scale)
 with standard errors v = :data:`OBS_SE` (logs of many units: small), and kappa, the bias scale, is
 ranked too (``observational_bias_sd``), under ``--bias-prior halfnormal`` (default) or ``harmonic``.
+``--parametrization centred`` fits with the slopes sampled directly, b_j ~ N(o_j, kappa^2 + v_j^2),
+instead of through z_j (the truths are drawn the same way either way, so the two runs share them).
 SBC holds for any fixed o, as long as the simulation and the fit use the same.
 
 Writes ``ranks.csv``, ``pbest.csv``, ``summary.md``. Usage:
@@ -41,14 +43,14 @@ OBS_SLOPES = (0.6, 0.3, 0.1)
 OBS_SE = (0.01, 0.01, 0.01)
 
 
-def _observational(prior: str, bias_prior: str) -> tuple | None:
+def _observational(prior: str, bias_prior: str, parametrization: str = "non_centred") -> tuple | None:
     """The ``observational`` tuple of ``build_joint_model`` for ``--prior observational`` (else None)."""
     if prior != "observational":
         return None
     from bayes_cmma.fitting.joint import BIAS_SD_SCALE, HARMONIC_BIAS_MAX
 
     scale = HARMONIC_BIAS_MAX if bias_prior == "harmonic" else BIAS_SD_SCALE
-    return np.array(OBS_SLOPES), np.array(OBS_SE), scale, bias_prior
+    return np.array(OBS_SLOPES), np.array(OBS_SE), scale, bias_prior, parametrization
 
 
 def _template(trials: int):
@@ -116,7 +118,8 @@ def data_scale(z: np.ndarray, team_idx: np.ndarray) -> float:
 
 
 def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarray], seed: int, draws: int, tune: int,
-                   eta: float | None = None, bias_prior: str = "halfnormal") -> tuple[list[dict], list[dict]]:
+                   eta: float | None = None, bias_prior: str = "halfnormal",
+                   parametrization: str = "non_centred") -> tuple[list[dict], list[dict]]:
     import arviz_stats as azs
     import xarray as xr
 
@@ -131,7 +134,8 @@ def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarra
     chol = unpack_chol(truth["metric_chol"], J)
     b = truth["beta_std"]
     data = Standardised(z, std.S, 1.0, np.eye(J))
-    compiled, _ = compiled_joint_model(_spec(eta), design, data, prior, w, _observational(prior, bias_prior))
+    compiled, _ = compiled_joint_model(_spec(eta), design, data, prior, w,
+                                       _observational(prior, bias_prior, parametrization))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trace = sampling.sample(compiled, draws=draws, tune=tune, chains=4, cores=1, seed=int(rng.integers(2**31)),
@@ -223,6 +227,9 @@ def main() -> None:
     parser.add_argument("--prior", default="pooled", choices=["pooled", "independent", "observational"])
     parser.add_argument("--bias-prior", default="halfnormal", choices=["halfnormal", "harmonic"],
                         help="with --prior observational: the prior of the bias scale kappa")
+    parser.add_argument("--parametrization", default="non_centred", choices=["non_centred", "centred"],
+                        help="with --prior observational: how the fit samples the slopes around the logs' (the "
+                             "prior draws are the same either way)")
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--tune", type=int, default=500)
@@ -241,10 +248,12 @@ def main() -> None:
     from bayes_cmma.fitting.joint import METRIC_CORR_ETA
 
     eta = METRIC_CORR_ETA if args.metric_corr_eta is None else args.metric_corr_eta
-    obs = f", {args.bias_prior} bias prior" if args.prior == "observational" else ""
+    obs = (f", {args.bias_prior} bias prior" + (", centred slopes" if args.parametrization == "centred" else "")
+           if args.prior == "observational" else "")
     title = f"SBC of the joint model ({args.prior} elasticity prior{obs}, LKJ eta {eta:g} on the metrics' correlation)"
     cmd = (f"python benchmarks/sbc_joint.py --sims {args.sims} --prior {args.prior} --trials {args.trials} "
-           + (f"--bias-prior {args.bias_prior} " if args.prior == "observational" else "") +
+           + (f"--bias-prior {args.bias_prior} --parametrization {args.parametrization} "
+              if args.prior == "observational" else "") +
            f"--draws {args.draws} --tune {args.tune} --seed {args.seed} --workers {args.workers}"
            + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}"))
     settings = (f"{args.trials} trials, 4 teams, 3 metrics; 4 chains x {args.draws} draws, thinned by {THIN}: ranks "
@@ -272,7 +281,8 @@ def main() -> None:
     pbest: list[dict] = []
     with worker_pool(args.workers) as pool:
         futures = [pool.submit(one_simulation, args.prior, args.trials, i, {k: v[i] for k, v in truths.items()},
-                               args.seed, args.draws, args.tune, args.metric_corr_eta, args.bias_prior)
+                               args.seed, args.draws, args.tune, args.metric_corr_eta, args.bias_prior,
+                               args.parametrization)
                    for i in range(args.sims)]
         for i, f in enumerate(futures, 1):
             r, p = f.result()

@@ -102,6 +102,10 @@ CASES = {
           "--kpi-baseline", "100"],
          "--observational-bias-prior is the observational prior's setting; it goes with --joint observational, "
          "not --joint pooled"),
+        (["tie", "--observational-parametrization", "centred", "--at", "ndcg=0.3", "--at", "mrr=0.2",
+          "--kpi-baseline", "100"],
+         "--observational-parametrization is the observational prior's setting; it goes with --joint "
+         "observational, not --joint tie"),
     ],
 )
 def test_fit_joint_bad_input(files, capsys, extra, message):

@@ -105,7 +105,12 @@ def test_borrows_when_the_logs_agree_and_lets_go_when_they_do_not(data):
           "observational_bias_prior": "cauchy"}, BayesCMMAError,
          "observational_bias_prior must be one of halfnormal, harmonic, got 'cauchy'"),
         ({"observational_bias_prior": "harmonic"}, BayesCMMAError,
-         "their bias prior are used only with elasticity_prior='observational', not 'pooled'"),
+         "their bias prior and parametrization are used only with elasticity_prior='observational', not 'pooled'"),
+        ({"observational_parametrization": "centred"}, BayesCMMAError,
+         "their bias prior and parametrization are used only with elasticity_prior='observational', not 'pooled'"),
+        ({"elasticity_prior": "observational", "observational": {"m1": (1, 1), "m2": (1, 1), "m3": (1, 1)},
+          "observational_parametrization": "center"}, BayesCMMAError,
+         "observational_parametrization must be one of non_centred, centred, got 'center'"),
     ],
 )
 def test_bad_input_stops_before_sampling(data, kwargs, error, message):

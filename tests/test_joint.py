@@ -81,6 +81,34 @@ def test_likelihood_equals_scipy_with_marginal_slopes(design, prior):
     assert np.all(np.isfinite(grad))
 
 
+@pytest.mark.parametrize("bias_prior", ["halfnormal", "harmonic"])
+def test_centred_observational_slopes_are_the_same_posterior(design, bias_prior):
+    """Sampling b_j ~ N(o_j, kappa^2 + v_j^2) directly (centred) is the non-centred model under the change
+    of variables z_j = (b_j - o_j) / sqrt(kappa^2 + v_j^2): log densities differ by the Jacobian
+    sum_j log sqrt(kappa^2 + v_j^2), at any point."""
+    std = standardise_joint(design)
+    spec = replace_spec(spec_for_degree(1), team_effects="non_centred")
+    obs = (np.array([0.7, 0.5, -0.2]), np.array([0.01, 0.2, 0.05]), 0.3 if bias_prior == "halfnormal" else 2.0,
+           bias_prior)
+    models = {p: build_joint_model(spec, len(design.teams), std, design.team_idx, elasticity_prior="observational",
+                                   observational=(*obs, p)) for p in ("non_centred", "centred")}
+    assert "observational_z" in models["non_centred"].named_vars
+    assert "observational_z" not in models["centred"].named_vars
+    kappa_var = "observational_bias_sd_log__" if bias_prior == "halfnormal" else "observational_bias_u_interval__"
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        point = _point(models["centred"], rng)
+        kappa = _values(models["centred"], point, ["observational_bias_sd"])["observational_bias_sd"]
+        spread = np.sqrt(kappa**2 + obs[1] ** 2)
+        nc_point = {k: v for k, v in point.items() if k != "beta_std"} | {
+            "observational_z": (point["beta_std"] - obs[0]) / spread}
+        assert kappa_var in point
+        lp = {p: models[p].compile_logp()(pt_) for p, pt_ in (("centred", point), ("non_centred", nc_point))}
+        np.testing.assert_allclose(lp["centred"], lp["non_centred"] - np.log(spread).sum(), rtol=1e-10)
+        b_nc = _values(models["non_centred"], nc_point, ["beta_std"])["beta_std"]
+        np.testing.assert_allclose(b_nc, point["beta_std"], rtol=1e-12)
+
+
 def test_metric_correlation_prior_is_lkj_with_the_joint_models_eta(design):
     """The joint model's prior on the metrics' correlation R is LKJ(metric_corr_eta) (density prop. to
     det R^(eta - 1)): between two points, the log-density of eta 1 and eta 3 differs by 2 log det R's change."""
@@ -296,7 +324,7 @@ def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
                   "std_error": 0.01}).to_csv(tmp_path / "obs.csv", index=False)
     argv = ["fit", str(tmp_path / "trials.csv"), "--cov", str(tmp_path / "cov.csv"), "--kpi", "y",
             *[a for m in truth.metrics for a in ("--metric", m)], "--degree", "1", "--joint", "observational",
-            "--observational", str(tmp_path / "obs.csv"),
+            "--observational", str(tmp_path / "obs.csv"), "--observational-parametrization", "centred",
             *[a for m in truth.metrics for a in ("--at", f"{m}={truth.at[m]}")], "--kpi-baseline",
             str(truth.baseline), "--seed", "3", "--draws", "300", "--tune", "300", "--no-report", "--out", str(out)]
     assert main(argv) == 0
@@ -306,6 +334,7 @@ def test_fit_command_ranks_from_the_joint_model(tmp_path, capsys):
     ranking = pd.read_csv(out / "ranking.csv")
     assert set(ranking["pairing"]) == {"joint"} and set(ranking["elasticity_prior"]) == {"observational"}
     assert (out / "joint.nc").exists()
+    assert xr.open_datatree(out / "joint.nc", engine="h5netcdf").attrs["observational_parametrization"] == "centred"
     assert ranking["p_best"].sum() == pytest.approx(1.0)
     # `bayes-cmma report` on the folder shows the same (joint) ranking, and says so
     from bayes_cmma.reporting.report import _answer, load_fit_dir

@@ -118,6 +118,9 @@ ELASTICITY_PRIORS = ("pooled", "independent", "observational", "tie")
 BIAS_SD_SCALE = 0.5
 #: Priors of kappa, the observational bias sd (the first is the default).
 OBSERVATIONAL_BIAS_PRIORS = ("halfnormal", "harmonic")
+#: Parametrisations of the slopes around the logs' (the first is the default): b_j = o_j + sqrt(kappa^2 +
+#: v_j^2) z_j with z_j sampled (non-centred), or b_j ~ N(o_j, kappa^2 + v_j^2) sampled (centred).
+OBSERVATIONAL_PARAMETRIZATIONS = ("non_centred", "centred")
 #: Upper bound of kappa under the harmonic prior (kappa^2 uniform on [0, this^2]), on the internal scale:
 #: a bias twice a slope of about a correlation's size.
 HARMONIC_BIAS_MAX = 2.0
@@ -162,6 +165,11 @@ def bias_prior(observational: tuple | None) -> str:
     return "halfnormal" if observational is None or len(observational) < 4 else str(observational[3])
 
 
+def bias_parametrization(observational: tuple | None) -> str:
+    """How the slopes are sampled around the logs' (``observational[4]``): :data:`OBSERVATIONAL_PARAMETRIZATIONS`."""
+    return "non_centred" if observational is None or len(observational) < 5 else str(observational[4])
+
+
 def sampled_prior(elasticity_prior: str) -> str:
     """The prior the model is sampled with: the tie prior samples the independent one."""
     return "independent" if elasticity_prior == "tie" else elasticity_prior
@@ -190,7 +198,8 @@ def build_joint_model(
     ``weights`` (metric,) are the :func:`rank_weights` of the pooled prior (swapped through
     ``rank_weight``; ignored by the other priors). ``observational`` is (slope, standard error) per
     metric on the internal scale, and optionally the scale of kappa's prior and that prior's name
-    (:data:`OBSERVATIONAL_BIAS_PRIORS`), for the observational prior (swapped through
+    (:data:`OBSERVATIONAL_BIAS_PRIORS`) and the slopes' parametrisation
+    (:data:`OBSERVATIONAL_PARAMETRIZATIONS`), for the observational prior (swapped through
     ``observational_beta``, ``observational_se`` and ``observational_bias_scale``: the HalfNormal's
     sigma, or the harmonic prior's upper bound).
     """
@@ -220,9 +229,12 @@ def build_joint_model(
                 kappa = pm.Deterministic("observational_bias_sd", scale * pm.math.sqrt(u))
             else:
                 kappa = pm.HalfNormal("observational_bias_sd", sigma=scale)
-            # non-centred, as the pooled prior: kappa -> 0 when the trials agree with the logs
-            z_obs = pm.Normal("observational_z", 0.0, 1.0, dims="metric")
-            beta = pm.Deterministic("beta_std", o + pm.math.sqrt(kappa**2 + v**2) * z_obs, dims="metric")
+            spread = pm.math.sqrt(kappa**2 + v**2)
+            if bias_parametrization(observational) == "centred":
+                beta = pm.Normal("beta_std", mu=o, sigma=spread, dims="metric")
+            else:  # non-centred, as the pooled prior: kappa -> 0 when the trials agree with the logs
+                z_obs = pm.Normal("observational_z", 0.0, 1.0, dims="metric")
+                beta = pm.Deterministic("beta_std", o + spread * z_obs, dims="metric")
         else:
             beta = _location("beta_std", pri["beta_std"], dims="metric")
         alpha = _location("alpha", pri["alpha"], dims=("team", "metric"))
@@ -254,7 +266,8 @@ def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardis
     n_teams = len(design.teams)
     elasticity_prior = sampled_prior(elasticity_prior)
     key = (design.degree, n_teams, spec.structure_key(), elasticity_prior,
-           bias_prior(observational) if elasticity_prior == "observational" else None)
+           (bias_prior(observational), bias_parametrization(observational))
+           if elasticity_prior == "observational" else None)
     fresh = False
     with _LOCK:
         if key not in _CACHE:
@@ -507,6 +520,7 @@ def fit_joint(
     observational: Any = None,
     observational_bias_scale: float | None = None,
     observational_bias_prior: str = "halfnormal",
+    observational_parametrization: str = "non_centred",
     p_tie: float = P_TIE,
     tie_spread_scale: float = SPREAD_SCALE,
     metric_corr_eta: float = METRIC_CORR_ETA,
@@ -535,6 +549,10 @@ def fit_joint(
     observational_bias_prior : {"halfnormal", "harmonic"}
         kappa ~ HalfNormal (default), or kappa^2 uniform (Stein's harmonic prior on the bias; see the
         module docstring).
+    observational_parametrization : {"non_centred", "centred"}
+        How the sampler sees the slopes around the logs' (the same model): through z_j with
+        b_j = o_j + sqrt(kappa^2 + v_j^2) z_j (``"non_centred"``), or b_j ~ N(o_j, kappa^2 + v_j^2)
+        directly (``"centred"``).
     p_tie, tie_spread_scale : float
         With ``elasticity_prior="tie"`` (and only then): the prior probability that the candidates'
         elasticities are equal (default 0.5), and the HalfNormal scale of their relative spread when
@@ -588,10 +606,14 @@ def fit_joint(
             observational_bias_scale = HARMONIC_BIAS_MAX if observational_bias_prior == "harmonic" else BIAS_SD_SCALE
         if not (np.isfinite(observational_bias_scale) and observational_bias_scale > 0):
             raise BayesCMMAError(f"observational_bias_scale must be a positive number, got {observational_bias_scale}.")
+        if observational_parametrization not in OBSERVATIONAL_PARAMETRIZATIONS:
+            raise BayesCMMAError(f"observational_parametrization must be one of "
+                                 f"{', '.join(OBSERVATIONAL_PARAMETRIZATIONS)}, got {observational_parametrization!r}.")
         obs = (*observational_slopes(observational, metrics), float(observational_bias_scale),
-               observational_bias_prior)
-    elif observational is not None or observational_bias_scale is not None or observational_bias_prior != "halfnormal":
-        raise BayesCMMAError(f"observational slopes and their bias prior are used only with "
+               observational_bias_prior, observational_parametrization)
+    elif (observational is not None or observational_bias_scale is not None or observational_bias_prior != "halfnormal"
+          or observational_parametrization != "non_centred"):
+        raise BayesCMMAError(f"observational slopes, their bias prior and parametrization are used only with "
                              f"elasticity_prior='observational', not {elasticity_prior!r}.")
     tie = None
     if elasticity_prior == "tie":
@@ -637,7 +659,7 @@ def fit_joint(
 def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws: int | None, tune: int | None,
               chains: int | None, cores: int | None, progress_bar: bool, progress: Progress | None,
               data_hash: str, elasticity_prior: str, at: Mapping[str, float] | None,
-              observational: tuple[np.ndarray, np.ndarray, float, str] | None = None,
+              observational: tuple[np.ndarray, np.ndarray, float, str, str] | None = None,
               tie: tuple[float, float] | None = None) -> JointFit:
     metrics = list(design.quantities[1:])
     std = standardise_joint(design)
@@ -696,6 +718,7 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
             f"{m}={e:g} (se {v:g})" for m, e, v in zip(metrics, *observational[:2], strict=True))
         tree.attrs["observational_bias_scale"] = observational[2]
         tree.attrs["observational_bias_prior"] = bias_prior(observational)
+        tree.attrs["observational_parametrization"] = bias_parametrization(observational)
     return JointFit(posterior=tree, spec=spec, design=design, elasticity_prior=elasticity_prior,
                     at=None if at is None else {m: float(at[m]) for m in metrics},
                     timings={"compile_s": t_compile, "sample_s": t_sample})

@@ -4,8 +4,16 @@ Layout of the output folder::
 
     OUT/study.json    what the study is (settings, estimators, seed); a rerun must match it
     OUT/results.csv   one row per (replication, estimator, degree, power), appended as replications finish
-    OUT/summary.csv   bias, RMSE, coverage, width per (setting, estimator, degree, power)
-    OUT/summary.md    the paper's table layout, plus the wall time and the command
+                      (the fusion study: per replication, bias and rule)
+    OUT/summary.csv   bias, RMSE, coverage, width per (setting, estimator, degree, power) (the fusion study:
+                      regret and its change against the trials alone per setting, bias and rule)
+    OUT/summary.md    the paper's table layout (the fusion study: its targets and changes), plus the wall
+                      time and the command
+
+A study gives the runner its ``settings`` (each with a ``label``), ``sims``, ``name``, ``columns``,
+``identity()``, ``rows_per_replication()``, ``replicate(setting_index, rep)``, ``describe()`` and
+``summarise(results)``: :class:`~bayes_cmma.studies.study.Study` (the paper's) and
+:class:`~bayes_cmma.studies.fusion_study.FusionStudy` do.
 
 Only the parent process writes ``results.csv``: each finished replication's rows are appended in
 one ``write`` and flushed to disk (``fsync``). A run that is interrupted (Ctrl-C, a killed process)
