@@ -109,6 +109,26 @@ def test_centred_observational_slopes_are_the_same_posterior(design, bias_prior)
         np.testing.assert_allclose(b_nc, point["beta_std"], rtol=1e-12)
 
 
+def test_a_troubled_observational_fit_suggests_the_other_parametrization():
+    from bayes_cmma.checks.diagnostics import problems
+
+    rng = np.random.default_rng(0)
+    post = xr.Dataset({"observational_bias_sd": (("chain", "draw"), rng.normal(size=(4, 100)))})
+    for used, other, diverging in (("non_centred", "centred", 3), ("centred", "non_centred", 1), (None, None, 2),
+                                   ("non_centred", None, 0)):
+        stats_ = xr.Dataset({"diverging": (("chain", "draw"), np.arange(400).reshape(4, 100) < diverging)})
+        tree = xr.DataTree.from_dict({"posterior": post, "sample_stats": stats_})
+        if used is not None:
+            tree.attrs["observational_parametrization"] = used
+        msgs = problems(tree)
+        hint = [m for m in msgs if "--observational-parametrization" in m]
+        if other is None:  # no observational prior, or nothing wrong: no hint
+            assert not hint and len(msgs) == (1 if diverging else 0)
+        else:
+            assert f"{diverging} divergent transition(s)" in msgs[0]
+            assert len(hint) == 1 and f"refit with --observational-parametrization {other} " in hint[0]
+
+
 def test_metric_correlation_prior_is_lkj_with_the_joint_models_eta(design):
     """The joint model's prior on the metrics' correlation R is LKJ(metric_corr_eta) (density prop. to
     det R^(eta - 1)): between two points, the log-density of eta 1 and eta 3 differs by 2 log det R's change."""

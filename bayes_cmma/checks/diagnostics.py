@@ -73,6 +73,15 @@ def problems(tree: xr.DataTree, table: pd.DataFrame | None = None) -> list[str]:
             f"{n_div} divergent transition(s); the posterior may be biased. Raise target_accept "
             "(bayes-cmma fit --target-accept 0.95, or the spec's [sampler] table) or reparameterise."
         )
+    used = tree.attrs.get("observational_parametrization")
+    if out and used in ("non_centred", "centred"):
+        other = "centred" if used == "non_centred" else "non_centred"
+        out.append(
+            f"the observational prior's slopes were sampled {used.replace('_', '-')}; the {other.replace('_', '-')} "
+            f"form is the same model in another geometry and may sample better (centred with many trials, "
+            f"non-centred with few): refit with --observational-parametrization {other} "
+            f"(bc.fit_joint(..., observational_parametrization={other!r}))."
+        )
     return out
 
 
