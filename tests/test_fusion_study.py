@@ -113,6 +113,7 @@ def test_summary_and_targets_on_known_regrets():
 def test_study_settings_are_checked():
     for kwargs, message in [({"estimators": ("stein", "oracle")}, "unknown rule 'oracle'"),
                             ({"estimators": ("stein",)}, "must include 'trials'"),
+                            ({"estimators": ("trials", "stein", "stein")}, "rules repeat"),
                             ({"n_trials": (10, 5)}, "at least 6"),
                             ({"direct_sd": (-1.0,)}, "direct-effect sds"),
                             ({"sims": 0}, "sims must be at least 1")]:

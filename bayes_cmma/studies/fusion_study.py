@@ -125,6 +125,8 @@ class FusionStudy:
         bad = [e for e in self.estimators if e not in FUSION_RULES]
         if bad:
             raise BayesCMMAError(f"study 'fusion': unknown rule {bad[0]!r}; choose from {', '.join(FUSION_RULES)}.")
+        if len(set(self.estimators)) != len(self.estimators):
+            raise BayesCMMAError(f"study 'fusion': rules repeat ({', '.join(self.estimators)}); name each once.")
         if "trials" not in self.estimators:
             raise BayesCMMAError("study 'fusion': the rules must include 'trials', the reference every change is "
                                  f"measured against; got {', '.join(self.estimators)}.")
