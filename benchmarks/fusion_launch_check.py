@@ -56,9 +56,7 @@ BIASES = FUSION_BIASES
 SHIFT = BIAS_SHIFT
 
 
-J, TEAMS = 3, 4
-trials_of = draw_trials  # the law of ``bayes-cmma simulate --study fusion`` (same draws for the same seeds)
-policy_regret = launch_regret
+J, TEAMS = 3, 4  # draw_trials is the law of ``bayes-cmma simulate --study fusion`` (same draws, same seeds)
 
 
 def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
@@ -77,12 +75,12 @@ def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
     rng = np.random.default_rng([seed, K, rep])
     alpha, pi = rng.normal(0, 1, (TEAMS, J)), rng.normal(0, direct_sd, TEAMS) if direct_sd else np.zeros(TEAMS)
     team = np.arange(K) % TEAMS
-    theta, S = trials_of(rng, team, alpha, pi)
+    theta, S = draw_trials(rng, team, alpha, pi)
     z = theta + np.einsum("kij,kj->ki", np.linalg.cholesky(S), rng.standard_normal((K, J + 1)))
     data = bc.read_trials(*trial_frames([f"k{k:03d}" for k in range(K)], ["y", *metrics], z, S,
                                         teams=[f"g{t}" for t in team]))
     prng = np.random.default_rng([seed, K, rep, 1])
-    new, S_new = trials_of(prng, prng.integers(0, TEAMS, 20_000), alpha, pi)
+    new, S_new = draw_trials(prng, prng.integers(0, TEAMS, 20_000), alpha, pi)
     y, m, S_mm = new[:, 0], new[:, 1:], S_new[:, 1:, 1:]
     design = joint_design(data, "y", metrics)
     rows = []
@@ -108,7 +106,7 @@ def one(K: int, rep: int, seed: int, direct_sd: float) -> list[dict]:
                  "metric_1": (np.array([1.0, 0.0, 0.0]), np.nan)}
         for name, (w, strength) in rules.items():
             rows.append(base | {"direct_sd": direct_sd, "bias": b, "rule": name,
-                                "regret": policy_regret(w, y, m, S_mm), "strength": strength})
+                                "regret": launch_regret(w, y, m, S_mm), "strength": strength})
     return rows
 
 

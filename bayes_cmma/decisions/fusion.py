@@ -358,18 +358,22 @@ def decision_focused_fusion(
     curve = cross_fitted_table(f, g, fold, strengths,
                                lambda lam, _, train: fused_weights(design.z[train], design.S[train], prior, lam))
     curve.insert(0, "fusion_strength", strengths)
-    if select == "stein":
-        chosen = stein
-    else:
-        top = curve["value"].idxmax()
-        if select == "significant" and not curve.loc[top, "difference"] > curve.loc[top, "difference_se"]:
-            top = 0
-        chosen = float(curve.loc[top, "fusion_strength"])
+    chosen = stein if select == "stein" else chosen_strength(curve, select)
     index = pd.Index(metrics, name="metric")
     rule_weights = pd.DataFrame([fused_weights(design.z, design.S, prior, lam) for lam in strengths], columns=index)
     weights = rule_weights.iloc[strengths.index(chosen)].rename(None)  # the chosen strength is one of the rows
     return FusionChoice(curve=curve, strength=chosen, weights=weights, disagreement=d2, rule_weights=rule_weights,
                         slopes=pd.Series(prior, index=index))
+
+
+def chosen_strength(curve: pd.DataFrame, select: str) -> float:
+    """The strength ``select="best"`` or ``"significant"`` picks from a fusion's ``curve`` (see
+    :func:`decision_focused_fusion`): the highest value, or that only if its paired gain over the first row
+    exceeds one standard error, else the first row's."""
+    top = curve["value"].idxmax()
+    if select == "significant" and not curve.loc[top, "difference"] > curve.loc[top, "difference_se"]:
+        top = 0
+    return float(curve.loc[top, "fusion_strength"])
 
 
 def fusion_frame(choice: FusionChoice) -> pd.DataFrame:
@@ -389,6 +393,7 @@ def fusion_frame(choice: FusionChoice) -> pd.DataFrame:
     return frame
 
 
-__all__ = ["LAMBDAS", "SANDWICHES", "SELECT", "FusionChoice", "cross_fitted_table", "decision_focused_fusion",
+__all__ = ["LAMBDAS", "SANDWICHES", "SELECT", "FusionChoice", "chosen_strength", "cross_fitted_table",
+           "decision_focused_fusion",
            "disagreement", "fused_weights", "fusion_frame", "fusion_setup", "sandwich_covariance",
            "stein_strength"]

@@ -209,7 +209,7 @@ def simulate_fusion_trials(n_trials: int, direct_sd: float, rng: np.random.Gener
 def fusion_replicate(study: FusionStudy, setting: FusionSetting, rep: int) -> list[dict[str, Any]]:
     """The rows of one replication (module docstring): a row per (bias, rule)."""
     from bayes_cmma.decisions.bilevel import bilevel_fusion
-    from bayes_cmma.decisions.fusion import decision_focused_fusion, fused_weights, stein_strength
+    from bayes_cmma.decisions.fusion import chosen_strength, decision_focused_fusion, fused_weights, stein_strength
     from bayes_cmma.inputs.data import joint_design, read_trials, trial_frames
 
     K = setting.n_trials
@@ -226,6 +226,7 @@ def fusion_replicate(study: FusionStudy, setting: FusionSetting, rep: int) -> li
     for b in study.biases:
         o = np.array([1.0, 0.0, 0.0]) + b * BIAS_SHIFT
         slopes = dict(zip(METRICS, o, strict=True))
+        cross_fitted = None  # the cross-fitted curve "best" and "significant" both choose from, computed once
         for rule in study.estimators:
             t0 = time.perf_counter()
             strength = np.nan
@@ -237,9 +238,12 @@ def fusion_replicate(study: FusionStudy, setting: FusionSetting, rep: int) -> li
                 strength = stein_strength(design.z, design.S, o)
                 w = fused_weights(design.z, design.S, o, strength)
             elif rule in ("significant", "best"):
-                choice = decision_focused_fusion(data, "y", list(METRICS), slopes, seed=rep, repeats=study.repeats,
-                                                 select=rule)
-                w, strength = choice.weights.to_numpy(), choice.strength
+                if cross_fitted is None:
+                    cross_fitted = decision_focused_fusion(data, "y", list(METRICS), slopes, seed=rep,
+                                                           repeats=study.repeats, select="best")
+                strength = chosen_strength(cross_fitted.curve, rule)
+                w = cross_fitted.rule_weights.iloc[cross_fitted.curve["fusion_strength"].tolist().index(strength)]
+                w = w.to_numpy()
             elif rule == "per_metric":
                 fit = bilevel_fusion(data, "y", list(METRICS), slopes, seed=rep, repeats=study.repeats)
                 w, strength = fit.weights.to_numpy(), float(fit.pulls.mean())
