@@ -131,6 +131,20 @@ def test_results_do_not_depend_on_the_number_of_workers(tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_the_summary_does_not_depend_on_the_order_replications_finished_in(tmp_path):
+    """Workers append replications in the order they finish; the summary sums them in replication order."""
+    import shutil
+
+    study = FusionStudy(n_trials=(10,), direct_sd=(0.0,), estimators=("trials", "stein", "observational"), sims=6)
+    run_study(study, tmp_path / "a", progress=False)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    rows = pd.read_csv(tmp_path / "a/results.csv")
+    shuffled = pd.concat([rows[rows["rep"] == r] for r in (4, 1, 5, 0, 3, 2)])
+    shuffled.to_csv(tmp_path / "b/results.csv", index=False)
+    assert run_study(study, tmp_path / "b", progress=False).n_new == 0
+    assert (tmp_path / "a/summary.csv").read_text() == (tmp_path / "b/summary.csv").read_text()
+
+
 def test_simulate_fusion_cli_runs_resumes_and_refuses_another_study(tmp_path, capsys):
     out = tmp_path / "fusion"
     argv = ["simulate", "--study", "fusion", "--sims", "2", "--n-trials", "10", "--estimators", "trials", "stein",

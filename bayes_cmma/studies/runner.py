@@ -227,7 +227,13 @@ def run_study(
         bar.close()
     wall = time.perf_counter() - t0
     results = pd.read_csv(path)
-    results = results[results["rep"] < study.sims].reset_index(drop=True)
+    # in replication order, not the order workers finished in, so the summaries' sums (to the last digit)
+    # do not depend on the number of workers
+    order = {s.label: i for i, s in enumerate(study.settings)}
+    results = (results[results["rep"] < study.sims]
+               .sort_values(["setting", "rep"], key=lambda c: c.map(order) if c.name == "setting" else c,
+                            kind="stable")
+               .reset_index(drop=True))
     summary, tables = study.summarise(results)
     header = (
         f"# Simulation study {study.name!r}\n\n"
