@@ -12,9 +12,12 @@ frequency (target: within 5 percentage points).
 
 Writes ``results.csv`` (one row per replication and K_new) and ``summary.md``.
 
+``--metric-corr-eta X`` fits with LKJ concentration X on the metrics' correlation
+(``bc.fit_joint(metric_corr_eta=X)``; recorded in the results and shown beside the prior).
+
 Usage: ``python benchmarks/more_trials_check.py --sims 100 --trials 20 --regime spread --new 20 80
-[--corr 0.8] [--draws 400] [--out benchmarks/results/more_trials_check]``; ``--summarise [A.csv ...]``
-writes ``summary.md`` from ``results.csv`` (or from the given files, merged into it).
+[--corr 0.8] [--draws 400] [--metric-corr-eta X] [--out benchmarks/results/more_trials_check]``;
+``--summarise [A.csv ...]`` writes ``summary.md`` from ``results.csv`` (or from the given files, merged into it).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_replication(corr: float, regime: str, k: int, new: list[int], rep: int, seed: int, draws: int, tune: int,
-                    prior: str = "pooled") -> list[dict]:
+                    prior: str = "pooled", metric_corr_eta: float | None = None) -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
     from bayes_cmma.inputs.data import TrialData
@@ -40,13 +43,15 @@ def one_replication(corr: float, regime: str, k: int, new: list[int], rep: int, 
     truth = candidate_truth(corr, regime)
     data = simulate_candidates(rng, truth, metric_corr=corr, n_trials=k + max(new))
     fit_seed = int(rng.integers(2**31))
+    eta = {} if metric_corr_eta is None else {"metric_corr_eta": metric_corr_eta}
+    label = prior if metric_corr_eta is None else f"{prior} (LKJ {metric_corr_eta:g})"
 
     def fit_first(n: int):
         subset = TrialData(dataset=data.dataset.isel(trial=slice(0, n)), extra=data.extra.iloc[0:0])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             fit = bc.fit_joint(subset, "y", truth.metrics, at=truth.at, seed=fit_seed, draws=draws, tune=tune,
-                               chains=4, cores=1, elasticity_prior=prior)
+                               chains=4, cores=1, elasticity_prior=prior, **eta)
         if prior == "tie":  # the tie prior's draws, and for the prediction its whole posterior
             tied = fit.tie_posterior(truth.at, lift=truth.lift, baseline=truth.baseline)
             return tied["elasticity"], len(caught), tied
@@ -58,7 +63,7 @@ def one_replication(corr: float, regime: str, k: int, new: list[int], rep: int, 
     predicted = (bc.value_of_trials_tie(tied, k, [0, *new], seed=rep) if prior == "tie"
                  else bc.value_of_trials(el, k, [0, *new], seed=rep))
     today = truth.metrics[int(np.argmax(el.mean(("chain", "draw")).sel(metric=truth.metrics).values))]
-    rows = [{"prior": prior, "corr": corr, "regime": regime, "trials": k, "rep": rep, "new_trials": 0,
+    rows = [{"prior": label, "corr": corr, "regime": regime, "trials": k, "rep": rep, "new_trials": 0,
              "predicted_p_correct": float(predicted["p_correct"].sel(new_trials=0)),
              "predicted_p_best": float(predicted["expected_p_best"].sel(new_trials=0)),
              "chosen": today, "truly_best": truth.best, "correct": today == truth.best,
@@ -67,7 +72,7 @@ def one_replication(corr: float, regime: str, k: int, new: list[int], rep: int, 
     for n in new:
         el_after, n_warn, _ = fit_first(k + n)
         chosen = truth.metrics[int(np.argmax(el_after.mean(("chain", "draw")).sel(metric=truth.metrics).values))]
-        rows.append({"prior": prior, "corr": corr, "regime": regime, "trials": k, "rep": rep, "new_trials": n,
+        rows.append({"prior": label, "corr": corr, "regime": regime, "trials": k, "rep": rep, "new_trials": n,
                      "predicted_p_correct": float(predicted["p_correct"].sel(new_trials=n)),
                      "predicted_p_best": float(predicted["expected_p_best"].sel(new_trials=n)),
                      "chosen": chosen, "truly_best": truth.best, "correct": chosen == truth.best,
@@ -122,6 +127,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261202)
     parser.add_argument("--prior", default="pooled", choices=["pooled", "tie"],
                         help="the joint model's elasticity prior (tie: bc.value_of_trials_tie predicts)")
+    parser.add_argument("--metric-corr-eta", type=float, default=None,
+                        help="LKJ concentration of the metrics' correlation (default: bc.fit_joint's)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "more_trials_check")
     parser.add_argument("--summarise", nargs="*", type=Path, metavar="RESULTS_CSV",
                         help="only write summary.md (in --out) from results.csv, or from these files merged")
@@ -134,7 +141,7 @@ def main() -> None:
         rows = []
         for rep in range(args.sims):
             rows += one_replication(args.corr, args.regime, args.trials, args.new, rep, args.seed, args.draws,
-                                    args.tune, args.prior)
+                                    args.tune, args.prior, args.metric_corr_eta)
             pd.DataFrame(rows).to_csv(path, index=False)
             print(f"rep {rep}: {rows[-1]['seconds']:.1f} s", flush=True)
     (args.out / "summary.md").write_text(summarise(pd.read_csv(path)))
