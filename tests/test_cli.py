@@ -85,6 +85,9 @@ CASES = {
     "at for a metric not fitted": (lambda t, c: (t, c), ["--at", "map=0.002"], "--at names metric 'map'"),
     "at not metric=value": (lambda t, c: (t, c), ["--at", "ndcg"], "not METRIC=VALUE"),
     "joint with a quadratic": (lambda t, c: (t, c), ["--joint"], "--joint fits linear DRFs; the model has degree 2"),
+    "LKJ concentration without --joint": (lambda t, c: (t, c), ["--metric-corr-eta", "0.5"],
+                                          "--metric-corr-eta is the joint model's LKJ concentration; it goes "
+                                          "with --joint"),
 }
 
 
@@ -106,6 +109,10 @@ CASES = {
           "--kpi-baseline", "100"],
          "--observational-parametrization is the observational prior's setting; it goes with --joint "
          "observational, not --joint tie"),
+        (["tie", "--metric-corr-eta", "0", "--at", "ndcg=0.3", "--at", "mrr=0.2", "--kpi-baseline", "100"],
+         "--metric-corr-eta must be a positive number \\(1 = uniform over correlation matrices\\), got 0.0"),
+        (["tie", "--metric-corr-eta", "nan", "--at", "ndcg=0.3", "--at", "mrr=0.2", "--kpi-baseline", "100"],
+         "--metric-corr-eta must be a positive number"),
     ],
 )
 def test_fit_joint_bad_input(files, capsys, extra, message):
@@ -263,3 +270,15 @@ def test_fit_joint_refuses_a_metric_named_joint():
 
     with pytest.raises(BayesCMMAError, match="a metric named 'joint' would share joint.nc"):
         _check_joint(1, ["ndcg", "joint"], {"ndcg": 0.3, "joint": 0.2}, 100.0)
+
+
+def test_fit_joint_options_pass_only_what_was_given():
+    """``fit --joint`` hands fit_joint the options given on the command line and leaves the rest at its defaults."""
+    from bayes_cmma.cli import build_parser, joint_options
+
+    assert joint_options(p_tie=None, metric_corr_eta=None) == {}
+    assert joint_options(p_tie=0.3, observational_bias_prior=None, metric_corr_eta=0.5) == {
+        "p_tie": 0.3, "metric_corr_eta": 0.5}
+    args = build_parser().parse_args(
+        ["fit", "t.csv", "--kpi", "y", "--metric", "a", "--joint", "tie", "--metric-corr-eta", "0.5"])
+    assert args.metric_corr_eta == 0.5
