@@ -412,9 +412,9 @@ def run_fit(
     if metric_corr_eta is not None:
         if joint is None:
             raise BayesCMMAError("--metric-corr-eta is the joint model's LKJ concentration; it goes with --joint.")
-        if not (np.isfinite(metric_corr_eta) and metric_corr_eta > 0):
-            raise BayesCMMAError(f"--metric-corr-eta must be a positive number (1 = uniform over correlation "
-                                 f"matrices), got {metric_corr_eta}.")
+        from bayes_cmma.fitting.joint import check_metric_corr_eta
+
+        check_metric_corr_eta(metric_corr_eta, "--metric-corr-eta")
     if (joint == "observational") != (observational is not None):
         raise BayesCMMAError("--joint observational and --observational FILE go together: the observational prior "
                              "borrows from that file's slopes.")

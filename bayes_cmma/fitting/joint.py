@@ -170,6 +170,14 @@ def bias_parametrization(observational: tuple | None) -> str:
     return "non_centred" if observational is None or len(observational) < 5 else str(observational[4])
 
 
+def check_metric_corr_eta(value: Any,
+                          label: str = "metric_corr_eta, the LKJ concentration of the metrics' correlation,") -> None:
+    """One error naming ``label`` unless ``value`` is a positive finite number (the joint model's LKJ concentration)."""
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) and np.isfinite(value) and value > 0):
+        raise BayesCMMAError(f"{label} must be a positive number (1 = uniform over correlation matrices), "
+                             f"got {value!r}.")
+
+
 def sampled_prior(elasticity_prior: str) -> str:
     """The prior the model is sampled with: the tie prior samples the independent one."""
     return "independent" if elasticity_prior == "tie" else elasticity_prior
@@ -585,10 +593,7 @@ def fit_joint(
     accept = TARGET_ACCEPT if target_accept is None else float(target_accept)
     if not 0 < accept < 1:
         raise BayesCMMAError(f"target_accept must be between 0 and 1 (e.g. 0.99), got {target_accept!r}.")
-    if isinstance(metric_corr_eta, bool) or not (isinstance(metric_corr_eta, numbers.Real)
-                                                  and np.isfinite(metric_corr_eta) and metric_corr_eta > 0):
-        raise BayesCMMAError(f"metric_corr_eta, the LKJ concentration of the metrics' correlation, must be a positive "
-                             f"number (1 = uniform over correlation matrices), got {metric_corr_eta!r}.")
+    check_metric_corr_eta(metric_corr_eta)
     spec = replace_spec(spec, sampler={**spec.sampler, "target_accept": accept}, metric_corr_eta=float(metric_corr_eta))
     if elasticity_prior == "pooled" or at is not None:
         _check_levels(at, metrics)
