@@ -20,9 +20,16 @@ ranked too (``observational_bias_sd``), under ``--bias-prior halfnormal`` (defau
 instead of through z_j (the truths are drawn the same way either way, so the two runs share them).
 SBC holds for any fixed o, as long as the simulation and the fit use the same.
 
+``--realistic`` keeps drawing from the prior until ``--sims`` simulated tables look like real ones on
+the internal scale (every column's within-team sd within a factor 3 of 1, :data:`UNIT_SCALE`) and
+fits only those. The selection is on the data alone, so the ranks stay uniform under it if the model
+and the sampler are right: it certifies the model on the tables users fit, where the prior's own
+draws are often far off scale (nearly collinear metrics with unrelated slopes, columns with a spread
+of hundreds). The summary says how many prior draws it took.
+
 Writes ``ranks.csv``, ``pbest.csv``, ``summary.md``. Usage:
 ``python benchmarks/sbc_joint.py --sims 100 --prior pooled|independent|observational
-[--bias-prior halfnormal|harmonic] [--workers 2] [--out DIR]``.
+[--bias-prior halfnormal|harmonic] [--realistic] [--workers 2] [--out DIR]``.
 """
 
 from __future__ import annotations
@@ -115,6 +122,33 @@ def data_scale(z: np.ndarray, team_idx: np.ndarray) -> float:
     for g in np.unique(team_idx):
         centred[team_idx == g] -= centred[team_idx == g].mean(axis=0)
     return float(np.max(np.abs(np.log(centred.std(axis=0)))))
+
+
+def realistic_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = None,
+                    bias_prior: str = "halfnormal", batch: int = 500,
+                    limit: int = 100_000) -> tuple[dict[int, dict[str, np.ndarray]], int]:
+    """The first ``n`` prior draws whose simulated table has ``data_scale`` <= :data:`UNIT_SCALE`.
+
+    Returns {sim index: truth} (each table is simulated again in :func:`one_simulation` from the
+    same seed, so it is the table tested here) and the number of prior draws examined.
+    """
+    design, std, _ = _template(trials)
+    kept: dict[int, dict[str, np.ndarray]] = {}
+    start = 0
+    while len(kept) < n:
+        if start >= limit:
+            raise RuntimeError(f"only {len(kept)} of {limit} prior draws gave a real-looking table; lower --sims")
+        # one batch per block of indices, seeded by the block: the same draws whatever n is
+        truths = prior_draws(prior, trials, batch, seed + start, eta, bias_prior)
+        for i in range(batch):
+            truth = {k: v[i] for k, v in truths.items()}
+            z = simulate_table(design, std, truth, np.random.default_rng([seed, start + i]))
+            if data_scale(z, design.team_idx) <= UNIT_SCALE:
+                kept[start + i] = truth
+                if len(kept) == n:
+                    return kept, start + i + 1
+        start += batch
+    return kept, start
 
 
 def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarray], seed: int, draws: int, tune: int,
@@ -237,6 +271,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation (default: the joint model's)")
+    parser.add_argument("--realistic", action="store_true",
+                        help="fit only prior draws whose simulated table looks real (every column's within-team "
+                             "sd within a factor 3 of 1), until --sims are kept")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "sbc_joint"))
     parser.add_argument("--summarise", action="store_true",
                         help="rewrite summary.md from --out's ranks.csv and pbest.csv (the run's other options "
@@ -255,7 +292,10 @@ def main() -> None:
            + (f"--bias-prior {args.bias_prior} --parametrization {args.parametrization} "
               if args.prior == "observational" else "") +
            f"--draws {args.draws} --tune {args.tune} --seed {args.seed} --workers {args.workers}"
-           + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}"))
+           + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}")
+           + (" --realistic" if args.realistic else ""))
+    if args.realistic:
+        title += ", real-looking tables only"
     settings = (f"{args.trials} trials, 4 teams, 3 metrics; 4 chains x {args.draws} draws, thinned by {THIN}: ranks "
                 f"0..{n_draws}.")
     if args.summarise:
@@ -275,15 +315,21 @@ def main() -> None:
         return
     from bayes_cmma.fitting.parallel import worker_pool
 
-    truths = prior_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta, args.bias_prior)
     start = time.perf_counter()
+    if args.realistic:
+        chosen, examined = realistic_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta,
+                                           args.bias_prior)
+        settings += (f" Kept the first {args.sims} of {examined} prior draws whose table looks real "
+                     f"({100 * args.sims / examined:.0f}%).")
+    else:
+        truths = prior_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta, args.bias_prior)
+        chosen = {i: {k: v[i] for k, v in truths.items()} for i in range(args.sims)}
     ranks: list[dict] = []
     pbest: list[dict] = []
     with worker_pool(args.workers) as pool:
-        futures = [pool.submit(one_simulation, args.prior, args.trials, i, {k: v[i] for k, v in truths.items()},
-                               args.seed, args.draws, args.tune, args.metric_corr_eta, args.bias_prior,
-                               args.parametrization)
-                   for i in range(args.sims)]
+        futures = [pool.submit(one_simulation, args.prior, args.trials, i, truth, args.seed, args.draws, args.tune,
+                               args.metric_corr_eta, args.bias_prior, args.parametrization)
+                   for i, truth in chosen.items()]
         for i, f in enumerate(futures, 1):
             r, p = f.result()
             ranks += r
