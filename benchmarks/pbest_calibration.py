@@ -20,6 +20,10 @@ current levels with its KPI baseline. Arms (``--arms``):
 experiment's cancelled det R makes LKJ(1) an LKJ(0) (improper), and eta < 1 favours strong
 correlations (proper for any eta > 0).
 
+``--latent-prior lkj`` fits the joint arms with one LKJ prior over the KPI's and metrics' correlation
+(``bc.fit_joint(latent_prior="lkj")``; the arms ``joint_independent`` and ``joint_tie`` only), and
+``--metric-corr-eta`` is then that prior's concentration.
+
 Then bin every metric's P(best) and compare with how often it was truly best, per arm.
 
 Writes ``results.csv`` (one row per replication and metric), ``summary.md`` (reliability table
@@ -69,7 +73,7 @@ def _deshrunk_spec():
 
 
 def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, arms: tuple[str, ...] = ("separate",),
-                    metric_corr_eta: float | None = None) -> list[dict]:
+                    metric_corr_eta: float | None = None, latent_prior: str = "slopes") -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
     from bayes_cmma.errors import AssumptionWarning, ConvergenceWarning
@@ -90,6 +94,8 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
                 betas = {m: result[m].beta.values[..., 0].ravel() for m in truth.metrics}
             else:
                 model, eta = None, {} if metric_corr_eta is None else {"metric_corr_eta": metric_corr_eta}
+                if latent_prior != "slopes":
+                    eta["latent_prior"] = latent_prior
                 if arm == "joint_tie_deshrunk":
                     model, eta = _deshrunk_spec(), {"metric_corr_eta": 1.0}
                 result = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=arm.split("_")[1],
@@ -123,6 +129,8 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["separate"], choices=ARMS)
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation in the joint arms (default: the spec's)")
+    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj"],
+                        help="the joint arms' latent prior (bc.fit_joint(latent_prior=...))")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pbest_calibration"))
     parser.add_argument("--summarise", action="store_true",
                         help="only rewrite summary.md and reliability.png from --out's results.csv")
@@ -144,7 +152,7 @@ def main() -> None:
     rows: list[dict] = []
     with worker_pool(args.workers) as pool:
         futures = [pool.submit(one_replication, s, rep, args.seed, args.draws, args.tune, tuple(args.arms),
-                               args.metric_corr_eta) for s, rep in tasks]
+                               args.metric_corr_eta, args.latent_prior) for s, rep in tasks]
         for i, f in enumerate(futures, 1):
             rows += f.result()
             if i % 20 == 0:
@@ -155,7 +163,8 @@ def main() -> None:
     cmd = (f"python benchmarks/pbest_calibration.py --sims {args.sims} --trials {' '.join(map(str, args.trials))} "
            f"--corr {' '.join(map(str, args.corr))} --regime {' '.join(args.regime)} --draws {args.draws} "
            f"--tune {args.tune} --seed {args.seed} --workers {args.workers} --arms {' '.join(args.arms)}"
-           + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}"))
+           + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}")
+           + ("" if args.latent_prior == "slopes" else f" --latent-prior {args.latent_prior}"))
     print(write_summary(results, out, f"Command: `{cmd}`; {len(tasks)} replications in {wall / 60:.1f} min."))
 
 

@@ -20,6 +20,12 @@ ranked too (``observational_bias_sd``), under ``--bias-prior halfnormal`` (defau
 instead of through z_j (the truths are drawn the same way either way, so the two runs share them).
 SBC holds for any fixed o, as long as the simulation and the fit use the same.
 
+``--latent-prior lkj`` checks ``fit_joint(latent_prior="lkj")`` (one LKJ prior over the KPI's and
+metrics' correlation, with the KPI's correlations made uniform by a factor on the density; with
+``--prior independent``). The factor is not a random variable that ``pm.draw`` sees, so the truths
+are drawn from the plain LKJ and resampled with replacement in proportion to it (sampling-importance
+resampling from :data:`SIR_POOL` times as many draws; its weights have finite variance).
+
 ``--realistic`` keeps drawing from the prior until ``--sims`` simulated tables look like real ones on
 the internal scale (every column's within-team sd within a factor 3 of 1, :data:`UNIT_SCALE`) and
 fits only those. The selection is on the data alone, so the ranks stay uniform under it if the model
@@ -48,6 +54,8 @@ SCALARS = ("residual_sd", "pi_mean", "pi_sd", "observational_bias_sd")
 #: The observational prior's fixed slopes and their standard errors (internal scale) in ``--prior observational``.
 OBS_SLOPES = (0.6, 0.3, 0.1)
 OBS_SE = (0.01, 0.01, 0.01)
+#: Prior draws per kept truth in the importance resampling of ``--latent-prior lkj``.
+SIR_POOL = 20
 
 
 def _observational(prior: str, bias_prior: str, parametrization: str = "non_centred") -> tuple | None:
@@ -72,6 +80,23 @@ def _template(trials: int):
     return design, std, rank_weights(truth.at, truth.metrics, std)
 
 
+def _sir(values: dict[str, np.ndarray], n: int, eta: float, seed: int) -> dict[str, np.ndarray]:
+    """Resample LKJ draws (``latent_chol``) in proportion to the latent LKJ prior's factor on the KPI's correlations."""
+    from bayes_cmma.fitting.joint import uniform_kpi_corr_exponent
+
+    n_var = values["latent_chol"].shape[-1]
+    J = round((np.sqrt(8 * n_var + 1) - 1) / 2) - 1
+    full = np.zeros((len(values["latent_chol"]), J + 1, J + 1))
+    full[:, *np.tril_indices(J + 1)] = values["latent_chol"]
+    G = full @ np.swapaxes(full, 1, 2)
+    sd = np.sqrt(np.diagonal(G, axis1=1, axis2=2))
+    rho = G[:, :J, J] / (sd[:, :J] * sd[:, J:])
+    log_w = uniform_kpi_corr_exponent(J, eta) * np.log1p(-rho**2).sum(axis=1)
+    w = np.exp(log_w - log_w.max())
+    pick = np.random.default_rng([seed, 1]).choice(len(w), size=n, replace=True, p=w / w.sum())
+    return {k: v[pick] for k, v in values.items()}
+
+
 def _spec(eta: float | None = None):
     """The spec fit_joint uses: the linear one, non-centred, with the joint model's LKJ concentration."""
     from bayes_cmma.fitting.joint import METRIC_CORR_ETA, TARGET_ACCEPT
@@ -83,7 +108,7 @@ def _spec(eta: float | None = None):
 
 
 def prior_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = None,
-                bias_prior: str = "halfnormal") -> dict[str, np.ndarray]:
+                bias_prior: str = "halfnormal", latent_prior: str = "slopes") -> dict[str, np.ndarray]:
     import pymc as pm
 
     from bayes_cmma.fitting.joint import build_joint_model
@@ -91,14 +116,21 @@ def prior_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = 
 
     design, std, w = _template(trials)
     zero = Standardised(np.zeros_like(std.z), std.S, 1.0, np.eye(std.z.shape[1] - 1))
-    model = build_joint_model(_spec(eta), len(design.teams), zero, design.team_idx, elasticity_prior=prior, weights=w,
-                              observational=_observational(prior, bias_prior))
+    spec = _spec(eta)
+    model = build_joint_model(spec, len(design.teams), zero, design.team_idx, elasticity_prior=prior, weights=w,
+                              observational=_observational(prior, bias_prior), latent_prior=latent_prior)
     names = ["beta_std", "alpha", "kpi_mean", "metric_chol", "residual_sd", "pi_mean", "pi_sd"]
     if prior == "observational":
         names.append("observational_bias_sd")
+    if latent_prior == "lkj":
+        names.append("latent_chol")
+    pool = n * SIR_POOL if latent_prior == "lkj" else n
     with model:
-        values = pm.draw([model[v] for v in names], draws=n, random_seed=seed)
-    return dict(zip(names, values, strict=True))
+        values = dict(zip(names, pm.draw([model[v] for v in names], draws=pool, random_seed=seed), strict=True))
+    if latent_prior == "lkj":
+        values = _sir(values, n, spec.metric_corr_eta, seed)
+        del values["latent_chol"]
+    return values
 
 
 def simulate_table(design, std, truth: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
@@ -125,7 +157,7 @@ def data_scale(z: np.ndarray, team_idx: np.ndarray) -> float:
 
 
 def realistic_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = None,
-                    bias_prior: str = "halfnormal", batch: int = 500,
+                    bias_prior: str = "halfnormal", latent_prior: str = "slopes", batch: int = 500,
                     limit: int = 100_000) -> tuple[dict[int, dict[str, np.ndarray]], int]:
     """The first ``n`` prior draws whose simulated table has ``data_scale`` <= :data:`UNIT_SCALE`.
 
@@ -139,7 +171,7 @@ def realistic_draws(prior: str, trials: int, n: int, seed: int, eta: float | Non
         if start >= limit:
             raise RuntimeError(f"only {len(kept)} of {limit} prior draws gave a real-looking table; lower --sims")
         # one batch per block of indices, seeded by the block: the same draws whatever n is
-        truths = prior_draws(prior, trials, batch, seed + start, eta, bias_prior)
+        truths = prior_draws(prior, trials, batch, seed + start, eta, bias_prior, latent_prior)
         for i in range(batch):
             truth = {k: v[i] for k, v in truths.items()}
             z = simulate_table(design, std, truth, np.random.default_rng([seed, start + i]))
@@ -153,7 +185,7 @@ def realistic_draws(prior: str, trials: int, n: int, seed: int, eta: float | Non
 
 def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarray], seed: int, draws: int, tune: int,
                    eta: float | None = None, bias_prior: str = "halfnormal",
-                   parametrization: str = "non_centred") -> tuple[list[dict], list[dict]]:
+                   parametrization: str = "non_centred", latent_prior: str = "slopes") -> tuple[list[dict], list[dict]]:
     import arviz_stats as azs
     import xarray as xr
 
@@ -169,7 +201,7 @@ def one_simulation(prior: str, trials: int, sim: int, truth: dict[str, np.ndarra
     b = truth["beta_std"]
     data = Standardised(z, std.S, 1.0, np.eye(J))
     compiled, _ = compiled_joint_model(_spec(eta), design, data, prior, w,
-                                       _observational(prior, bias_prior, parametrization))
+                                       _observational(prior, bias_prior, parametrization), latent_prior)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trace = sampling.sample(compiled, draws=draws, tune=tune, chains=4, cores=1, seed=int(rng.integers(2**31)),
@@ -271,6 +303,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation (default: the joint model's)")
+    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj"],
+                        help="the joint model's latent prior (fit_joint(latent_prior=...)); lkj needs --prior "
+                             "independent")
     parser.add_argument("--realistic", action="store_true",
                         help="fit only prior draws whose simulated table looks real (every column's within-team "
                              "sd within a factor 3 of 1), until --sims are kept")
@@ -293,7 +328,11 @@ def main() -> None:
               if args.prior == "observational" else "") +
            f"--draws {args.draws} --tune {args.tune} --seed {args.seed} --workers {args.workers}"
            + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}")
+           + ("" if args.latent_prior == "slopes" else f" --latent-prior {args.latent_prior}")
            + (" --realistic" if args.realistic else ""))
+    if args.latent_prior == "lkj":
+        title = title.replace(" on the metrics' correlation",
+                              " on the KPI's and metrics' correlation (latent LKJ prior)")
     if args.realistic:
         title += ", real-looking tables only"
     settings = (f"{args.trials} trials, 4 teams, 3 metrics; 4 chains x {args.draws} draws, thinned by {THIN}: ranks "
@@ -318,17 +357,18 @@ def main() -> None:
     start = time.perf_counter()
     if args.realistic:
         chosen, examined = realistic_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta,
-                                           args.bias_prior)
+                                           args.bias_prior, args.latent_prior)
         settings += (f" Kept the first {args.sims} of {examined} prior draws whose table looks real "
                      f"({100 * args.sims / examined:.0f}%).")
     else:
-        truths = prior_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta, args.bias_prior)
+        truths = prior_draws(args.prior, args.trials, args.sims, args.seed, args.metric_corr_eta, args.bias_prior,
+                             args.latent_prior)
         chosen = {i: {k: v[i] for k, v in truths.items()} for i in range(args.sims)}
     ranks: list[dict] = []
     pbest: list[dict] = []
     with worker_pool(args.workers) as pool:
         futures = [pool.submit(one_simulation, args.prior, args.trials, i, truth, args.seed, args.draws, args.tune,
-                               args.metric_corr_eta, args.bias_prior, args.parametrization)
+                               args.metric_corr_eta, args.bias_prior, args.parametrization, args.latent_prior)
                    for i, truth in chosen.items()]
         for i, f in enumerate(futures, 1):
             r, p = f.result()

@@ -131,6 +131,11 @@ POOLING_SD_SCALE = 1.0
 #: replications per regime): the proxies' slope bias -0.046 / -0.037 against -0.072 / -0.062 with 2, and
 #: the near tie's chosen metric +7.8 points over how often it is truly best against +15.
 METRIC_CORR_ETA = 1.0
+#: Values of ``latent_prior``, the prior of the latent covariance and slopes (the first is the default).
+LATENT_PRIORS = ("slopes", "lkj")
+#: The elasticity priors that ``latent_prior="lkj"`` allows: it has no explicit prior on the slopes to
+#: pool or to centre on observational ones.
+LKJ_ELASTICITY_PRIORS = ("independent", "tie")
 #: Default target acceptance of the joint model. Measured on 50-trial, 4-team, 3-metric tables
 #: (4 seeds per regime, non-centred team effects, pooled prior): 0.9 left 1-19 divergent
 #: transitions per fit of 2000 draws, 0.95 0-8, 0.99 0-1, for about twice the sampling time.
@@ -178,13 +183,23 @@ def check_metric_corr_eta(value: Any,
                              f"got {value!r}.")
 
 
+def check_latent_prior(latent_prior: Any, elasticity_prior: str) -> None:
+    """One error naming the value unless ``latent_prior`` is known and allowed with ``elasticity_prior``."""
+    if latent_prior not in LATENT_PRIORS:
+        raise BayesCMMAError(f"latent_prior must be one of {', '.join(LATENT_PRIORS)}, got {latent_prior!r}.")
+    if latent_prior == "lkj" and elasticity_prior not in LKJ_ELASTICITY_PRIORS:
+        raise BayesCMMAError(f"latent_prior='lkj' has no explicit prior on the slopes to build the "
+                             f"{elasticity_prior!r} elasticity prior on; use elasticity_prior "
+                             f"{' or '.join(repr(p) for p in LKJ_ELASTICITY_PRIORS)}, or latent_prior='slopes'.")
+
+
 def sampled_prior(elasticity_prior: str) -> str:
     """The prior the model is sampled with: the tie prior samples the independent one."""
     return "independent" if elasticity_prior == "tie" else elasticity_prior
 
 
 def sampled_vars(n_teams: int, elasticity_prior: str) -> list[str]:
-    """Names of the stored (internal-scale) variables."""
+    """Names of the stored (internal-scale) variables (the same under both latent priors)."""
     hyper = ["pi_mean", "pi_sd"] if pooled(n_teams) else []
     pool = {"pooled": ["elasticity_mean", "elasticity_sd"], "observational": ["observational_bias_sd"]}.get(
         elasticity_prior, [])
@@ -200,8 +215,13 @@ def build_joint_model(
     elasticity_prior: str = "pooled",
     weights: np.ndarray | None = None,
     observational: tuple | None = None,
+    latent_prior: str = "slopes",
 ) -> pm.Model:
     """The joint PyMC model on the internal scale (see the module docstring).
+
+    ``latent_prior="lkj"`` replaces the slopes' prior and the metrics' LKJ prior by one prior over the
+    latent covariance of (metrics, KPI): see :func:`latent_lkj`; ``elasticity_prior`` must then be
+    ``"independent"`` (which then means: no prior on the slopes beyond the induced one).
 
     ``weights`` (metric,) are the :func:`rank_weights` of the pooled prior (swapped through
     ``rank_weight``; ignored by the other priors). ``observational`` is (slope, standard error) per
@@ -214,6 +234,7 @@ def build_joint_model(
     J = data.z.shape[1] - 1
     if J < 2:
         raise BayesCMMAError("the joint model needs at least 2 metrics; fit one metric with bc.fit.")
+    check_latent_prior(latent_prior, elasticity_prior)
     pri = spec.priors
     coords = {"metric": list(range(J)), "team": list(range(n_teams))}
     with pm.Model(coords=coords) as model:
@@ -243,15 +264,19 @@ def build_joint_model(
             else:  # non-centred, as the pooled prior: kappa -> 0 when the trials agree with the logs
                 z_obs = pm.Normal("observational_z", 0.0, 1.0, dims="metric")
                 beta = pm.Deterministic("beta_std", o + spread * z_obs, dims="metric")
-        else:
+        elif latent_prior == "slopes":
             beta = _location("beta_std", pri["beta_std"], dims="metric")
-        alpha = _location("alpha", pri["alpha"], dims=("team", "metric"))
-        packed = pm.LKJCholeskyCov("metric_chol", n=J, eta=spec.metric_corr_eta,
-                                   sd_dist=_scale_dist(pri["metric_sd"], shape=(J,)), compute_corr=False)
-        chol = pm.math.expand_packed_triangular(J, packed, lower=True)
-        residual_sd = _scale("residual_sd", pri["residual_sd"])
-        c = (chol * chol).sum(axis=1) * beta  # Cov(y, m_j) = beta_j Sigma_jj
-        w_gamma = solve_triangular(chol, c, lower=True)  # C^-1 c = C' gamma, with gamma = Sigma^-1 c
+        if latent_prior == "lkj":
+            alpha = _location("alpha", pri["alpha"], dims=("team", "metric"))
+            chol, w_gamma, residual_sd = latent_lkj(J, spec.metric_corr_eta, pri["metric_sd"])
+        else:
+            alpha = _location("alpha", pri["alpha"], dims=("team", "metric"))
+            packed = pm.LKJCholeskyCov("metric_chol", n=J, eta=spec.metric_corr_eta,
+                                       sd_dist=_scale_dist(pri["metric_sd"], shape=(J,)), compute_corr=False)
+            chol = pm.math.expand_packed_triangular(J, packed, lower=True)
+            residual_sd = _scale("residual_sd", pri["residual_sd"])
+            c = (chol * chol).sum(axis=1) * beta  # Cov(y, m_j) = beta_j Sigma_jj
+            w_gamma = solve_triangular(chol, c, lower=True)  # C^-1 c = C' gamma, with gamma = Sigma^-1 c
         gamma = solve_triangular(chol.T, w_gamma, lower=False)
         slope = pm.Data("team_slope", team_slope(data.z, team_idx, J, observed))
         explained = alpha @ gamma
@@ -261,13 +286,53 @@ def build_joint_model(
     return model
 
 
+def uniform_kpi_corr_exponent(n_metrics: int, eta: float) -> float:
+    """1 - b, with b = eta + (J - 1) / 2 the Beta(b, b) parameter of the KPI's correlation with each metric
+    under LKJ(eta) over J + 1 variables (the first level of a C-vine rooted at the KPI)."""
+    return 1.0 - (eta + (n_metrics - 1) / 2.0)
+
+
+def latent_lkj(J: int, eta: float, sd_prior: Any) -> tuple[Any, Any, Any]:
+    """One prior over the latent covariance G of (m_1..m_J, y) (inside a ``pm.Model`` context).
+
+    G = L L' with L the Cholesky factor of an LKJ(``eta``) correlation over the J + 1 variables and
+    their sds ~ ``sd_prior`` (the spec's ``metric_sd`` prior, the KPI's total sd included; every
+    column has unit spread on the internal scale), times prod_j (1 - rho_yj^2)^(1 - b)
+    (:func:`uniform_kpi_corr_exponent`): in a C-vine rooted at the KPI, LKJ draws the KPI's
+    correlations rho_yj with the metrics independently from Beta(b, b) on (-1, 1), and this factor
+    makes them uniform, so that given the sds the marginal slopes beta_j = rho_yj sd_y / sd_j have a
+    flat prior on their range rather than one pulled to 0; the metrics' partial correlations given
+    the KPI keep their LKJ priors, and the whole stays proper. The metrics' block of L is their
+    Cholesky factor C, its last row is C' gamma and its corner the KPI's residual sd, so the
+    trial density is the one of the slopes parametrisation. Stores ``latent_chol`` (sampled) and,
+    as deterministics, ``beta_std``, ``metric_chol`` and ``residual_sd``.
+
+    Returns C (J, J), C' gamma (J,) and the residual sd.
+    """
+    n = J + 1
+    packed = pm.LKJCholeskyCov("latent_chol", n=n, eta=eta, sd_dist=_scale_dist(sd_prior, shape=(n,)),
+                               compute_corr=False)
+    full = pm.math.expand_packed_triangular(n, packed, lower=True)
+    chol, w_gamma, residual_sd = full[:J, :J], full[J, :J], full[J, J]
+    metric_var = (chol * chol).sum(axis=1)
+    c = chol @ w_gamma  # Cov(m_j, y)
+    kpi_var = (w_gamma * w_gamma).sum() + residual_sd**2
+    rho = c / pm.math.sqrt(metric_var * kpi_var)
+    pm.Potential("uniform_kpi_corr", uniform_kpi_corr_exponent(J, eta) * pm.math.log1p(-rho * rho).sum())
+    rows, cols = np.tril_indices(J)
+    pm.Deterministic("metric_chol", chol[rows, cols])
+    pm.Deterministic("residual_sd", residual_sd)
+    pm.Deterministic("beta_std", c / metric_var, dims="metric")
+    return chol, w_gamma, residual_sd
+
+
 _CACHE: dict[tuple, Any] = {}
 _LOCK = threading.Lock()
 
 
 def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardised, elasticity_prior: str,
                          weights: np.ndarray | None,
-                         observational: tuple | None = None) -> tuple[Any, bool]:
+                         observational: tuple | None = None, latent_prior: str = "slopes") -> tuple[Any, bool]:
     """Compiled nutpie model for this shape with this design's data swapped in (cached per shape)."""
     from bayes_cmma.fitting.callbacks import compile_model
 
@@ -275,12 +340,12 @@ def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardis
     elasticity_prior = sampled_prior(elasticity_prior)
     key = (design.degree, n_teams, spec.structure_key(), elasticity_prior,
            (bias_prior(observational), bias_parametrization(observational))
-           if elasticity_prior == "observational" else None)
+           if elasticity_prior == "observational" else None, latent_prior)
     fresh = False
     with _LOCK:
         if key not in _CACHE:
             model = build_joint_model(spec, n_teams, data, design.team_idx, design.observed, elasticity_prior,
-                                      weights, observational)
+                                      weights, observational, latent_prior)
             _CACHE[key] = compile_model(model, sampled_vars(n_teams, elasticity_prior))
             fresh = True
         base = _CACHE[key]
@@ -434,14 +499,18 @@ class JointFit:
 def tie_draws(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, float], lift: float,
               baseline: float) -> xr.Dataset:
     """:func:`bayes_cmma.decisions.ties.tie_posterior` of a tie-prior fit's elasticity draws, with the
-    fit's independent prior divided out and the fit's seed (0 for an unseeded fit, so that the same
-    posterior always gives the same ranking)."""
+    fit's independent prior divided out (none with ``latent_prior="lkj"``) and the fit's seed (0 for an
+    unseeded fit, so that the same posterior always gives the same ranking)."""
     const = tree["constant_data"]
     metrics = [str(m) for m in elasticity[dims.METRIC].values]
     factor = np.array([float(at[m]) for m in metrics]) * lift / baseline
     seed = tree.attrs.get("seed", "none")
-    return tie_posterior(elasticity, prior_mean=const["beta_prior_mean"].sel({dims.METRIC: metrics}).values * factor,
-                         prior_sd=const["beta_prior_sd"].sel({dims.METRIC: metrics}).values * np.abs(factor),
+    divided = "beta_prior_sd" in const  # latent_prior="lkj": its induced prior is treated as flat
+    return tie_posterior(elasticity,
+                         prior_mean=const["beta_prior_mean"].sel({dims.METRIC: metrics}).values * factor
+                         if divided else None,
+                         prior_sd=const["beta_prior_sd"].sel({dims.METRIC: metrics}).values * np.abs(factor)
+                         if divided else None,
                          p_tie=float(tree.attrs.get("tie_prior_p", P_TIE)),
                          spread_scale=float(tree.attrs.get("tie_spread_scale", SPREAD_SCALE)),
                          seed=0 if seed == "none" else int(seed))  # unseeded fits: still one ranking
@@ -532,6 +601,7 @@ def fit_joint(
     p_tie: float = P_TIE,
     tie_spread_scale: float = SPREAD_SCALE,
     metric_corr_eta: float = METRIC_CORR_ETA,
+    latent_prior: str = "slopes",
 ) -> JointFit:
     """Fit every candidate metric in one model (linear DRFs), for a ranking from joint draws.
 
@@ -568,7 +638,16 @@ def fit_joint(
     metric_corr_eta : float > 0
         LKJ concentration of the prior on the candidate metrics' correlation (default
         :data:`METRIC_CORR_ETA`, 1: uniform); larger values pull the correlations, and the slopes of
-        proxy metrics, towards 0. It replaces the spec's ``metric_corr_eta``.
+        proxy metrics, towards 0. It replaces the spec's ``metric_corr_eta``. With
+        ``latent_prior="lkj"`` it is the concentration of the KPI's and metrics' correlation.
+    latent_prior : {"slopes", "lkj"}
+        ``"slopes"`` (default): the spec's normal prior on the marginal slopes and an LKJ prior on the
+        metrics' correlation, independent of each other. ``"lkj"``: one LKJ prior over the latent
+        correlation of the KPI and the metrics, with the KPI's correlation with each metric made
+        uniform (:func:`latent_lkj`); the slopes' prior is the one it induces (flat on each slope's
+        range given the sds), so no prior draw pairs nearly collinear metrics with unrelated slopes.
+        Only with ``elasticity_prior`` ``"independent"`` or ``"tie"`` (which then divides out no
+        prior: it treats the induced one as flat).
     model : spec, bundled name, TOML path or 1, optional
         A degree-1 spec (default: the bundled ``linear`` spec); its priors (but ``metric_corr_eta``) and
         sampler settings are used.
@@ -594,6 +673,7 @@ def fit_joint(
     if not 0 < accept < 1:
         raise BayesCMMAError(f"target_accept must be between 0 and 1 (e.g. 0.99), got {target_accept!r}.")
     check_metric_corr_eta(metric_corr_eta)
+    check_latent_prior(latent_prior, elasticity_prior)
     spec = replace_spec(spec, sampler={**spec.sampler, "target_accept": accept}, metric_corr_eta=float(metric_corr_eta))
     if elasticity_prior == "pooled" or at is not None:
         _check_levels(at, metrics)
@@ -625,7 +705,7 @@ def fit_joint(
         from bayes_cmma.decisions.ties import check_tie_prior
 
         check_tie_prior(p_tie, tie_spread_scale)
-        if spec.priors["beta_std"].dist != "normal":
+        if latent_prior == "slopes" and spec.priors["beta_std"].dist != "normal":
             raise BayesCMMAError(f"the tie prior divides out a normal prior on the slopes; the spec's beta_std prior "
                                  f"is {spec.priors['beta_std'].dist!r}. Use a normal beta_std prior.")
         tie = (float(p_tie), float(tie_spread_scale))
@@ -637,7 +717,7 @@ def fit_joint(
     design = measurement.for_spec(design, spec)
     kwargs = dict(seed=seed, draws=draws, tune=tune, chains=chains, cores=cores, progress_bar=progress_bar,
                   progress=progress, data_hash=data.data_hash(), elasticity_prior=elasticity_prior, at=at,
-                  observational=obs, tie=tie)
+                  observational=obs, tie=tie, latent_prior=latent_prior)
     if spec.team_effects != "auto" or not pooled(len(design.teams)):
         chosen = spec if spec.team_effects != "auto" else replace_spec(spec, team_effects="centred")
         result = _fit_once(design, chosen, **kwargs)
@@ -665,7 +745,7 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
               chains: int | None, cores: int | None, progress_bar: bool, progress: Progress | None,
               data_hash: str, elasticity_prior: str, at: Mapping[str, float] | None,
               observational: tuple[np.ndarray, np.ndarray, float, str, str] | None = None,
-              tie: tuple[float, float] | None = None) -> JointFit:
+              tie: tuple[float, float] | None = None, latent_prior: str = "slopes") -> JointFit:
     metrics = list(design.quantities[1:])
     std = standardise_joint(design)
     weights = rank_weights(at, metrics, std) if elasticity_prior == "pooled" else None
@@ -676,7 +756,7 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
     t0 = time.perf_counter()
     if progress:
         progress(f"compiling the joint model of {len(metrics)} metrics (once per shape)")
-    compiled, fresh = compiled_joint_model(spec, design, std, elasticity_prior, weights, internal)
+    compiled, fresh = compiled_joint_model(spec, design, std, elasticity_prior, weights, internal, latent_prior)
     t_compile = time.perf_counter() - t0 if fresh else 0.0
     settings = dict(spec.sampler)
     n_chains = int(chains or settings["chains"])
@@ -703,7 +783,7 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
                           coords={dims.QUANTITY: q, dims.QUANTITY_OTHER: q, dims.TEAM: design.teams},
                           attrs={"reference_n_per_arm": n_ref,
                                  "meaning": "measurement covariance of a median-sized trial's ATEs (bc.northstar)"})
-    if elasticity_prior == "tie":  # the independent prior of beta, which the tie ranking divides out
+    if elasticity_prior == "tie" and latent_prior == "slopes":  # the prior of beta the tie ranking divides out
         prior = spec.priors["beta_std"].params
         factor = std.kpi_scale / np.diag(std.L)
         constant["beta_prior_mean"] = (dims.METRIC, prior["mu"] * factor)
@@ -713,7 +793,8 @@ def _fit_once(design: MetricDesign, spec: ModelSpec, *, seed: int | None, draws:
                                   "observed_data": observed, "constant_data": constant})
     tree.attrs.update(provenance(spec, seed=seed, data_hash=data_hash))
     tree.attrs.update({"kpi": design.kpi, "metrics": ", ".join(metrics), "degree": 1, "model": "joint",
-                       "elasticity_prior": elasticity_prior, "measurement": design.measurement,
+                       "elasticity_prior": elasticity_prior, "latent_prior": latent_prior,
+                       "metric_corr_eta": float(spec.metric_corr_eta), "measurement": design.measurement,
                        "elasticity_prior_levels": "none" if at is None else
                        ", ".join(f"{m}={float(at[m]):g}" for m in metrics)})
     if tie is not None:
