@@ -145,6 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
                            "1, uniform). 0.5 pulls proxy metrics' slopes less towards 0; with --joint tie it made "
                            "P(best) better calibrated on near ties with 20-50 trials, but the model's own "
                            "simulation-based check samples worse (docs: checks.md, 'Is P(best) calibrated?')")
+    fitp.add_argument("--latent-prior", choices=["slopes", "lkj"], default=None,
+                      help="with --joint independent or tie: 'slopes' (default) puts the normal prior on the slopes "
+                           "and an LKJ prior on the metrics' correlation; 'lkj' one LKJ prior over the KPI's and "
+                           "metrics' correlation (--metric-corr-eta is then its concentration), whose prior draws "
+                           "never pair nearly collinear metrics with unrelated slopes (docs: model.md, 'The latent "
+                           "LKJ prior')")
     fitp.add_argument("--observational",
                       help="with --joint observational: the observational table of degree 1 (bayes-cmma summarize "
                            "--degree 1 --observational-out), whose slopes the prior borrows from as far as the "
@@ -347,6 +353,7 @@ def run_fit(
     fusion_slopes: dict[str, float] | None = None,
     observational_parametrization: str | None = None,
     metric_corr_eta: float | None = None,
+    latent_prior: str | None = None,
 ) -> int:
     """Everything ``fit`` and ``demo`` do; returns the exit status.
 
@@ -354,7 +361,8 @@ def run_fit(
     model instead of pairing the separate fits' draws; ``p_tie`` is the tie prior's prior probability;
     ``observational_bias_prior`` the observational prior's prior of the bias scale (and
     ``observational_parametrization`` how its slopes are sampled); ``metric_corr_eta`` the joint
-    model's LKJ concentration on the metrics' correlation; ``fusion_slopes``
+    model's LKJ concentration on the metrics' correlation; ``latent_prior`` its latent prior
+    (``"slopes"`` or ``"lkj"``); ``fusion_slopes``
     (the logs' partial slopes per metric) adds the decision-focused fusion (``fusion.csv``).
     """
     from bayes_cmma.baselines.ols import cmma_ols_design
@@ -415,6 +423,15 @@ def run_fit(
         from bayes_cmma.fitting.joint import check_metric_corr_eta
 
         check_metric_corr_eta(metric_corr_eta, "--metric-corr-eta")
+    if latent_prior is not None:
+        if joint is None:
+            raise BayesCMMAError("--latent-prior is the joint model's prior; it goes with --joint independent or "
+                                 "--joint tie.")
+        from bayes_cmma.fitting.joint import LKJ_ELASTICITY_PRIORS
+
+        if latent_prior == "lkj" and joint not in LKJ_ELASTICITY_PRIORS:
+            raise BayesCMMAError(f"--latent-prior lkj goes with --joint independent or --joint tie, not --joint "
+                                 f"{joint}: it has no explicit prior on the slopes to build that one on.")
     if (joint == "observational") != (observational is not None):
         raise BayesCMMAError("--joint observational and --observational FILE go together: the observational prior "
                              "borrows from that file's slopes.")
@@ -479,7 +496,7 @@ def run_fit(
 
             options = joint_options(p_tie=p_tie, observational_bias_prior=observational_bias_prior,
                                     observational_parametrization=observational_parametrization,
-                                    metric_corr_eta=metric_corr_eta)
+                                    metric_corr_eta=metric_corr_eta, latent_prior=latent_prior)
             joint_fit = fit_joint(trials, kpi, metrics, at=at, elasticity_prior=joint, model=spec, seed=seed,
                                   observational=obs_table, **options,
                                   draws=draws_arg, tune=tune, chains=chains, target_accept=target_accept,
@@ -898,7 +915,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                        p_tie=args.p_tie, observational_bias_prior=args.observational_bias_prior,
                        fusion_slopes=_fusion_slopes(args),
                        observational_parametrization=args.observational_parametrization,
-                       metric_corr_eta=args.metric_corr_eta)
+                       metric_corr_eta=args.metric_corr_eta, latent_prior=args.latent_prior)
     if args.command == "report":
         return run_report(args)
     if args.command == "northstar":

@@ -13,10 +13,12 @@ frequency (target: within 5 percentage points).
 Writes ``results.csv`` (one row per replication and K_new) and ``summary.md``.
 
 ``--metric-corr-eta X`` fits with LKJ concentration X on the metrics' correlation
-(``bc.fit_joint(metric_corr_eta=X)``; recorded in the results and shown beside the prior).
+(``bc.fit_joint(metric_corr_eta=X)``; recorded in the results and shown beside the prior), and
+``--latent-prior lkj`` with one LKJ prior over the KPI's and metrics' correlation
+(``bc.fit_joint(latent_prior="lkj")``; with ``--prior tie``).
 
 Usage: ``python benchmarks/more_trials_check.py --sims 100 --trials 20 --regime spread --new 20 80
-[--corr 0.8] [--draws 400] [--metric-corr-eta X] [--out benchmarks/results/more_trials_check]``;
+[--corr 0.8] [--draws 400] [--metric-corr-eta X] [--latent-prior lkj] [--out benchmarks/results/more_trials_check]``;
 ``--summarise [A.csv ...]`` writes ``summary.md`` from ``results.csv`` (or from the given files, merged into it).
 """
 
@@ -34,7 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_replication(corr: float, regime: str, k: int, new: list[int], rep: int, seed: int, draws: int, tune: int,
-                    prior: str = "pooled", metric_corr_eta: float | None = None) -> list[dict]:
+                    prior: str = "pooled", metric_corr_eta: float | None = None,
+                    latent_prior: str = "slopes") -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
     from bayes_cmma.inputs.data import TrialData
@@ -45,6 +48,9 @@ def one_replication(corr: float, regime: str, k: int, new: list[int], rep: int, 
     fit_seed = int(rng.integers(2**31))
     eta = {} if metric_corr_eta is None else {"metric_corr_eta": metric_corr_eta}
     label = prior if metric_corr_eta is None else f"{prior} (LKJ {metric_corr_eta:g})"
+    if latent_prior != "slopes":
+        eta["latent_prior"] = latent_prior
+        label = f"{prior} (latent LKJ {eta.get('metric_corr_eta', 1.0):g})"
 
     def fit_first(n: int):
         subset = TrialData(dataset=data.dataset.isel(trial=slice(0, n)), extra=data.extra.iloc[0:0])
@@ -129,6 +135,8 @@ def main() -> None:
                         help="the joint model's elasticity prior (tie: bc.value_of_trials_tie predicts)")
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation (default: bc.fit_joint's)")
+    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj"],
+                        help="the joint model's latent prior (bc.fit_joint(latent_prior=...)); lkj with --prior tie")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "more_trials_check")
     parser.add_argument("--summarise", nargs="*", type=Path, metavar="RESULTS_CSV",
                         help="only write summary.md (in --out) from results.csv, or from these files merged")
@@ -141,7 +149,7 @@ def main() -> None:
         rows = []
         for rep in range(args.sims):
             rows += one_replication(args.corr, args.regime, args.trials, args.new, rep, args.seed, args.draws,
-                                    args.tune, args.prior, args.metric_corr_eta)
+                                    args.tune, args.prior, args.metric_corr_eta, args.latent_prior)
             pd.DataFrame(rows).to_csv(path, index=False)
             print(f"rep {rep}: {rows[-1]['seconds']:.1f} s", flush=True)
     (args.out / "summary.md").write_text(summarise(pd.read_csv(path)))

@@ -88,6 +88,8 @@ CASES = {
     "LKJ concentration without --joint": (lambda t, c: (t, c), ["--metric-corr-eta", "0.5"],
                                           "--metric-corr-eta is the joint model's LKJ concentration; it goes "
                                           "with --joint"),
+    "latent prior without --joint": (lambda t, c: (t, c), ["--latent-prior", "lkj"],
+                                     "--latent-prior is the joint model's prior; it goes with --joint"),
 }
 
 
@@ -113,6 +115,8 @@ CASES = {
          "--metric-corr-eta must be a positive number \\(1 = uniform over correlation matrices\\), got 0.0"),
         (["tie", "--metric-corr-eta", "nan", "--at", "ndcg=0.3", "--at", "mrr=0.2", "--kpi-baseline", "100"],
          "--metric-corr-eta must be a positive number"),
+        (["pooled", "--latent-prior", "lkj", "--at", "ndcg=0.3", "--at", "mrr=0.2", "--kpi-baseline", "100"],
+         "--latent-prior lkj goes with --joint independent or --joint tie, not --joint pooled"),
     ],
 )
 def test_fit_joint_bad_input(files, capsys, extra, message):
@@ -282,3 +286,8 @@ def test_fit_joint_options_pass_only_what_was_given():
     args = build_parser().parse_args(
         ["fit", "t.csv", "--kpi", "y", "--metric", "a", "--joint", "tie", "--metric-corr-eta", "0.5"])
     assert args.metric_corr_eta == 0.5
+    assert args.latent_prior is None
+    args = build_parser().parse_args(
+        ["fit", "t.csv", "--kpi", "y", "--metric", "a", "--joint", "tie", "--latent-prior", "lkj"])
+    assert args.latent_prior == "lkj"
+    assert joint_options(latent_prior=args.latent_prior, p_tie=None) == {"latent_prior": "lkj"}

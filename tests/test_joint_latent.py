@@ -139,3 +139,21 @@ def test_fit_joint_passes_the_latent_prior_on(table, monkeypatch):
             bc.fit_joint(table, "y", TRUTH.metrics, at=TRUTH.at, model=replace_spec(
                 spec_for_degree(1), team_effects="non_centred"), **kwargs)
     assert seen == ["slopes", "lkj"]
+
+
+def test_ranking_table_and_report_say_the_latent_prior():
+    from bayes_cmma.reporting.outputs import ranking_frame
+    from bayes_cmma.reporting.report import _pairing_sentence
+
+    rng = np.random.default_rng(0)
+    post = xr.Dataset({"beta": (("chain", "draw", "metric"), 1.0 + 0.1 * rng.normal(size=(1, 200, 3)))},
+                      coords={"chain": [0], "draw": range(200), "metric": TRUTH.metrics})
+    e = post["beta"].transpose("metric", "chain", "draw") * 0.01
+    for latent, says in (("lkj", True), (None, False)):
+        tree = xr.DataTree.from_dict({"posterior": post})
+        tree.attrs["elasticity_prior"] = "independent"
+        if latent:
+            tree.attrs["latent_prior"] = latent
+        ranking = rank_tree(tree, e, {"m1": 1.0, "m2": 1.0, "m3": 1.0}, 0.1, 10.0)
+        assert set(ranking_frame(ranking)["latent_prior"]) == {latent or "slopes"}
+        assert ("one LKJ prior over the KPI's and metrics' correlation" in _pairing_sentence(ranking)) is says

@@ -526,7 +526,8 @@ def rank_tree(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, floa
         elasticity = tied["elasticity"]
         extra = {"p_tie": tied.attrs["p_tie"], "prior_p_tie": tied.attrs["prior_p_tie"]}
     out = derived.rank_metrics(elasticity)
-    out.attrs.update({"pairing": "joint", "elasticity_prior": prior, **borrowing_attrs(tree), **extra})
+    out.attrs.update({"pairing": "joint", "elasticity_prior": prior,
+                      "latent_prior": str(tree.attrs.get("latent_prior", "slopes")), **borrowing_attrs(tree), **extra})
     return out
 
 

@@ -224,7 +224,8 @@ def ranking_frame(ranking: xr.Dataset) -> pd.DataFrame:
     """One row per metric: P(best), expected rank, expected regret, P(rank = r) columns, and ``pairing``.
 
     ``pairing`` says what produced the draws: ``joint`` (one joint model; ``elasticity_prior`` says its
-    prior) or ``independent`` (separate fits paired by draw index as if independent). With the tie
+    prior, ``latent_prior`` its latent prior) or ``independent`` (separate fits paired by draw index as if
+    independent). With the tie
     prior, ``p_tie`` and ``prior_p_tie``: the posterior and prior probability that the metrics tie.
     """
     table = ranking[["p_best", "expected_rank", "expected_regret", "elasticity_mean"]].to_dataframe()
@@ -233,6 +234,8 @@ def ranking_frame(ranking: xr.Dataset) -> pd.DataFrame:
     table["pairing"] = ranking.attrs.get("pairing", "independent")
     if "elasticity_prior" in ranking.attrs:
         table["elasticity_prior"] = ranking.attrs["elasticity_prior"]
+    if "latent_prior" in ranking.attrs:
+        table["latent_prior"] = ranking.attrs["latent_prior"]
     if "p_tie" in ranking.attrs:  # the tie prior: posterior and prior probability that the metrics tie
         table["p_tie"] = ranking.attrs["p_tie"]
         table["prior_p_tie"] = ranking.attrs["prior_p_tie"]
