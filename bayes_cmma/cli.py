@@ -142,15 +142,17 @@ def build_parser() -> argparse.ArgumentParser:
                            "(default 0.5)")
     fitp.add_argument("--metric-corr-eta", type=float, default=None,
                       help="with --joint: the LKJ concentration of the prior on the metrics' correlation (default "
-                           "1, uniform). 0.5 pulls proxy metrics' slopes less towards 0; with --joint tie it made "
-                           "P(best) better calibrated on near ties with 20-50 trials, but the model's own "
-                           "simulation-based check samples worse (docs: checks.md, 'Is P(best) calibrated?')")
+                           "1, uniform), or with --latent-prior lkj on the KPI's and metrics' correlation (default "
+                           "0.5). 0.5 pulls proxy metrics' slopes less towards 0; with --joint tie it made P(best) "
+                           "better calibrated on near ties with 20-50 trials, but without --latent-prior lkj the "
+                           "model's own simulation-based check samples worse (docs: checks.md, 'Is P(best) "
+                           "calibrated?')")
     fitp.add_argument("--latent-prior", choices=["slopes", "lkj"], default=None,
                       help="with --joint independent or tie: 'slopes' (default) puts the normal prior on the slopes "
                            "and an LKJ prior on the metrics' correlation; 'lkj' one LKJ prior over the KPI's and "
-                           "metrics' correlation (--metric-corr-eta is then its concentration), whose prior draws "
-                           "never pair nearly collinear metrics with unrelated slopes (docs: model.md, 'The latent "
-                           "LKJ prior')")
+                           "metrics' correlation (--metric-corr-eta is then its concentration, default 0.5), whose "
+                           "prior draws never pair nearly collinear metrics with unrelated slopes (docs: model.md, "
+                           "'The latent LKJ prior')")
     fitp.add_argument("--observational",
                       help="with --joint observational: the observational table of degree 1 (bayes-cmma summarize "
                            "--degree 1 --observational-out), whose slopes the prior borrows from as far as the "

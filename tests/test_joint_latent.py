@@ -130,15 +130,17 @@ def test_fit_joint_passes_the_latent_prior_on(table, monkeypatch):
     seen = []
 
     def fake_fit_once(design, spec, **kwargs):
-        seen.append(kwargs["latent_prior"])
+        seen.append((kwargs["latent_prior"], spec.metric_corr_eta))
         raise RuntimeError("stop before sampling")
 
     monkeypatch.setattr(joint, "_fit_once", fake_fit_once)
-    for kwargs in ({}, {"latent_prior": "lkj", "elasticity_prior": "tie"}):
+    for kwargs in ({}, {"latent_prior": "lkj", "elasticity_prior": "tie"},
+                   {"latent_prior": "lkj", "elasticity_prior": "tie", "metric_corr_eta": 2.0}):
         with pytest.raises(RuntimeError, match="stop before sampling"):
             bc.fit_joint(table, "y", TRUTH.metrics, at=TRUTH.at, model=replace_spec(
                 spec_for_degree(1), team_effects="non_centred"), **kwargs)
-    assert seen == ["slopes", "lkj"]
+    # each latent prior has its own default concentration: the one measured
+    assert seen == [("slopes", 1.0), ("lkj", 0.5), ("lkj", 2.0)]
 
 
 def test_ranking_table_and_report_say_the_latent_prior():

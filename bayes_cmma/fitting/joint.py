@@ -133,6 +133,9 @@ POOLING_SD_SCALE = 1.0
 METRIC_CORR_ETA = 1.0
 #: Values of ``latent_prior``, the prior of the latent covariance and slopes (the first is the default).
 LATENT_PRIORS = ("slopes", "lkj")
+#: Default LKJ concentration of the KPI's and metrics' correlation under ``latent_prior="lkj"``: the value
+#: measured (docs: checks.md, "The latent LKJ prior").
+LATENT_LKJ_ETA = 0.5
 #: The elasticity priors that ``latent_prior="lkj"`` allows: it has no explicit prior on the slopes to
 #: pool or to centre on observational ones.
 LKJ_ELASTICITY_PRIORS = ("independent", "tie")
@@ -601,7 +604,7 @@ def fit_joint(
     observational_parametrization: str = "non_centred",
     p_tie: float = P_TIE,
     tie_spread_scale: float = SPREAD_SCALE,
-    metric_corr_eta: float = METRIC_CORR_ETA,
+    metric_corr_eta: float | None = None,
     latent_prior: str = "slopes",
 ) -> JointFit:
     """Fit every candidate metric in one model (linear DRFs), for a ranking from joint draws.
@@ -636,11 +639,12 @@ def fit_joint(
         With ``elasticity_prior="tie"`` (and only then): the prior probability that the candidates'
         elasticities are equal (default 0.5), and the HalfNormal scale of their relative spread when
         they are not (default 1.0); see :mod:`bayes_cmma.decisions.ties`.
-    metric_corr_eta : float > 0
+    metric_corr_eta : float > 0, optional
         LKJ concentration of the prior on the candidate metrics' correlation (default
         :data:`METRIC_CORR_ETA`, 1: uniform); larger values pull the correlations, and the slopes of
         proxy metrics, towards 0. It replaces the spec's ``metric_corr_eta``. With
-        ``latent_prior="lkj"`` it is the concentration of the KPI's and metrics' correlation.
+        ``latent_prior="lkj"`` it is the concentration of the KPI's and metrics' correlation (default
+        :data:`LATENT_LKJ_ETA`, 0.5).
     latent_prior : {"slopes", "lkj"}
         ``"slopes"`` (default): the spec's normal prior on the marginal slopes and an LKJ prior on the
         metrics' correlation, independent of each other. ``"lkj"``: one LKJ prior over the latent
@@ -673,8 +677,10 @@ def fit_joint(
     accept = TARGET_ACCEPT if target_accept is None else float(target_accept)
     if not 0 < accept < 1:
         raise BayesCMMAError(f"target_accept must be between 0 and 1 (e.g. 0.99), got {target_accept!r}.")
-    check_metric_corr_eta(metric_corr_eta)
     check_latent_prior(latent_prior, elasticity_prior)
+    if metric_corr_eta is None:
+        metric_corr_eta = LATENT_LKJ_ETA if latent_prior == "lkj" else METRIC_CORR_ETA
+    check_metric_corr_eta(metric_corr_eta)
     spec = replace_spec(spec, sampler={**spec.sampler, "target_accept": accept}, metric_corr_eta=float(metric_corr_eta))
     if elasticity_prior == "pooled" or at is not None:
         _check_levels(at, metrics)
