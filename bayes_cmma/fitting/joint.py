@@ -62,8 +62,15 @@ beta has Jacobian det R), and every step of concentration pulls the metrics' cor
 with them the slopes of proxy metrics, towards 0: with the spec's 2 the proxies' slopes were
 0.06-0.09 low at K = 50 (docs: checks.md, "Is P(best) calibrated?").
 
+``latent_prior="lkj"`` replaces the slopes' normal prior and the metrics' LKJ prior by one LKJ prior
+over the correlation of (m_1..m_J, y), with a factor that makes the KPI's correlations uniform
+(:func:`latent_lkj`; default concentration :data:`LATENT_LKJ_ETA`). Its prior draws never pair
+nearly collinear metrics with unrelated slopes (the slopes parametrisation's do, and with LKJ 0.5
+the sampler fails on them); the slopes' prior is then the induced one, so it goes with the
+independent and tie elasticity priors only (docs: model.md, "The latent LKJ prior").
+
 Data enter through ``pm.Data``; one compiled model serves every refit with the same number of
-metrics, teams, priors, ``metric_corr_eta`` and ``elasticity_prior``.
+metrics, teams, priors, ``metric_corr_eta``, ``elasticity_prior`` and ``latent_prior``.
 """
 
 from __future__ import annotations
@@ -269,11 +276,10 @@ def build_joint_model(
                 beta = pm.Deterministic("beta_std", o + spread * z_obs, dims="metric")
         elif latent_prior == "slopes":
             beta = _location("beta_std", pri["beta_std"], dims="metric")
+        alpha = _location("alpha", pri["alpha"], dims=("team", "metric"))
         if latent_prior == "lkj":
-            alpha = _location("alpha", pri["alpha"], dims=("team", "metric"))
             chol, w_gamma, residual_sd = latent_lkj(J, spec.metric_corr_eta, pri["metric_sd"])
         else:
-            alpha = _location("alpha", pri["alpha"], dims=("team", "metric"))
             packed = pm.LKJCholeskyCov("metric_chol", n=J, eta=spec.metric_corr_eta,
                                        sd_dist=_scale_dist(pri["metric_sd"], shape=(J,)), compute_corr=False)
             chol = pm.math.expand_packed_triangular(J, packed, lower=True)
