@@ -49,8 +49,10 @@ def one_replication(corr: float, regime: str, k: int, new: list[int], rep: int, 
     eta = {} if metric_corr_eta is None else {"metric_corr_eta": metric_corr_eta}
     label = prior if metric_corr_eta is None else f"{prior} (LKJ {metric_corr_eta:g})"
     if latent_prior != "slopes":
+        from bayes_cmma.fitting.joint import LATENT_LKJ_ETA
+
         eta["latent_prior"] = latent_prior
-        label = f"{prior} (latent LKJ {eta.get('metric_corr_eta', 1.0):g})"
+        label = f"{prior} (latent LKJ {eta.get('metric_corr_eta', LATENT_LKJ_ETA):g})"
 
     def fit_first(n: int):
         subset = TrialData(dataset=data.dataset.isel(trial=slice(0, n)), extra=data.extra.iloc[0:0])

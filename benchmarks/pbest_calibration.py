@@ -93,13 +93,13 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
                                 cores=1)
                 betas = {m: result[m].beta.values[..., 0].ravel() for m in truth.metrics}
             else:
-                model, eta = None, {} if metric_corr_eta is None else {"metric_corr_eta": metric_corr_eta}
+                model, options = None, {} if metric_corr_eta is None else {"metric_corr_eta": metric_corr_eta}
                 if latent_prior != "slopes":
-                    eta["latent_prior"] = latent_prior
+                    options["latent_prior"] = latent_prior
                 if arm == "joint_tie_deshrunk":
-                    model, eta = _deshrunk_spec(), {"metric_corr_eta": 1.0}
+                    model, options = _deshrunk_spec(), {"metric_corr_eta": 1.0}
                 result = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=arm.split("_")[1],
-                                      model=model, **eta,
+                                      model=model, **options,
                                       seed=fit_seed, draws=draws, tune=tune, chains=4, cores=1)
                 betas = {m: result.beta.sel(metric=m).values.ravel() for m in truth.metrics}
             seconds = time.perf_counter() - t0

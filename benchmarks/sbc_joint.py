@@ -80,12 +80,11 @@ def _template(trials: int):
     return design, std, rank_weights(truth.at, truth.metrics, std)
 
 
-def _sir(values: dict[str, np.ndarray], n: int, eta: float, seed: int) -> dict[str, np.ndarray]:
-    """Resample LKJ draws (``latent_chol``) in proportion to the latent LKJ prior's factor on the KPI's correlations."""
+def _sir(values: dict[str, np.ndarray], J: int, n: int, eta: float, seed: int) -> dict[str, np.ndarray]:
+    """Resample LKJ draws (``latent_chol`` over J metrics and the KPI) in proportion to the latent LKJ prior's
+    factor on the KPI's correlations."""
     from bayes_cmma.fitting.joint import uniform_kpi_corr_exponent
 
-    n_var = values["latent_chol"].shape[-1]
-    J = round((np.sqrt(8 * n_var + 1) - 1) / 2) - 1
     full = np.zeros((len(values["latent_chol"]), J + 1, J + 1))
     full[:, *np.tril_indices(J + 1)] = values["latent_chol"]
     G = full @ np.swapaxes(full, 1, 2)
@@ -128,7 +127,7 @@ def prior_draws(prior: str, trials: int, n: int, seed: int, eta: float | None = 
     with model:
         values = dict(zip(names, pm.draw([model[v] for v in names], draws=pool, random_seed=seed), strict=True))
     if latent_prior == "lkj":
-        values = _sir(values, n, spec.metric_corr_eta, seed)
+        values = _sir(values, design.degree, n, spec.metric_corr_eta, seed)
         del values["latent_chol"]
     return values
 
