@@ -18,7 +18,8 @@ check is about the latent law. Per size it records:
 Writes ``results.csv`` (one row per replication, size and metric) and ``summary.md``.
 
 Usage: ``python benchmarks/northstar_check.py --sims 100 --trials 20 50 --corr 0.8 [--criterion sign]
-[--prior pooled|independent] [--se 0.2 0.5] [--draws 500] [--out benchmarks/results/northstar_check]``;
+[--prior pooled|independent] [--latent-prior slopes|lkj] [--metric-corr-eta X]
+[--se 0.2 0.5] [--draws 500] [--out benchmarks/results/northstar_check]``;
 ``--summarise A.csv B.csv`` merges results files into ``--out`` and writes ``summary.md``.
 """
 
@@ -37,7 +38,8 @@ SIZES = (0.0625, 0.25, 1.0, 4.0)
 
 
 def one_replication(corr: float, trials: int, rep: int, seed: int, draws: int, tune: int, criterion: str,
-                    prior: str = "pooled", se: tuple[float, float] = (0.2, 0.5)) -> list[dict]:
+                    prior: str = "pooled", se: tuple[float, float] = (0.2, 0.5), latent_prior: str = "slopes",
+                    metric_corr_eta: float | None = None) -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma import dims
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
@@ -49,8 +51,9 @@ def one_replication(corr: float, trials: int, rep: int, seed: int, draws: int, t
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fit = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=prior,
-                           seed=int(rng.integers(2**31)), draws=draws, tune=tune, chains=4, cores=1)
+        fit = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=prior, latent_prior=latent_prior,
+                           metric_corr_eta=metric_corr_eta, seed=int(rng.integers(2**31)), draws=draws, tune=tune,
+                           chains=4, cores=1)
     seconds = time.perf_counter() - t0
     out = bc.northstar(fit, SIZES, criterion=criterion)
     tree = fit.posterior
@@ -79,7 +82,9 @@ def one_replication(corr: float, trials: int, rep: int, seed: int, draws: int, t
         rel_true = w_true / w_true[lead]
         rel_lo, rel_med, rel_hi = np.quantile(rel, [0.03, 0.5, 0.97], axis=0)
         for j, m in enumerate(truth.metrics):
-            rows.append({"prior": prior, "se": f"{se[0]:g}-{se[1]:g}", "corr": corr, "trials": trials, "rep": rep,
+            label = prior if latent_prior == "slopes" else f"{prior}, latent {latent_prior}"
+            label += "" if metric_corr_eta is None else f" {metric_corr_eta:g}"
+            rows.append({"prior": label, "se": f"{se[0]:g}-{se[1]:g}", "corr": corr, "trials": trials, "rep": rep,
                          "future_size": size, "metric": m,
                          "w_true": w_true[j], "w_median": w_med[j], "w_lower": lo[j], "w_upper": hi[j],
                          "covered": bool(lo[j] <= w_true[j] <= hi[j]), "lead": truth.metrics[lead],
@@ -142,7 +147,13 @@ def main() -> None:
     parser.add_argument("--corr", type=float, nargs="+", default=[0.8])
     parser.add_argument("--criterion", default="sign")
     parser.add_argument("--prior", default="pooled", choices=["pooled", "independent"],
-                        help="the joint model's elasticity prior")
+                        help="the joint model's elasticity prior (the tie prior acts only on the ranking, so its "
+                             "weights are those of independent)")
+    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj"],
+                        help="bc.fit_joint(latent_prior=...): lkj puts one LKJ prior over the KPI and the metrics "
+                             "(with --prior independent)")
+    parser.add_argument("--metric-corr-eta", type=float, default=None,
+                        help="LKJ concentration (default: the model's, 1 for slopes and 0.5 for lkj)")
     parser.add_argument("--se", type=float, nargs=2, default=[0.2, 0.5], metavar=("LOW", "HIGH"),
                         help="range of the trials' ATE standard errors (latent sd 1; default 0.2 0.5)")
     parser.add_argument("--summarise", nargs="+", type=Path, metavar="RESULTS_CSV",
@@ -164,7 +175,7 @@ def main() -> None:
         for k in args.trials:
             for rep in range(args.sims):
                 rows += one_replication(corr, k, rep, args.seed, args.draws, args.tune, args.criterion, args.prior,
-                                        tuple(args.se))
+                                        tuple(args.se), args.latent_prior, args.metric_corr_eta)
                 frame = pd.DataFrame(rows)
                 frame.to_csv(args.out / "results.csv", index=False)
                 print(f"corr {corr} K {k} rep {rep}: {frame['seconds'].iloc[-1]:.1f} s", flush=True)
