@@ -92,9 +92,9 @@ def test_callbacks_read_swapped_data_of_another_size(compiled):
     assert _logp(ours2, points[0])[1] != _logp(ours, points[0])[1]  # the new data are read
 
 
-def _in_new_process(code: str):
-    """Run ``code`` (which compiles this module's model as ``cm``) in a new Python process; the JSON it
-    prints last."""
+def _in_new_process(code: str, env: dict[str, str] | None = None):
+    """Run ``code`` (which compiles this module's model as ``cm``) in a new Python process (``env`` added to
+    this one's); the JSON it prints last."""
     code = ("import json, warnings; warnings.simplefilter('ignore')\n"
             "import numpy as np\n"
             "from tests.test_callbacks import _model, _logp, _expand\n"
@@ -102,13 +102,28 @@ def _in_new_process(code: str):
             "cm = compile_model(_model(), ['loc', 'sd', 'scaled'])\n" + code)
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, check=True,
-                         env=os.environ | {"PYTHONPATH": root})
+                         env=os.environ | {"PYTHONPATH": root} | (env or {}))
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def test_callbacks_are_loaded_from_the_cache_in_a_new_process(compiled):
     hits = _in_new_process("print(json.dumps([cm.compiled_logp_func.cache_hits, cm.compiled_expand_func.cache_hits]))")
     assert hits == [1, 1]  # this module's fixture saved them
+
+
+def test_a_first_compile_and_a_cache_load_compute_the_same_bits(tmp_path):
+    # With numba's fastmath, a process that compiled PyTensor's functions itself (an empty compile
+    # folder) computed other last bits than one that loaded them from the cache, so a user's first fit
+    # drew other draws than every later one from the same seed.
+    flags = os.environ.get("PYTENSOR_FLAGS", "")
+    env = {"PYTENSOR_FLAGS": ",".join(filter(None, [flags, f"base_compiledir={tmp_path}"]))}
+    code = ("x = np.linspace(-0.7, 0.9, cm._n_dim)\n"
+            "_, logp, grad = _logp(cm, x)\n"
+            "print(json.dumps([cm.compiled_logp_func.cache_hits, logp.hex(), [g.hex() for g in grad],"
+            " [e.hex() for e in _expand(cm, x)[1]]]))")
+    cold, warm = _in_new_process(code, env), _in_new_process(code, env)
+    assert (cold[0], warm[0]) == (0, 1)  # compiled, then loaded
+    assert cold[1:] == warm[1:]
 
 
 def test_an_unreadable_cache_entry_is_compiled_afresh(compiled, monkeypatch):

@@ -186,7 +186,8 @@ class _Unsupported(Exception):
 
 
 def compile_model(model: Any, var_names: list[str]) -> Any:
-    """``nutpie.compile_pymc_model(model, var_names=var_names)``, with its callbacks cached on disk.
+    """``nutpie.compile_pymc_model(model, var_names=var_names)``, with its callbacks cached on disk,
+    compiled without numba's fastmath (so a fresh compile and a cache load compute the same bits).
 
     Parameters
     ----------
@@ -198,6 +199,16 @@ def compile_model(model: Any, var_names: list[str]) -> Any:
     -------
     nutpie.compile_pymc.CompiledPyMCModel
     """
+    from pytensor import config
+
+    # Without fastmath: with it, LLVM may reassociate differently when PyTensor's numba functions are
+    # compiled in this process than when they are loaded from its disk cache, so a first (cold) process
+    # drew other draws than every later one from the same seed (docs: scale.md).
+    with config.change_flags(numba__fastmath=False):
+        return _compile_model(model, var_names)
+
+
+def _compile_model(model: Any, var_names: list[str]) -> Any:
     import nutpie
 
     helpers = _nutpie_helpers()
