@@ -24,6 +24,12 @@ correlations (proper for any eta > 0).
 (``bc.fit_joint(latent_prior="lkj")``; the arms ``joint_independent`` and ``joint_tie`` only), and
 ``--metric-corr-eta`` is then that prior's concentration.
 
+``--tie-settings P:S ...`` ranks the ``joint_tie`` arm's fit under each tie prior (prior probability of
+a tie P, spread scale S; ``bc.fit_joint(p_tie=P, tie_spread_scale=S)``), one arm per setting named
+``joint_tie p=P s=S``. The tie prior acts only on the ranking, so one fit serves every setting (the
+ranking of a fit made with those settings is the same). A sensitivity study, not a way to tune the
+default: settings chosen by it are confirmed on other tables before they are trusted.
+
 Then bin every metric's P(best) and compare with how often it was truly best, per arm.
 
 Writes ``results.csv`` (one row per replication and metric), ``summary.md`` (reliability table
@@ -56,6 +62,24 @@ LABELS = {"separate": "separate fits, independent pairing", "joint_pooled": "joi
           "joint_tie_deshrunk": "joint model, tie prior, correlation priors de-shrunk (experiment)"}
 
 
+def tie_arm(p_tie: float, spread_scale: float) -> str:
+    """The arm of the joint_tie fit ranked under the tie prior (p_tie, spread_scale)."""
+    return f"joint_tie p={p_tie:g} s={spread_scale:g}"
+
+
+def _label(arm: str) -> str:
+    return LABELS.get(arm) or LABELS["joint_tie"] + arm.removeprefix("joint_tie").replace(" p=", ", p_tie ").replace(
+        " s=", ", spread scale ")
+
+
+def _tie_setting(text: str) -> tuple[float, float]:
+    try:
+        p_tie, scale = (float(v) for v in text.split(":"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"--tie-settings takes P:S pairs such as 0.25:1, got {text!r}") from exc
+    return p_tie, scale
+
+
 def _deshrunk_spec():
     """The linear spec, after patching the joint model to cancel det R (this process); fitted with LKJ eta 1."""
     import sys
@@ -73,7 +97,8 @@ def _deshrunk_spec():
 
 
 def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, arms: tuple[str, ...] = ("separate",),
-                    metric_corr_eta: float | None = None, latent_prior: str = "slopes") -> list[dict]:
+                    metric_corr_eta: float | None = None, latent_prior: str = "slopes",
+                    tie_settings: tuple[tuple[float, float], ...] = ()) -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
     from bayes_cmma.errors import AssumptionWarning, ConvergenceWarning
@@ -103,11 +128,16 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
                                       seed=fit_seed, draws=draws, tune=tune, chains=4, cores=1)
                 betas = {m: result.beta.sel(metric=m).values.ravel() for m in truth.metrics}
             seconds = time.perf_counter() - t0
-        ranking = result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)
         flagged = sum(issubclass(w.category, (ConvergenceWarning, AssumptionWarning)) for w in caught)
-        for j, m in enumerate(truth.metrics):
+        rankings = {arm: result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)}
+        if arm == "joint_tie" and tie_settings:
+            rankings = {}
+            for p_tie, scale in tie_settings:  # the tie prior is read from the fit's attrs at ranking time
+                result.posterior.attrs.update(tie_prior_p=p_tie, tie_spread_scale=scale)
+                rankings[tie_arm(p_tie, scale)] = result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)
+        for (label, ranking), (j, m) in itertools.product(rankings.items(), enumerate(truth.metrics)):
             beta = betas[m]
-            rows.append({**setting, "arm": arm, "rep": rep, "metric": m,
+            rows.append({**setting, "arm": label, "rep": rep, "metric": m,
                          "p_best": float(ranking["p_best"].sel(metric=m)), "is_best": m == truth.best,
                          "true_elasticity": float(truth.elasticity[j]), "beta_true": float(truth.beta[j]),
                          "beta_mean": float(beta.mean()), "beta_sd": float(beta.std()), "warnings": flagged,
@@ -131,6 +161,8 @@ def main() -> None:
                         help="LKJ concentration of the metrics' correlation in the joint arms (default: the spec's)")
     parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj"],
                         help="the joint arms' latent prior (bc.fit_joint(latent_prior=...))")
+    parser.add_argument("--tie-settings", nargs="+", type=_tie_setting, default=[], metavar="P:S",
+                        help="rank the joint_tie arm under each tie prior (prior P(tie) P, spread scale S)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pbest_calibration"))
     parser.add_argument("--summarise", action="store_true",
                         help="only rewrite summary.md and reliability.png from --out's results.csv")
@@ -152,7 +184,8 @@ def main() -> None:
     rows: list[dict] = []
     with worker_pool(args.workers) as pool:
         futures = [pool.submit(one_replication, s, rep, args.seed, args.draws, args.tune, tuple(args.arms),
-                               args.metric_corr_eta, args.latent_prior) for s, rep in tasks]
+                               args.metric_corr_eta, args.latent_prior, tuple(args.tie_settings))
+                   for s, rep in tasks]
         for i, f in enumerate(futures, 1):
             rows += f.result()
             if i % 20 == 0:
@@ -164,7 +197,9 @@ def main() -> None:
            f"--corr {' '.join(map(str, args.corr))} --regime {' '.join(args.regime)} --draws {args.draws} "
            f"--tune {args.tune} --seed {args.seed} --workers {args.workers} --arms {' '.join(args.arms)}"
            + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}")
-           + ("" if args.latent_prior == "slopes" else f" --latent-prior {args.latent_prior}"))
+           + ("" if args.latent_prior == "slopes" else f" --latent-prior {args.latent_prior}")
+           + ("" if not args.tie_settings else " --tie-settings " + " ".join(f"{p:g}:{s:g}"
+                                                                              for p, s in args.tie_settings)))
     print(write_summary(results, out, f"Command: `{cmd}`; {len(tasks)} replications in {wall / 60:.1f} min."))
 
 
@@ -174,10 +209,11 @@ def write_summary(results: pd.DataFrame, out: Path, provenance: str) -> str:
 
     if "arm" not in results:  # results written before the joint arms existed
         results = results.assign(arm="separate")
-    arms = [a for a in ARMS if a in set(results["arm"])]
+    present = list(dict.fromkeys(results["arm"]))
+    arms = [a for a in ARMS if a in present] + [a for a in present if a not in ARMS]
     settings = [dict(zip(("trials", "corr", "regime"), key, strict=True))
                 for key in results[["trials", "corr", "regime"]].drop_duplicates().itertuples(index=False)]
-    lines = ["# P(best) calibration: " + "; ".join(LABELS[a] for a in arms), "",
+    lines = ["# P(best) calibration: " + "; ".join(_label(a) for a in arms), "",
              f"{provenance} Each replication simulates "
              "trial summaries from a known law (`bayes_cmma.checks.ranking_calibration`: 4 teams, the KPI driven "
              "by the first metric), fits every arm to that table and ranks the three metrics with the KPI "
@@ -203,7 +239,7 @@ def write_summary(results: pd.DataFrame, out: Path, provenance: str) -> str:
             big = table[table["n"] >= 100]
             worst = float(big["gap"].abs().max()) if len(big) else float("nan")
             lines += [f"## K = {s['trials']}, metric correlation {s['corr']}, {s['regime'].replace('_', ' ')}: "
-                      f"{LABELS[arm]}", "",
+                      f"{_label(arm)}", "",
                       f"The metric with the highest P(best): mean P(best) **{chosen['mean_p_best']:.2f}**, truly "
                       f"best in **{100 * chosen['truly_best']:.0f}%** (+- {100 * chosen['truly_best_se']:.1f}) of "
                       f"{chosen['replications']} replications: mean P(best) minus truly best "
@@ -227,7 +263,7 @@ def write_summary(results: pd.DataFrame, out: Path, provenance: str) -> str:
             shown = table[table["n"] > 0]
             ax.errorbar(shown["mean_p_best"] + 0.006 * i, shown["frequency_best"],
                         yerr=[shown["frequency_best"] - shown["ci_lower"], shown["ci_upper"] - shown["frequency_best"]],
-                        fmt="o", color=f"C{i}", ms=4, label=LABELS[arm])
+                        fmt="o", color=f"C{i}", ms=4, label=_label(arm))
         ax.set_xlabel("P(best) given (bin mean)")
         ax.set_ylabel("share truly best (95% interval)")
         ax.set_title(f"K = {s['trials']}, corr {s['corr']}, {s['regime'].replace('_', ' ')}", fontsize=10)
