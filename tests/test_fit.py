@@ -1,6 +1,7 @@
 """Real NUTS fits (few draws, fixed seeds): recovery, reuse of the compiled model, reproducibility,
 agreement with a latent-variable version, and the command line end to end."""
 
+import json
 import warnings
 
 import arviz_stats
@@ -58,6 +59,8 @@ def test_posterior_has_named_dims_loglik_and_provenance(recovery_fit):
     assert post["log_likelihood"]["trial_ate"].dims == ("chain", "draw", "trial")
     assert post["observed_data"]["trial_ate"].sizes == {"trial": 300, "quantity": 3}
     assert post.attrs["data_sha256"] == data.data_hash() and post.attrs["seed"] == "3"
+    # the packages whose versions shape the compiled code, and so the draws
+    assert {"pymc", "pytensor", "numba", "nutpie"} <= json.loads(post.attrs["bayes_cmma_versions"]).keys()
     loo = arviz_stats.loo(post)
     assert np.isfinite(loo.elpd) and loo.n_data_points == 300
 

@@ -9,7 +9,7 @@ from importlib import metadata
 
 from bayes_cmma.fitting.spec import ModelSpec
 
-_PACKAGES = ("bayes_cmma", "pymc", "pytensor", "nutpie", "numpy", "xarray", "arviz-base", "arviz-stats")
+_PACKAGES = ("bayes_cmma", "pymc", "pytensor", "numba", "nutpie", "numpy", "xarray", "arviz-base", "arviz-stats")
 
 
 def versions() -> dict[str, str]:
