@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--within-trial-correlation", type=float, default=0.0,
                     help="correlation assumed for within-trial covariance pairs --cov does not give (default 0)")
     dv.add_argument("--seed", type=int, default=1, help="seed of the folds and fission draws (default 1)")
+    dv.add_argument("--interval", choices=["skew-corrected", "t"], default="skew-corrected",
+                    help="95%% intervals: Student's t corrected for the skewness of the trials' contributions "
+                         "(default), or plain Student's t")
     dv.add_argument("--out", default="decision_value.csv", help="table to write (default ./decision_value.csv)")
     dv.add_argument("--observational-slope", action="append", metavar="METRIC=VALUE",
                     help="the logs' partial slope of the KPI on a metric (repeat for every metric): also choose how "
@@ -1062,7 +1065,7 @@ def run_decision_value(args: argparse.Namespace) -> int:
     trials = read_trials(args.trials, args.cov)
     result = decision_value(trials, args.kpi, args.metric, folds=args.folds, tau=args.tau, repeats=args.repeats,
                             threshold=args.threshold, seed=args.seed,
-                            within_trial_correlation=args.within_trial_correlation)
+                            within_trial_correlation=args.within_trial_correlation, interval=args.interval)
     files = {args.out: _writer(result.table.reset_index(), args.out)}
     fusion = bilevel = None
     if slopes is not None and args.fusion_select == "per-metric":

@@ -28,10 +28,12 @@ the total-covariance estimator (Bibaut, Chou, Ejdemyr & Kallus, KDD 2024)::
 
     w = (sum_k m_k m_k')^-1 sum_k (m_k y_k - S_my,k)
 
-Standard errors are the spread of the per-trial values across trials over sqrt(K), and intervals use
-Student's t with K - 1 degrees of freedom: the trials are independent, so this covers the mean
-decision value of new trials like these (and, conservatively, the value on these trials' own true
-effects). The measurement covariances must be right: fission
+Standard errors are the spread of the per-trial values across trials over sqrt(K). The trials are
+independent, so an interval for the mean of their values covers the mean decision value of new
+trials like these (and, conservatively, the value on these trials' own true effects). The per-trial
+values are skewed (a launch collects a trial's KPI effect or nothing), and with few trials Student's t
+interval then undercovers; by default the intervals correct for the skewness with Hall's
+transformation (:func:`mean_interval`). The measurement covariances must be right: fission
 needs the within-trial covariance of the KPI and the metrics (a covariance table, or the arm sizes
 and the summarizer); unknown pairs are filled as the model does (``within_trial_correlation``).
 """
@@ -53,8 +55,10 @@ from bayes_cmma.inputs.data import TrialData, joint_design
 #: Label of the cross-fitted composite candidate, and of the reference rule that launches every trial.
 COMPOSITE = "composite"
 LAUNCH_ALL = "launch every trial"
-#: Coverage of the intervals in the table (Student's t with K - 1 degrees of freedom).
+#: Coverage of the intervals in the table.
 CI_PROB = 0.95
+#: Interval methods of :func:`mean_interval`.
+INTERVALS = ("skew-corrected", "t")
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class DecisionValue:
     table : pandas.DataFrame
         One row per candidate (index ``candidate``): ``kind`` (metric / composite / reference),
         ``value`` (mean true KPI effect collected per trial, in KPI units), ``std_error``,
-        ``ci_lower``/``ci_upper`` (95%, Student's t with K - 1 df), ``launch_rate``, ``difference``
+        ``ci_lower``/``ci_upper`` (95%; :func:`mean_interval`), ``launch_rate``, ``difference``
         from the best candidate with its paired ``difference_se``, ``n_trials`` (complete trials used) and
         ``measurement_variance_factor`` (1 + tau^2). Every setting also in ``table.attrs``.
     per_trial : xarray.DataArray
@@ -212,6 +216,7 @@ def decision_value(
     seed: int = 0,
     within_trial_correlation: float = 0.0,
     warn_filled: bool = True,
+    interval: str = "skew-corrected",
 ) -> DecisionValue:
     """Cross-fitted, fission-scored decision value of each metric (and a composite) as the north star.
 
@@ -241,6 +246,9 @@ def decision_value(
         Correlation assumed for covariance pairs the table does not give.
     warn_filled : bool
         Warn (:class:`~bayes_cmma.AssumptionWarning`) when pairs were filled.
+    interval : {"skew-corrected", "t"}
+        How the 95% intervals are formed (:func:`mean_interval`): Student's t corrected for the
+        skewness of the per-trial values (default), or plain Student's t with K - 1 degrees of freedom.
 
     Returns
     -------
@@ -250,7 +258,8 @@ def decision_value(
     ------
     DataError
         Fewer than 4 complete trials, ``folds`` outside [2, trials], ``tau`` < 0, ``repeats`` < 1,
-        or (with the composite) metric ATEs that cannot determine it (:func:`check_composite_rank`).
+        an unknown ``interval``, or (with the composite) metric ATEs that cannot determine it
+        (:func:`check_composite_rank`).
     """
     metrics = list(metrics)
     if not metrics:
@@ -261,6 +270,8 @@ def decision_value(
         raise DataError(f"repeats must be at least 1, got {repeats}.")
     if not np.isfinite(threshold):
         raise DataError(f"threshold must be a finite number of standard errors, got {threshold}.")
+    if interval not in INTERVALS:
+        raise DataError(f"interval must be one of {', '.join(INTERVALS)}; got {interval!r}.")
     design = joint_design(data, kpi, metrics, within_trial_correlation, warn_filled=False).complete_cases()
     if design.n_filled and warn_filled:
         warnings.warn(
@@ -319,12 +330,12 @@ def decision_value(
         np.array(contributions), dims=(dims.CANDIDATE, dims.TRIAL),
         coords={dims.CANDIDATE: names, dims.TRIAL: design.trials}, name="decision_value",
     )
-    table = _table(per_trial.values, np.array(rates), names, kinds)
+    table = _table(per_trial.values, np.array(rates), names, kinds, interval)
     table["n_trials"] = K
     table["measurement_variance_factor"] = inflate
     table.attrs.update(
         kpi=kpi, n_trials=K, folds=folds, tau=float(tau), repeats=int(repeats), threshold=float(threshold),
-        seed=int(seed), measurement_variance_factor=inflate,
+        seed=int(seed), measurement_variance_factor=inflate, interval=interval, ci_prob=CI_PROB,
     )
     scale = design.z[:, 1:].std(axis=0, ddof=1)
     standard = weights * scale
@@ -334,14 +345,76 @@ def decision_value(
     return DecisionValue(table=table, per_trial=per_trial, weights=weight_frame if composite else weight_frame.iloc[:0])
 
 
-def _table(per_trial: np.ndarray, rates: np.ndarray, names: list[str], kinds: list[str]) -> pd.DataFrame:
-    """Value, its standard error and interval, and the paired difference from the best north star."""
+def mean_interval(
+    values: np.ndarray, prob: float = CI_PROB, method: str = "skew-corrected"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval for the mean of independent values along the last axis.
+
+    ``"t"`` is Student's t interval with n - 1 degrees of freedom. ``"skew-corrected"`` (the
+    default) applies Hall's (1992) transformation of the studentised mean T = sqrt(n) (mean - mu) / s,
+    which removes the first-order effect of the values' skewness gamma on T's distribution::
+
+        g(T) = T + gamma / (6 sqrt(n)) + gamma T^2 / (3 sqrt(n)) + gamma^2 T^3 / (27 n),
+
+    a cubic that is increasing in T, so the interval {mu : |g(T)| <= q} is
+    [mean - se g^-1(q), mean - se g^-1(-q)], with se = s / sqrt(n), gamma the sample skewness
+    (moments with divisor n) and q Student's t quantile with n - 1 degrees of freedom (Hall uses the
+    normal quantile; t keeps the method equal to Student's interval when gamma = 0 and covered
+    better in the decision-value check, where with 10 trials the plain t interval covered 92-93%).
+    For right-skewed values the interval reaches further above the mean than below it.
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        (..., n) with n >= 2.
+    prob : float
+        Coverage, in (0, 1).
+    method : {"skew-corrected", "t"}
+
+    Returns
+    -------
+    (lower, upper) : tuple of numpy.ndarray
+        Shaped like ``values`` without its last axis.
+
+    References
+    ----------
+    Hall, P. (1992). On the removal of skewness by transformation. *Journal of the Royal
+    Statistical Society B* 54(1), 221-228.
+    """
     from scipy import stats
 
+    if method not in INTERVALS:
+        raise DataError(f"interval must be one of {', '.join(INTERVALS)}; got {method!r}.")
+    values = np.asarray(values, dtype=float)
+    n = values.shape[-1]
+    mean = values.mean(axis=-1)
+    se = values.std(axis=-1, ddof=1) / np.sqrt(n)
+    q = stats.t.ppf(0.5 + prob / 2, n - 1)
+    if method == "t":
+        return mean - q * se, mean + q * se
+    dev = values - mean[..., None]
+    m2 = np.mean(dev**2, axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        gamma = np.where(m2 > 0, np.mean(dev**3, axis=-1) / m2**1.5, 0.0)
+
+    def inverse(u: float) -> np.ndarray:
+        # g^-1(u) = (3 sqrt(n) / gamma) (c - 1) with c = cbrt(1 + gamma v / sqrt(n)), v = u - gamma / (6 sqrt(n));
+        # written as 3 v / (c^2 + c + 1) (since c^3 - 1 = (c - 1)(c^2 + c + 1)): no division by gamma
+        v = u - gamma / (6 * np.sqrt(n))
+        c = np.cbrt(1 + gamma * v / np.sqrt(n))
+        return 3 * v / (c**2 + c + 1)
+
+    return mean - se * inverse(q), mean - se * inverse(-q)
+
+
+def _table(
+    per_trial: np.ndarray, rates: np.ndarray, names: list[str], kinds: list[str], interval: str = "skew-corrected"
+) -> pd.DataFrame:
+    """Value, its standard error and interval, and the paired difference from the best north star."""
     K = per_trial.shape[1]
     value = per_trial.mean(axis=1)
     se = per_trial.std(axis=1, ddof=1) / np.sqrt(K)
-    z = stats.t.ppf(0.5 + CI_PROB / 2, K - 1)  # Student's t: a mean of K independent trials' contributions
+    lower, upper = mean_interval(per_trial, CI_PROB, interval)  # a mean of K independent trials' contributions
     candidates = [i for i, k in enumerate(kinds) if k != "reference"]
     best = max(candidates, key=lambda i: value[i])
     diff = per_trial - per_trial[best]
@@ -350,8 +423,8 @@ def _table(per_trial: np.ndarray, rates: np.ndarray, names: list[str], kinds: li
             "kind": kinds,
             "value": value,
             "std_error": se,
-            "ci_lower": value - z * se,
-            "ci_upper": value + z * se,
+            "ci_lower": lower,
+            "ci_upper": upper,
             "launch_rate": rates.mean(axis=1),
             "difference": diff.mean(axis=1),
             "difference_se": diff.std(axis=1, ddof=1) / np.sqrt(K),
@@ -362,6 +435,6 @@ def _table(per_trial: np.ndarray, rates: np.ndarray, names: list[str], kinds: li
 
 
 __all__ = [
-    "COMPOSITE", "LAUNCH_ALL", "DecisionValue", "composite_weights", "cross_moments", "decision_value", "fission",
-    "fold_labels", "unit", "value_per_trial",
+    "COMPOSITE", "INTERVALS", "LAUNCH_ALL", "DecisionValue", "composite_weights", "cross_moments", "decision_value",
+    "fission", "fold_labels", "mean_interval", "unit", "value_per_trial",
 ]
