@@ -46,6 +46,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
+import re
 import time
 import warnings
 from pathlib import Path
@@ -68,8 +69,10 @@ def tie_arm(p_tie: float, spread_scale: float) -> str:
 
 
 def _label(arm: str) -> str:
-    return LABELS.get(arm) or LABELS["joint_tie"] + arm.removeprefix("joint_tie").replace(" p=", ", p_tie ").replace(
-        " s=", ", spread scale ")
+    if arm in LABELS:
+        return LABELS[arm]
+    p_tie, scale = re.fullmatch(r"joint_tie p=(\S+) s=(\S+)", arm).groups()  # an arm of tie_arm
+    return f"{LABELS['joint_tie']}, p_tie {p_tie}, spread scale {scale}"
 
 
 def _tie_setting(text: str) -> tuple[float, float]:
@@ -129,12 +132,13 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
                 betas = {m: result.beta.sel(metric=m).values.ravel() for m in truth.metrics}
             seconds = time.perf_counter() - t0
         flagged = sum(issubclass(w.category, (ConvergenceWarning, AssumptionWarning)) for w in caught)
-        rankings = {arm: result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)}
         if arm == "joint_tie" and tie_settings:
             rankings = {}
             for p_tie, scale in tie_settings:  # the tie prior is read from the fit's attrs at ranking time
                 result.posterior.attrs.update(tie_prior_p=p_tie, tie_spread_scale=scale)
                 rankings[tie_arm(p_tie, scale)] = result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)
+        else:
+            rankings = {arm: result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)}
         for (label, ranking), (j, m) in itertools.product(rankings.items(), enumerate(truth.metrics)):
             beta = betas[m]
             rows.append({**setting, "arm": label, "rep": rep, "metric": m,
