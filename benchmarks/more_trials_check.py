@@ -89,7 +89,15 @@ def one_replication(corr: float, regime: str, k: int, new: list[int], rep: int, 
     seconds = time.perf_counter() - t0
     for r in rows:
         r["seconds"] = seconds
+        r["draws"] = draws
     return rows
+
+
+def _draws(results: pd.DataFrame) -> str:
+    """The draws per chain of the fits (recorded from this version on; the earlier committed runs used 300)."""
+    if "draws" not in results or results["draws"].isna().all():
+        return "300 draws per chain, the committed runs' setting, not recorded in their results"
+    return "/".join(f"{d:g}" for d in sorted(results["draws"].dropna().unique())) + " draws per chain"
 
 
 def summarise(results: pd.DataFrame) -> str:
@@ -117,9 +125,9 @@ def summarise(results: pd.DataFrame) -> str:
                      f"{g['p_best_after'].mean():.3f} |")
     per_rep = results.groupby(["prior", "corr", "regime", "trials", "rep"])
     lines += ["", f"Median seconds per replication (all its fits, on 2 cores shared with other studies): "
-              f"{per_rep['seconds'].first().median():.0f}; fits that raised a warning of any kind (at 300 draws per "
-              f"chain, e.g. R-hat above 1.01 for a hyperparameter): {int((results['warnings'] > 0).sum())} of "
-              f"{len(results)}."]
+              f"{per_rep['seconds'].first().median():.0f}; fits that raised a warning of any kind (at "
+              f"{_draws(results)}; e.g. R-hat above 1.01 for a hyperparameter): "
+              f"{int((results['warnings'] > 0).sum())} of {len(results)}."]
     return "\n".join(lines) + "\n"
 
 
