@@ -161,8 +161,24 @@ def test_the_skew_corrected_interval_covers_a_skewed_mean_better_than_students()
              for m in ("t", "skew-corrected")}
     assert 0.89 < cover["t"] < 0.91  # Monte Carlo se 0.002
     assert 0.93 < cover["skew-corrected"] < 0.96
-    with pytest.raises(DataError, match="interval must be one of skew-corrected, t; got 'normal'"):
-        mean_interval(x, method="normal")
+
+
+def test_mean_interval_of_constant_values_is_the_value():
+    lower, upper = mean_interval(np.ones((3, 5)))
+    np.testing.assert_array_equal(lower, 1.0)
+    np.testing.assert_array_equal(upper, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [((np.ones(4), 0.95, "normal"), "interval must be one of skew-corrected, t; got 'normal'"),
+     ((np.ones(4), 1.0), "coverage must be between 0 and 1, got 1.0"),
+     ((np.ones((3, 1)),), "needs at least 2 values, got 1"),
+     ((np.float64(2.0),), "needs at least 2 values, got 0")],
+)
+def test_mean_interval_bad_input(args, message):
+    with pytest.raises(DataError, match=message):
+        mean_interval(*args)
 
 
 def test_table_rows_and_the_difference_from_the_best(small):
