@@ -43,18 +43,18 @@ from scipy import special
 
 ROOT = Path(__file__).resolve().parents[1]
 R = np.linspace(1e-6, 18.0, 7200)  # |X|
-DR = R[1] - R[0]
 RADII = np.linspace(0.1, 10.0, 100)  # spheres the least-favourable prior may use
 OMEGAS = np.round(np.linspace(0.2, 0.98, 40), 3)
 RISKS_AT_0 = (0.1, 1 / 6, 0.25, 1 / 3, 0.5, 2 / 3)
 
 
-def log_density(p: int, t: float) -> np.ndarray:
-    """log density of r = |X| for X ~ N_p(theta, I), |theta| = t (noncentral chi; chi at t = 0)."""
+def log_density(p: int, t: float, r: np.ndarray = R) -> np.ndarray:
+    """log density of r = |X| (on the grid ``r``) for X ~ N_p(theta, I), |theta| = t (noncentral chi; chi at
+    t = 0)."""
     nu = p / 2 - 1
     if t == 0:
-        return (p - 1) * np.log(R) - R**2 / 2 - nu * np.log(2.0) - special.gammaln(p / 2)
-    return (p / 2) * np.log(R) - nu * np.log(t) - (R - t) ** 2 / 2 + np.log(special.ive(nu, R * t))
+        return (p - 1) * np.log(r) - r**2 / 2 - nu * np.log(2.0) - special.gammaln(p / 2)
+    return (p / 2) * np.log(r) - nu * np.log(t) - (r - t) ** 2 / 2 + np.log(special.ive(nu, r * t))
 
 
 def mean_cosine(p: int, kappa: np.ndarray) -> np.ndarray:
@@ -65,11 +65,12 @@ def mean_cosine(p: int, kappa: np.ndarray) -> np.ndarray:
 class Canonical:
     """Bayes rules and risks for X ~ N_p(theta, I), prior omega delta_0 + (1 - omega) sum_i mu_i U(|theta| = t_i)."""
 
-    def __init__(self, p: int, radii: np.ndarray = RADII):
-        self.p, self.t = p, np.asarray(radii, dtype=float)
-        self.f = np.exp(np.array([log_density(p, t) for t in self.t]))  # (radius, r)
-        self.f0 = np.exp(log_density(p, 0.0))
-        self.pull = self.t[:, None] * mean_cosine(p, R[None, :] * self.t[:, None])  # E[X.theta / |X| | r]
+    def __init__(self, p: int, radii: np.ndarray = RADII, r: np.ndarray = R):
+        self.p, self.t, self.r = p, np.asarray(radii, dtype=float), np.asarray(r, dtype=float)
+        self.dr = self.r[1] - self.r[0]  # an evenly spaced grid of |X|
+        self.f = np.exp(np.array([log_density(p, t, self.r) for t in self.t]))  # (radius, r)
+        self.f0 = np.exp(log_density(p, 0.0, self.r))
+        self.pull = self.t[:, None] * mean_cosine(p, self.r[None, :] * self.t[:, None])  # E[X.theta / |X| | r]
 
     def bayes_rule(self, omega: float, mu: np.ndarray) -> np.ndarray:
         """h(r): the Bayes rule is h(|X|) X / |X| (posterior mean of theta)."""
@@ -79,8 +80,8 @@ class Canonical:
 
     def risks(self, h: np.ndarray) -> tuple[float, np.ndarray]:
         """Risk of the rule h at theta = 0 and at every radius: E|h(r) X/|X| - theta|^2."""
-        at0 = float((h**2 * self.f0).sum() * DR)
-        return at0, ((h**2 - 2 * h * self.pull) * self.f).sum(axis=1) * DR + self.t**2
+        at0 = float((h**2 * self.f0).sum() * self.dr)
+        return at0, ((h**2 - 2 * h * self.pull) * self.f).sum(axis=1) * self.dr + self.t**2
 
     def least_favourable(self, omega: float, steps: int = 300, rate: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
         """Sphere weights mu maximising the Bayes risk at this omega (its gradient in mu_i is the Bayes
