@@ -356,7 +356,7 @@ def mean_interval(
 
         g(T) = T + gamma / (6 sqrt(n)) + gamma T^2 / (3 sqrt(n)) + gamma^2 T^3 / (27 n),
 
-    a cubic that is increasing in T, so the interval {mu : |g(T)| <= q} is
+    a cubic that is increasing in T, so the interval {mu : abs(g(T)) <= q} is
     [mean - se g^-1(q), mean - se g^-1(-q)], with se = s / sqrt(n), gamma the sample skewness
     (moments with divisor n) and q Student's t quantile with n - 1 degrees of freedom (Hall uses the
     normal quantile; Student's keeps the method equal to Student's interval when gamma = 0). For
