@@ -73,7 +73,7 @@ def table(team, z, S):
 
 def one(K: int, rep: int, seed: int, pop: dict[float, np.ndarray], threshold: float = 0.0) -> list[dict]:
     import bayes_cmma as bc
-    from bayes_cmma.decisions.decision_value import fold_labels
+    from bayes_cmma.decisions.decision_value import fold_labels, mean_interval
 
     rng = np.random.default_rng([seed, K, rep])
     team, theta, S = draw_truth(rng, K)
@@ -98,13 +98,14 @@ def one(K: int, rep: int, seed: int, pop: dict[float, np.ndarray], threshold: fl
             cond = float(np.mean(stats.norm.cdf(np.einsum("ki,ki->k", w, theta[:, 1:]) / sd - threshold)
                                  * theta[:, 0]))
             row = res.table.loc[name]
-            half = stats.t.ppf(0.975, K - 1) * row["std_error"]
-            skew = float(stats.skew(res.per_trial.sel(candidate=name).values))
+            contributions = res.per_trial.sel(candidate=name).values
+            t_lower, t_upper = mean_interval(contributions, method="t")
+            skew = float(stats.skew(contributions))
             popv = float(pop[factor][METRICS.index(name)]) if name != "composite" else np.nan
             out.append({"trials": K, "rep": rep, "tau": tau, "threshold": threshold, "candidate": name,
                         "estimate": row["value"],
                         "std_error": row["std_error"], "ci_lower": row["ci_lower"], "ci_upper": row["ci_upper"],
-                        "t_lower": row["value"] - half, "t_upper": row["value"] + half, "skewness": skew,
+                        "t_lower": float(t_lower), "t_upper": float(t_upper), "skewness": skew,
                         "conditional": cond, "population": popv})
     return out
 

@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from bayes_cmma.decisions.decision_value import cross_moments, unit
-from bayes_cmma.decisions.fusion import disagreement, fused_weights, sandwich_covariance
+from bayes_cmma.decisions.fusion import disagreement, fused_weights, sandwich_covariance, strength_from_share
 from bayes_cmma.studies.fusion_study import (
     BIAS_SHIFT,
     FUSION_BIASES,
@@ -132,7 +132,7 @@ def one(K: int, rep: int, seed: int, direct_sd: float, new_trials: int = 20_000)
         rows.append(base | {"bias": b, "rule": "trials", "regret": trials, "share": 0.0})
         for c in CONSTANTS:
             share = min(1.0, c / d2)
-            lam = np.inf if share >= 1 else share / (1 - share)
+            lam = strength_from_share(share)
             rows.append(base | {"bias": b, "rule": f"stein_c{c:g}", "share": share, "d2": d2,
                                 "regret": launch_regret(fused_weights(z, S, o, lam), y, m, S_mm)})
         for c in DIRECTION_CONSTANTS:
@@ -141,12 +141,12 @@ def one(K: int, rep: int, seed: int, direct_sd: float, new_trials: int = 20_000)
         grid, shares, _ = minimax_shares()
         for omega, by_r in shares.items():
             share = float(np.interp(np.sqrt(d2), grid, by_r, right=0.0))
-            lam = np.inf if share >= 1 else share / (1 - share)
+            lam = strength_from_share(share)
             rows.append(base | {"bias": b, "rule": f"minimax_w{omega:g}", "share": share, "d2": d2,
                                 "regret": launch_regret(fused_weights(z, S, o, lam), y, m, S_mm)})
         for c in ORACLE_CONSTANTS:
             share = min(1.0, c / d2_oracle)
-            lam = np.inf if share >= 1 else share / (1 - share)
+            lam = strength_from_share(share)
             rows.append(base | {"bias": b, "rule": f"stein_oracle_c{c:g}", "share": share, "d2": d2_oracle,
                                 "regret": launch_regret(fused_weights(z, S, o, lam), y, m, S_mm)})
     return rows

@@ -248,7 +248,11 @@ def stein_strength(z: np.ndarray, S: np.ndarray, prior: np.ndarray) -> float:
 
 def _stein_from(D2: float, J: int) -> float:
     """:func:`stein_strength` from D^2 and the number of metrics J."""
-    share = min(1.0, (J - 2) / D2) if D2 > 0 else float(J > 2)
+    return strength_from_share(min(1.0, (J - 2) / D2) if D2 > 0 else float(J > 2))
+
+
+def strength_from_share(share: float) -> float:
+    """The fusion strength lambda = s / (1 - s) that borrows the share s of the logs' cross-moment (inf at 1)."""
     return float("inf") if share >= 1 else share / (1.0 - share)
 
 
@@ -399,4 +403,4 @@ def fusion_frame(choice: FusionChoice) -> pd.DataFrame:
 __all__ = ["LAMBDAS", "SANDWICHES", "SELECT", "FusionChoice", "chosen_strength", "cross_fitted_table",
            "decision_focused_fusion",
            "disagreement", "fused_weights", "fusion_frame", "fusion_setup", "sandwich_covariance",
-           "stein_strength"]
+           "stein_strength", "strength_from_share"]
