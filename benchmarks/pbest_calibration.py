@@ -134,9 +134,9 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
         flagged = sum(issubclass(w.category, (ConvergenceWarning, AssumptionWarning)) for w in caught)
         if arm == "joint_tie" and tie_settings:
             rankings = {}
-            for p_tie, scale in tie_settings:  # the tie prior is read from the fit's attrs at ranking time
-                result.posterior.attrs.update(tie_prior_p=p_tie, tie_spread_scale=scale)
-                rankings[tie_arm(p_tie, scale)] = result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)
+            for p_tie, scale in tie_settings:  # the tie prior acts at ranking time: one fit, several settings
+                rankings[tie_arm(p_tie, scale)] = result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline,
+                                                                 p_tie=p_tie, tie_spread_scale=scale)
         else:
             rankings = {arm: result.ranking(truth.at, lift=truth.lift, baseline=truth.baseline)}
         for (label, ranking), (j, m) in itertools.product(rankings.items(), enumerate(truth.metrics)):

@@ -237,6 +237,33 @@ def test_ranking_needs_a_baseline_and_every_level(design):
         fit.tie_posterior({"m1": 1, "m2": 1, "m3": 1}, baseline=1.0)
 
 
+def test_ranking_under_other_tie_settings_without_a_refit(design):
+    """ranking(p_tie=..., tie_spread_scale=...) equals the ranking of a fit made with those settings,
+    leaves the fit's own settings alone, and is refused by fits without the tie prior."""
+    rng = np.random.default_rng(6)
+    fit = _fake_fit(design, 1.0 + 0.05 * rng.normal(size=(2, 400, 3)))
+    at = {"m1": 1.0, "m2": 1.0, "m3": 1.0}
+    with pytest.raises(BayesCMMAError, match="only with elasticity_prior='tie'; this fit has 'pooled'"):
+        fit.ranking(at, baseline=10.0, p_tie=0.2)
+    fit.elasticity_prior = "tie"
+    fit.posterior.attrs.update({"elasticity_prior": "tie", "latent_prior": "lkj", "seed": 4,
+                                "tie_prior_p": 0.5, "tie_spread_scale": 1.0})
+    fit.posterior["constant_data"] = xr.Dataset()
+    own = fit.ranking(at, baseline=10.0)
+    other = fit.ranking(at, baseline=10.0, p_tie=0.1, tie_spread_scale=0.5)
+    assert (fit.posterior.attrs["tie_prior_p"], fit.posterior.attrs["tie_spread_scale"]) == (0.5, 1.0)
+    np.testing.assert_array_equal(fit.ranking(at, baseline=10.0)["p_best"].values, own["p_best"].values)
+    assert (own.attrs["prior_p_tie"], own.attrs["tie_spread_scale"]) == (0.5, 1.0)
+    assert (other.attrs["prior_p_tie"], other.attrs["tie_spread_scale"]) == (0.1, 0.5)
+    assert other.attrs["p_tie"] < own.attrs["p_tie"]  # less prior mass on the tie, less posterior mass
+    fit.posterior.attrs.update({"tie_prior_p": 0.1, "tie_spread_scale": 0.5})
+    refit = fit.ranking(at, baseline=10.0)
+    np.testing.assert_array_equal(refit["p_best"].values, other["p_best"].values)
+    assert refit.attrs["p_tie"] == other.attrs["p_tie"]
+    with pytest.raises(BayesCMMAError, match="must be in \\[0, 1\\), got 1.5"):
+        fit.ranking(at, baseline=10.0, p_tie=1.5)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [

@@ -491,25 +491,39 @@ class JointFit:
             return self.tie_posterior(at, lift=lift, baseline=baseline)["elasticity"]
         return self.elasticity(at, lift=lift, baseline=baseline)
 
-    def tie_posterior(self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None) -> xr.Dataset:
+    def tie_posterior(self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None, *,
+                      p_tie: float | None = None, tie_spread_scale: float | None = None) -> xr.Dataset:
         """The elasticities under the tie prior (a fit with ``elasticity_prior="tie"``): the draws, the
-        tie's posterior probability and the normal likelihood; see :func:`tie_draws`."""
+        tie's posterior probability and the normal likelihood; see :func:`tie_draws`. ``p_tie`` and
+        ``tie_spread_scale`` replace the fit's tie prior settings for this call (the tie prior acts
+        after sampling, so no refit is needed); None keeps the fit's."""
         if self.elasticity_prior != "tie":
             raise BayesCMMAError(f"tie_posterior needs a fit with elasticity_prior='tie'; this one has "
                                  f"{self.elasticity_prior!r}.")
-        return tie_draws(self.posterior, self.elasticity(at, lift=lift, baseline=baseline), at, lift, baseline)
+        return tie_draws(self.posterior, self.elasticity(at, lift=lift, baseline=baseline), at, lift, baseline,
+                         p_tie=p_tie, spread_scale=tie_spread_scale)
 
-    def ranking(self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None) -> xr.Dataset:
+    def ranking(self, at: Mapping[str, float], lift: float = 0.1, baseline: float | None = None, *,
+                p_tie: float | None = None, tie_spread_scale: float | None = None) -> xr.Dataset:
         """Posterior ranking from joint draws; see :func:`derived.rank_metrics`. attrs say ``pairing``
-        (and with the tie prior ``p_tie``, the posterior probability that the candidates tie)."""
-        return rank_tree(self.posterior, self.elasticity(at, lift=lift, baseline=baseline), at, lift, baseline)
+        (and with the tie prior ``p_tie``, the posterior probability that the candidates tie).
+
+        With the tie prior, ``p_tie`` and ``tie_spread_scale`` rank under other tie prior settings than
+        the fit's without refitting (None keeps the fit's); other priors refuse them.
+        """
+        if self.elasticity_prior != "tie" and (p_tie, tie_spread_scale) != (None, None):
+            raise BayesCMMAError(f"p_tie and tie_spread_scale are used only with elasticity_prior='tie'; this fit "
+                                 f"has {self.elasticity_prior!r}. Refit with elasticity_prior='tie'.")
+        return rank_tree(self.posterior, self.elasticity(at, lift=lift, baseline=baseline), at, lift, baseline,
+                         p_tie=p_tie, spread_scale=tie_spread_scale)
 
 
 def tie_draws(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, float], lift: float,
-              baseline: float) -> xr.Dataset:
+              baseline: float, *, p_tie: float | None = None, spread_scale: float | None = None) -> xr.Dataset:
     """:func:`bayes_cmma.decisions.ties.tie_posterior` of a tie-prior fit's elasticity draws, with the
     fit's independent prior divided out (none with ``latent_prior="lkj"``) and the fit's seed (0 for an
-    unseeded fit, so that the same posterior always gives the same ranking)."""
+    unseeded fit, so that the same posterior always gives the same ranking). ``p_tie`` and
+    ``spread_scale`` default to the fit's tie prior settings (its attrs)."""
     const = tree["constant_data"]
     metrics = [str(m) for m in elasticity[dims.METRIC].values]
     factor = np.array([float(at[m]) for m in metrics]) * lift / baseline
@@ -520,20 +534,23 @@ def tie_draws(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, floa
                          if divided else None,
                          prior_sd=const["beta_prior_sd"].sel({dims.METRIC: metrics}).values * np.abs(factor)
                          if divided else None,
-                         p_tie=float(tree.attrs.get("tie_prior_p", P_TIE)),
-                         spread_scale=float(tree.attrs.get("tie_spread_scale", SPREAD_SCALE)),
+                         p_tie=float(tree.attrs.get("tie_prior_p", P_TIE)) if p_tie is None else p_tie,
+                         spread_scale=float(tree.attrs.get("tie_spread_scale", SPREAD_SCALE))
+                         if spread_scale is None else spread_scale,
                          seed=0 if seed == "none" else int(seed))  # unseeded fits: still one ranking
 
 
 def rank_tree(tree: xr.DataTree, elasticity: xr.DataArray, at: Mapping[str, float], lift: float,
-              baseline: float | None) -> xr.Dataset:
-    """The ranking of a joint posterior's elasticity draws, with the attrs that say how it was made."""
+              baseline: float | None, *, p_tie: float | None = None, spread_scale: float | None = None) -> xr.Dataset:
+    """The ranking of a joint posterior's elasticity draws, with the attrs that say how it was made
+    (``p_tie``, ``spread_scale``: the tie prior's settings if not the fit's; see :func:`tie_draws`)."""
     prior = str(tree.attrs.get("elasticity_prior", "pooled"))
     extra: dict[str, Any] = {}
     if prior == "tie":
-        tied = tie_draws(tree, elasticity, at, lift, baseline)
+        tied = tie_draws(tree, elasticity, at, lift, baseline, p_tie=p_tie, spread_scale=spread_scale)
         elasticity = tied["elasticity"]
-        extra = {"p_tie": tied.attrs["p_tie"], "prior_p_tie": tied.attrs["prior_p_tie"]}
+        extra = {"p_tie": tied.attrs["p_tie"], "prior_p_tie": tied.attrs["prior_p_tie"],
+                 "tie_spread_scale": tied.attrs["spread_scale"]}
     out = derived.rank_metrics(elasticity)
     out.attrs.update({"pairing": "joint", "elasticity_prior": prior,
                       "latent_prior": str(tree.attrs.get("latent_prior", "slopes")), **borrowing_attrs(tree), **extra})
