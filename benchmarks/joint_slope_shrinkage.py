@@ -13,12 +13,22 @@ and the slopes with the sample values of the same tables (team means removed). V
   parametrised by beta and a flat prior on them, the posterior of Sigma carries an extra factor
   det R against a flat prior on gamma = Sigma^-1 diag(Sigma) beta (the regression the data pin
   down); this cancels it;
-- ``jacobian_eta1``: that and LKJ eta 1.
+- ``jacobian_eta1``: that and LKJ eta 1;
+- ``eta1``: today's joint model (LKJ eta 1, slopes parametrisation, no patch);
+- ``latent``: the latent LKJ prior (``fit_joint(latent_prior="lkj")``, its default eta 0.5);
+- ``separate``: the per-metric fits (``bc.fit``), which have no prior on the metrics' correlation.
+
+``--noisy`` keeps the P(best) study's standard errors (0.2-0.5, errors correlated 0.3) and ``--corr``
+sets the metrics' correlation, to ask the same question where the P(best) study found the proxies'
+slopes low (K = 20, corr 0.3). The sample values are then method-of-moments ones: the within-team
+covariance (divided by K - teams) minus the trials' mean error covariance. With ``separate`` among
+the variants the summary also gives each variant's posterior mean minus the separate fits', paired
+by table.
 
 Writes ``results.csv`` (one row per table and variant) and ``summary.md``.
 
-Usage: ``python benchmarks/joint_slope_shrinkage.py [--tables 12] [--trials 50]
-[--out benchmarks/results/joint_slope_shrinkage]``
+Usage: ``python benchmarks/joint_slope_shrinkage.py [--tables 12] [--trials 50] [--corr 0.8] [--noisy]
+[--variants ...] [--out benchmarks/results/joint_slope_shrinkage]``
 """
 
 from __future__ import annotations
@@ -32,7 +42,9 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("default", "jacobian", "jacobian_eta1")
+VARIANTS = ("default", "jacobian", "jacobian_eta1", "eta1", "latent", "separate")
+#: The P(best) study's standard errors and error correlation (``--noisy``), and the noise-free ones.
+NOISY, NOISE_FREE = (0.2, 0.5), (0.01, 0.02)
 
 
 def _patch_jacobian() -> None:
@@ -57,42 +69,56 @@ def _patch_jacobian() -> None:
     joint.clear_compiled_cache()
 
 
-def sample_values(data, metrics: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Within-team sample correlation of the metrics and marginal slopes of the KPI on each."""
+def sample_values(data, metrics: list[str], deconvolve: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Within-team sample correlation of the metrics and marginal slopes of the KPI on each; with
+    ``deconvolve`` from the within-team covariance (divided by K - teams) minus the mean error covariance."""
     ds = data.dataset
     q = list(data.quantities)
     z = np.array(ds["estimate"].values, dtype=float)
     team = ds["team"].values.astype(str)
     for t in np.unique(team):
         z[team == t] -= z[team == t].mean(axis=0)
-    m, y = z[:, [q.index(x) for x in metrics]], z[:, q.index("y")]
-    return np.corrcoef(m.T), (m * y[:, None]).sum(axis=0) / (m * m).sum(axis=0)
+    idx = [q.index(x) for x in metrics] + [q.index("y")]
+    cov = z[:, idx].T @ z[:, idx]
+    if deconvolve:
+        cov = cov / (len(z) - len(np.unique(team))) - np.array(ds["covariance"].values, dtype=float).mean(axis=0)[
+            np.ix_(idx, idx)]
+    J = len(metrics)
+    sd = np.sqrt(np.diag(cov)[:J])
+    return cov[:J, :J] / np.outer(sd, sd), cov[:J, J] / np.diag(cov)[:J]
 
 
-def run_variant(variant: str, tables: int, trials: int, seed: int) -> list[dict]:
+def run_variant(variant: str, tables: int, trials: int, seed: int, metric_corr: float = 0.8,
+                noisy: bool = False) -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
     from bayes_cmma.fitting.spec import parse_spec, spec_for_degree
 
-    if variant != "default":
+    if variant.startswith("jacobian"):
         _patch_jacobian()
     raw = spec_for_degree(1).to_dict()
     spec = parse_spec(raw, source=variant)
     eta = 1.0 if variant.endswith("eta1") else 2.0  # LKJ concentration of the joint model (2 until it became 1)
-    truth = candidate_truth(0.8, "near_tie")
+    options = {"latent_prior": "lkj"} if variant == "latent" else {"metric_corr_eta": eta}
+    truth = candidate_truth(metric_corr, "near_tie")
     rows = []
     for k in range(tables):
-        data = simulate_candidates(np.random.default_rng([seed, k]), truth, metric_corr=0.8, n_trials=trials,
-                                   se_range=(0.01, 0.02))
-        corr, slope = sample_values(data, truth.metrics)
+        data = simulate_candidates(np.random.default_rng([seed, k]), truth, metric_corr=metric_corr, n_trials=trials,
+                                   se_range=NOISY if noisy else NOISE_FREE)
+        corr, slope = sample_values(data, truth.metrics, deconvolve=noisy)
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            fit = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior="independent", model=spec,
-                               metric_corr_eta=eta, seed=1, draws=500, tune=500, chains=2, cores=1)
-        post = fit.posterior["posterior"]
-        pc = post["metric_corr"].mean(("chain", "draw")).values
-        pb = post["beta"].mean(("chain", "draw")).values
+            if variant == "separate":
+                fits = bc.fit(data, "y", truth.metrics, model=spec, seed=1, draws=500, tune=500, chains=2, cores=1)
+                pb = np.array([float(fits[m].beta.values[..., 0].mean()) for m in truth.metrics])
+                pc = np.full((len(truth.metrics),) * 2, np.nan)
+            else:
+                fit = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior="independent", model=spec,
+                                   **options, seed=1, draws=500, tune=500, chains=2, cores=1)
+                post = fit.posterior["posterior"]
+                pc = post["metric_corr"].mean(("chain", "draw")).values
+                pb = post["beta"].mean(("chain", "draw")).values
         for j, m in enumerate(truth.metrics):
             other = (j + 1) % 3
             rows.append({"variant": variant, "table": k, "metric": m, "beta_true": truth.beta[j],
@@ -103,11 +129,15 @@ def run_variant(variant: str, tables: int, trials: int, seed: int) -> list[dict]
     return rows
 
 
-def summarise(results: pd.DataFrame, command: str) -> str:
-    lines = ["# The joint model's proxy slopes on tables without measurement noise", "",
-             f"Command: `{command}`. Near-tie law of `bayes_cmma.checks.ranking_calibration` (metrics correlated 0.8 "
-             "within teams, the KPI driven by m1), standard errors 0.01-0.02, joint model with the independent "
-             "slope prior, 2 chains x 500 draws. Sample values: the same tables with team means removed. Means over "
+def summarise(results: pd.DataFrame, command: str, metric_corr: float = 0.8, noisy: bool = False) -> str:
+    title = ("with the P(best) study's measurement noise" if noisy else "on tables without measurement noise")
+    sample = ("method-of-moments values of the same tables (within-team covariance minus the mean error covariance)"
+              if noisy else "the same tables with team means removed")
+    lines = [f"# The joint model's proxy slopes {title}", "",
+             f"Command: `{command}`. Near-tie law of `bayes_cmma.checks.ranking_calibration` (metrics correlated "
+             f"{metric_corr:g} within teams, the KPI driven by m1), standard errors "
+             f"{'-'.join(f'{x:g}' for x in (NOISY if noisy else NOISE_FREE))}, joint model with the independent "
+             f"slope prior, 2 chains x 500 draws. Sample values: {sample}. Means over "
              "tables; in brackets the Monte Carlo se of the mean difference.", "",
              "| variant | metric | true slope | sample slope | posterior mean slope | posterior - sample | "
              "pair | sample corr | posterior mean corr | posterior - sample |",
@@ -120,6 +150,15 @@ def summarise(results: pd.DataFrame, command: str) -> str:
                      f"{g['beta_posterior_mean'].mean():.3f} | {db.mean():+.3f} ({db.std() / n:.3f}) | "
                      f"{g['corr_pair'].iloc[0]} | {g['corr_sample'].mean():.3f} | "
                      f"{g['corr_posterior_mean'].mean():.3f} | {dc.mean():+.3f} ({dc.std() / n:.3f}) |")
+    if "separate" in set(results["variant"]):
+        lines += ["", "Posterior mean slope minus the separate fits', paired by table:", "",
+                  "| variant | " + " | ".join(results["metric"].unique()) + " |",
+                  "|---|" + "---|" * results["metric"].nunique()]
+        wide = results.pivot_table(index=["table", "metric"], columns="variant", values="beta_posterior_mean")
+        for variant in [v for v in results["variant"].unique() if v != "separate"]:
+            d = (wide[variant] - wide["separate"]).unstack("metric")
+            lines.append(f"| {variant} | " + " | ".join(f"{d[m].mean():+.3f} ({d[m].std() / np.sqrt(len(d)):.3f})"
+                                                        for m in results["metric"].unique()) + " |")
     fits = results.groupby(["variant", "table"]).first()
     lines += ["", f"{len(fits)} fits, median {fits['seconds'].median():.1f} s; fits with a warning of any kind: "
               f"{int((fits['warnings'] > 0).sum())}.", ""]
@@ -131,6 +170,8 @@ def main() -> None:
     parser.add_argument("--tables", type=int, default=12)
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--seed", type=int, default=2026)
+    parser.add_argument("--corr", type=float, default=0.8, help="the metrics' correlation within teams")
+    parser.add_argument("--noisy", action="store_true", help="the P(best) study's standard errors (0.2-0.5)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "joint_slope_shrinkage")
     args = parser.parse_args()
@@ -141,13 +182,15 @@ def main() -> None:
     # a fresh process per variant: the jacobian patch must not leak into the default fits
     with ProcessPoolExecutor(max_workers=min(2, len(args.variants)), max_tasks_per_child=1,
                              mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(run_variant, args.variants, [args.tables] * len(args.variants),
-                              [args.trials] * len(args.variants), [args.seed] * len(args.variants)))
+        n = len(args.variants)
+        parts = list(pool.map(run_variant, args.variants, [args.tables] * n, [args.trials] * n, [args.seed] * n,
+                              [args.corr] * n, [args.noisy] * n))
     results = pd.DataFrame([r for part in parts for r in part])
     results.to_csv(args.out / "results.csv", index=False)
     command = (f"python benchmarks/joint_slope_shrinkage.py --tables {args.tables} --trials {args.trials} "
-               f"--seed {args.seed} --variants {' '.join(args.variants)}")
-    (args.out / "summary.md").write_text(summarise(results, command))
+               f"--seed {args.seed}{'' if args.corr == 0.8 else f' --corr {args.corr:g}'}"
+               f"{' --noisy' if args.noisy else ''} --variants {' '.join(args.variants)}")
+    (args.out / "summary.md").write_text(summarise(results, command, args.corr, args.noisy))
     print((args.out / "summary.md").read_text())
 
 
