@@ -163,7 +163,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["separate"], choices=ARMS)
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation in the joint arms (default: the spec's)")
-    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj"],
+    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj", "wishart"],
                         help="the joint arms' latent prior (bc.fit_joint(latent_prior=...))")
     parser.add_argument("--tie-settings", nargs="+", type=_tie_setting, default=[], metavar="P:S",
                         help="rank the joint_tie arm under each tie prior (prior P(tie) P, spread scale S)")

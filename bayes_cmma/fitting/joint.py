@@ -86,6 +86,7 @@ from typing import Any
 
 import numpy as np
 import pymc as pm
+import pytensor.tensor as pt
 import xarray as xr
 from pytensor.tensor.linalg import solve_triangular
 
@@ -139,11 +140,16 @@ POOLING_SD_SCALE = 1.0
 #: the near tie's chosen metric +7.8 points over how often it is truly best against +15.
 METRIC_CORR_ETA = 1.0
 #: Values of ``latent_prior``, the prior of the latent covariance and slopes (the first is the default).
-LATENT_PRIORS = ("slopes", "lkj")
+LATENT_PRIORS = ("slopes", "lkj", "wishart")
 #: Default LKJ concentration of the KPI's and metrics' correlation under ``latent_prior="lkj"``: the value
 #: measured (docs: checks.md, "The latent LKJ prior").
 LATENT_LKJ_ETA = 0.5
-#: The elasticity priors that ``latent_prior="lkj"`` allows: it has no explicit prior on the slopes to
+#: Scale s of the inverse-Wishart prior IW(J + 2, s I) of ``latent_prior="wishart"`` on the internal scale,
+#: where every column has unit spread across trials: a marginal slope's posterior mean is
+#: (S + s I)_yj / (S + s I)_jj for a scatter S of the latent effects, so s is a tenth of one trial's
+#: contribution (docs: model.md, "The inverse-Wishart latent prior").
+WISHART_SCALE = 0.1
+#: The elasticity priors that ``latent_prior="lkj"`` or ``"wishart"`` allows: it has no explicit prior on the slopes to
 #: pool or to centre on observational ones.
 LKJ_ELASTICITY_PRIORS = ("independent", "tie")
 #: Default target acceptance of the joint model. Measured on 50-trial, 4-team, 3-metric tables
@@ -197,8 +203,8 @@ def check_latent_prior(latent_prior: Any, elasticity_prior: str) -> None:
     """One error naming the value unless ``latent_prior`` is known and allowed with ``elasticity_prior``."""
     if latent_prior not in LATENT_PRIORS:
         raise BayesCMMAError(f"latent_prior must be one of {', '.join(LATENT_PRIORS)}, got {latent_prior!r}.")
-    if latent_prior == "lkj" and elasticity_prior not in LKJ_ELASTICITY_PRIORS:
-        raise BayesCMMAError(f"latent_prior='lkj' has no explicit prior on the slopes to build the "
+    if latent_prior != "slopes" and elasticity_prior not in LKJ_ELASTICITY_PRIORS:
+        raise BayesCMMAError(f"latent_prior={latent_prior!r} has no explicit prior on the slopes to build the "
                              f"{elasticity_prior!r} elasticity prior on; use elasticity_prior "
                              f"{' or '.join(repr(p) for p in LKJ_ELASTICITY_PRIORS)}, or latent_prior='slopes'.")
 
@@ -279,6 +285,8 @@ def build_joint_model(
         alpha = _location("alpha", pri["alpha"], dims=("team", "metric"))
         if latent_prior == "lkj":
             chol, w_gamma, residual_sd = latent_lkj(J, spec.metric_corr_eta, pri["metric_sd"])
+        elif latent_prior == "wishart":
+            chol, w_gamma, residual_sd = latent_wishart(J, WISHART_SCALE)
         else:
             packed = pm.LKJCholeskyCov("metric_chol", n=J, eta=spec.metric_corr_eta,
                                        sd_dist=_scale_dist(pri["metric_sd"], shape=(J,)), compute_corr=False)
@@ -322,17 +330,49 @@ def latent_lkj(J: int, eta: float, sd_prior: Any) -> tuple[Any, Any, Any]:
     packed = pm.LKJCholeskyCov("latent_chol", n=n, eta=eta, sd_dist=_scale_dist(sd_prior, shape=(n,)),
                                compute_corr=False)
     full = pm.math.expand_packed_triangular(n, packed, lower=True)
-    chol, w_gamma, residual_sd = full[:J, :J], full[J, :J], full[J, J]
+    chol, w_gamma, residual_sd = latent_factors(full, J)
     metric_var = (chol * chol).sum(axis=1)
     c = chol @ w_gamma  # Cov(m_j, y)
     kpi_var = (w_gamma * w_gamma).sum() + residual_sd**2
     rho = c / pm.math.sqrt(metric_var * kpi_var)
     pm.Potential("uniform_kpi_corr", uniform_kpi_corr_exponent(J, eta) * pm.math.log1p(-rho * rho).sum())
+    return chol, w_gamma, residual_sd
+
+
+def latent_factors(full: Any, J: int) -> tuple[Any, Any, Any]:
+    """Split the Cholesky factor of the latent covariance of (m_1..m_J, y) into the metrics' factor C,
+    C' gamma and the KPI's residual sd, storing ``metric_chol``, ``residual_sd`` and ``beta_std``."""
+    chol, w_gamma, residual_sd = full[:J, :J], full[J, :J], full[J, J]
+    metric_var = (chol * chol).sum(axis=1)
     rows, cols = np.tril_indices(J)
     pm.Deterministic("metric_chol", chol[rows, cols])
     pm.Deterministic("residual_sd", residual_sd)
-    pm.Deterministic("beta_std", c / metric_var, dims="metric")
+    pm.Deterministic("beta_std", chol @ w_gamma / metric_var, dims="metric")  # Cov(m_j, y) / Var(m_j)
     return chol, w_gamma, residual_sd
+
+
+def latent_wishart(J: int, scale: float) -> tuple[Any, Any, Any]:
+    """An inverse-Wishart prior IW(J + 2, ``scale`` I) over the latent covariance G of (m_1..m_J, y)
+    (inside a ``pm.Model`` context).
+
+    J + 2 degrees of freedom make every correlation, and so every marginal slope's sign and size
+    relative to the sds, uniform a priori, as the latent LKJ prior does; unlike it, the prior is
+    conjugate to the latent effects' scatter S, so that each marginal slope's posterior mean is about
+    (S + scale I)_yj / (S + scale I)_jj, the sample slope shrunk by scale against a trial's
+    contribution, for every metric at once. The LKJ priors instead pull the metrics' correlations,
+    and with them the proxies' slopes, towards 0 with few trials (docs: checks.md, "Is P(best)
+    calibrated?"). Sampled by the Bartlett decomposition of the precision G^-1 = P P',
+    P = A / sqrt(scale) with A lower triangular, A_ii^2 ~ chi^2(J + 2 - i) (i = 0..J) and
+    A_ij ~ N(0, 1) below the diagonal (``bartlett_c``, ``bartlett_z``). Returns as :func:`latent_lkj`.
+    """
+    n = J + 1
+    c = pm.ChiSquared("bartlett_c", nu=(n + 1) - np.arange(n), shape=n)
+    rows, cols = np.tril_indices(n, -1)
+    below = pm.Normal("bartlett_z", 0.0, 1.0, shape=len(rows))
+    A = pt.set_subtensor(pt.zeros((n, n))[np.arange(n), np.arange(n)], pt.sqrt(c))
+    A = pt.set_subtensor(A[rows, cols], below)
+    inv = solve_triangular(A / np.sqrt(scale), pt.eye(n), lower=True)  # P^-1, so G = P^-T P^-1
+    return latent_factors(pt.linalg.cholesky(inv.T @ inv), J)
 
 
 _CACHE: dict[tuple, Any] = {}
