@@ -147,12 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "better calibrated on near ties with 20-50 trials, but without --latent-prior lkj the "
                            "model's own simulation-based check samples worse (docs: checks.md, 'Is P(best) "
                            "calibrated?')")
-    fitp.add_argument("--latent-prior", choices=["slopes", "lkj"], default=None,
+    fitp.add_argument("--latent-prior", choices=["slopes", "lkj", "wishart"], default=None,
                       help="with --joint independent or tie: 'slopes' (default) puts the normal prior on the slopes "
                            "and an LKJ prior on the metrics' correlation; 'lkj' one LKJ prior over the KPI's and "
                            "metrics' correlation (--metric-corr-eta is then its concentration, default 0.5), whose "
                            "prior draws never pair nearly collinear metrics with unrelated slopes (docs: model.md, "
-                           "'The latent LKJ prior')")
+                           "'The latent LKJ prior'); 'wishart' an inverse-Wishart prior over their covariance, which "
+                           "does not pull proxy metrics' slopes towards 0 (no --metric-corr-eta; docs: model.md, "
+                           "'The inverse-Wishart latent prior')")
     fitp.add_argument("--observational",
                       help="with --joint observational: the observational table of degree 1 (bayes-cmma summarize "
                            "--degree 1 --observational-out), whose slopes the prior borrows from as far as the "
@@ -434,9 +436,12 @@ def run_fit(
                                  "--joint tie.")
         from bayes_cmma.fitting.joint import LKJ_ELASTICITY_PRIORS
 
-        if latent_prior == "lkj" and joint not in LKJ_ELASTICITY_PRIORS:
-            raise BayesCMMAError(f"--latent-prior lkj goes with --joint independent or --joint tie, not --joint "
-                                 f"{joint}: it has no explicit prior on the slopes to build that one on.")
+        if latent_prior != "slopes" and joint not in LKJ_ELASTICITY_PRIORS:
+            raise BayesCMMAError(f"--latent-prior {latent_prior} goes with --joint independent or --joint tie, not "
+                                 f"--joint {joint}: it has no explicit prior on the slopes to build that one on.")
+        if latent_prior == "wishart" and metric_corr_eta is not None:
+            raise BayesCMMAError("--metric-corr-eta is an LKJ concentration; --latent-prior wishart has no LKJ prior. "
+                                 "Leave it out, or use --latent-prior lkj.")
     if (joint == "observational") != (observational is not None):
         raise BayesCMMAError("--joint observational and --observational FILE go together: the observational prior "
                              "borrows from that file's slopes.")

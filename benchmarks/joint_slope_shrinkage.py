@@ -16,6 +16,7 @@ and the slopes with the sample values of the same tables (team means removed). V
 - ``jacobian_eta1``: that and LKJ eta 1;
 - ``eta1``: today's joint model (LKJ eta 1, slopes parametrisation, no patch);
 - ``latent``: the latent LKJ prior (``fit_joint(latent_prior="lkj")``, its default eta 0.5);
+- ``wishart``: the inverse-Wishart latent prior (``fit_joint(latent_prior="wishart")``);
 - ``separate``: the per-metric fits (``bc.fit``), which have no prior on the metrics' correlation.
 
 ``--noisy`` keeps the P(best) study's standard errors (0.2-0.5, errors correlated 0.3) and ``--corr``
@@ -42,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("default", "jacobian", "jacobian_eta1", "eta1", "latent", "separate")
+VARIANTS = ("default", "jacobian", "jacobian_eta1", "eta1", "latent", "wishart", "separate")
 #: The P(best) study's standard errors and error correlation (``--noisy``), and the noise-free ones.
 NOISY, NOISE_FREE = (0.2, 0.5), (0.01, 0.02)
 
@@ -99,7 +100,8 @@ def run_variant(variant: str, tables: int, trials: int, seed: int, metric_corr: 
     raw = spec_for_degree(1).to_dict()
     spec = parse_spec(raw, source=variant)
     eta = 1.0 if variant.endswith("eta1") else 2.0  # LKJ concentration of the joint model (2 until it became 1)
-    options = {"latent_prior": "lkj"} if variant == "latent" else {"metric_corr_eta": eta}
+    options = ({"latent_prior": "lkj"} if variant == "latent" else {"latent_prior": "wishart"}
+               if variant == "wishart" else {"metric_corr_eta": eta})
     truth = candidate_truth(metric_corr, "near_tie")
     rows = []
     for k in range(tables):

@@ -25,6 +25,8 @@ metrics' correlation, with the KPI's correlations made uniform by a factor on th
 ``--prior independent``). The factor is not a random variable that ``pm.draw`` sees, so the truths
 are drawn from the plain LKJ and resampled with replacement in proportion to it (sampling-importance
 resampling from :data:`SIR_POOL` times as many draws; its weights have finite variance).
+``--latent-prior wishart`` checks ``fit_joint(latent_prior="wishart")`` (an inverse-Wishart prior over
+the latent covariance, sampled by its Bartlett decomposition, which ``pm.draw`` draws directly).
 
 ``--realistic`` keeps drawing from the prior until ``--sims`` simulated tables look like real ones on
 the internal scale (every column's within-team sd within a factor 3 of 1, :data:`UNIT_SCALE`) and
@@ -303,9 +305,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation (default: the joint model's)")
-    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj"],
-                        help="the joint model's latent prior (fit_joint(latent_prior=...)); lkj needs --prior "
-                             "independent")
+    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj", "wishart"],
+                        help="the joint model's latent prior (fit_joint(latent_prior=...)); lkj and wishart need "
+                             "--prior independent")
     parser.add_argument("--realistic", action="store_true",
                         help="fit only prior draws whose simulated table looks real (every column's within-team "
                              "sd within a factor 3 of 1), until --sims are kept")
@@ -333,6 +335,11 @@ def main() -> None:
     if args.latent_prior == "lkj":
         title = title.replace(" on the metrics' correlation",
                               " on the KPI's and metrics' correlation (latent LKJ prior)")
+    elif args.latent_prior == "wishart":
+        from bayes_cmma.fitting.joint import WISHART_SCALE
+
+        title = title.replace(f", LKJ eta {eta:g} on the metrics' correlation",
+                              f", inverse-Wishart IW(J + 2, {WISHART_SCALE:g} I) latent prior")
     if args.realistic:
         title += ", real-looking tables only"
     settings = (f"{args.trials} trials, 4 teams, 3 metrics; 4 chains x {args.draws} draws, thinned by {THIN}: ranks "

@@ -117,6 +117,11 @@ CASES = {
          "--metric-corr-eta must be a positive number"),
         (["pooled", "--latent-prior", "lkj", "--at", "ndcg=0.3", "--at", "mrr=0.2", "--kpi-baseline", "100"],
          "--latent-prior lkj goes with --joint independent or --joint tie, not --joint pooled"),
+        (["pooled", "--latent-prior", "wishart", "--at", "ndcg=0.3", "--at", "mrr=0.2", "--kpi-baseline", "100"],
+         "--latent-prior wishart goes with --joint independent or --joint tie, not --joint pooled"),
+        (["tie", "--latent-prior", "wishart", "--metric-corr-eta", "0.5", "--at", "ndcg=0.3", "--at", "mrr=0.2",
+          "--kpi-baseline", "100"],
+         "--metric-corr-eta is an LKJ concentration; --latent-prior wishart has no LKJ prior"),
     ],
 )
 def test_fit_joint_bad_input(files, capsys, extra, message):

@@ -113,7 +113,7 @@ def test_the_tie_ranking_divides_out_no_prior_under_the_latent_prior():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"latent_prior": "vine"}, "latent_prior must be one of slopes, lkj, got 'vine'"),
+        ({"latent_prior": "vine"}, "latent_prior must be one of slopes, lkj, wishart, got 'vine'"),
         ({"latent_prior": "lkj"}, "latent_prior='lkj'.*'pooled'.*'independent' or 'tie'"),
         ({"latent_prior": "lkj", "elasticity_prior": "observational", "observational": {"m1": (1, 0.1)}},
          "latent_prior='lkj'.*'observational'"),

@@ -68,6 +68,9 @@ over the correlation of (m_1..m_J, y), with a factor that makes the KPI's correl
 nearly collinear metrics with unrelated slopes (the slopes parametrisation's do, and with LKJ 0.5
 the sampler fails on them); the slopes' prior is then the induced one, so it goes with the
 independent and tie elasticity priors only (docs: model.md, "The latent LKJ prior").
+``latent_prior="wishart"`` puts an inverse-Wishart prior IW(J + 2, :data:`WISHART_SCALE` I) on the
+same covariance (:func:`latent_wishart`): correlations uniform a priori and no pull of the marginal
+slopes beyond the small scale (docs: model.md, "The inverse-Wishart latent prior").
 
 Data enter through ``pm.Data``; one compiled model serves every refit with the same number of
 metrics, teams, priors, ``metric_corr_eta``, ``elasticity_prior`` and ``latent_prior``.
@@ -708,13 +711,16 @@ def fit_joint(
         proxy metrics, towards 0. It replaces the spec's ``metric_corr_eta``. With
         ``latent_prior="lkj"`` it is the concentration of the KPI's and metrics' correlation (default
         :data:`LATENT_LKJ_ETA`, 0.5).
-    latent_prior : {"slopes", "lkj"}
+    latent_prior : {"slopes", "lkj", "wishart"}
         ``"slopes"`` (default): the spec's normal prior on the marginal slopes and an LKJ prior on the
         metrics' correlation, independent of each other. ``"lkj"``: one LKJ prior over the latent
         correlation of the KPI and the metrics, with the KPI's correlation with each metric made
         uniform (:func:`latent_lkj`); the slopes' prior is the one it induces (flat on each slope's
         range given the sds), so no prior draw pairs nearly collinear metrics with unrelated slopes.
-        Only with ``elasticity_prior`` ``"independent"`` or ``"tie"`` (which then divides out no
+        ``"wishart"``: an inverse-Wishart prior over the latent covariance (:func:`latent_wishart`),
+        conjugate to the latent effects' scatter, so that no correlation prior pulls the proxies'
+        slopes towards 0; ``metric_corr_eta`` must then be left unset.
+        Both only with ``elasticity_prior`` ``"independent"`` or ``"tie"`` (which then divides out no
         prior: it treats the induced one as flat).
     model : spec, bundled name, TOML path or 1, optional
         A degree-1 spec (default: the bundled ``linear`` spec); its priors (but ``metric_corr_eta``) and
@@ -741,6 +747,9 @@ def fit_joint(
     if not 0 < accept < 1:
         raise BayesCMMAError(f"target_accept must be between 0 and 1 (e.g. 0.99), got {target_accept!r}.")
     check_latent_prior(latent_prior, elasticity_prior)
+    if latent_prior == "wishart" and metric_corr_eta is not None:
+        raise BayesCMMAError(f"metric_corr_eta is an LKJ concentration; latent_prior='wishart' has no LKJ prior "
+                             f"(got metric_corr_eta={metric_corr_eta!r}). Leave it unset, or use latent_prior='lkj'.")
     if metric_corr_eta is None:
         metric_corr_eta = LATENT_LKJ_ETA if latent_prior == "lkj" else METRIC_CORR_ETA
     check_metric_corr_eta(metric_corr_eta)
