@@ -369,7 +369,7 @@ def run_fit(
     ``observational_bias_prior`` the observational prior's prior of the bias scale (and
     ``observational_parametrization`` how its slopes are sampled); ``metric_corr_eta`` the joint
     model's LKJ concentration on the metrics' correlation; ``latent_prior`` its latent prior
-    (``"slopes"`` or ``"lkj"``); ``fusion_slopes``
+    (``"slopes"``, ``"lkj"`` or ``"wishart"``); ``fusion_slopes``
     (the logs' partial slopes per metric) adds the decision-focused fusion (``fusion.csv``).
     """
     from bayes_cmma.baselines.ols import cmma_ols_design

@@ -109,3 +109,21 @@ def test_a_fit_s_slopes_follow_the_sample_slopes_without_measurement_noise():
 def test_bad_settings_fail_before_any_compile(table, kwargs, match):
     with pytest.raises(BayesCMMAError, match=match):
         bc.fit_joint(table, "y", TRUTH.metrics, at=TRUTH.at, **kwargs)
+
+
+def test_the_ranking_and_report_say_the_wishart_prior():
+    import xarray as xr
+
+    from bayes_cmma.fitting.joint import rank_tree
+    from bayes_cmma.reporting.outputs import ranking_frame
+    from bayes_cmma.reporting.report import _pairing_sentence
+
+    rng = np.random.default_rng(0)
+    post = xr.Dataset({"beta": (("chain", "draw", "metric"), 1.0 + 0.1 * rng.normal(size=(1, 200, 3)))},
+                      coords={"chain": [0], "draw": range(200), "metric": TRUTH.metrics})
+    tree = xr.DataTree.from_dict({"posterior": post})
+    tree.attrs.update({"elasticity_prior": "independent", "latent_prior": "wishart"})
+    e = post["beta"].transpose("metric", "chain", "draw") * 0.01
+    ranking = rank_tree(tree, e, {"m1": 1.0, "m2": 1.0, "m3": 1.0}, 0.1, 10.0)
+    assert set(ranking_frame(ranking)["latent_prior"]) == {"wishart"}
+    assert "an inverse-Wishart prior over the KPI's and metrics' covariance" in _pairing_sentence(ranking)

@@ -260,8 +260,9 @@ def _pairing_sentence(ranking: xr.Dataset) -> str:
     """What produced the ranking's draws (the joint model, or separate fits paired as if independent)."""
     if ranking.attrs.get("pairing") == "joint":
         prior = ranking.attrs.get("elasticity_prior", "pooled")
-        latent = (", one LKJ prior over the KPI's and metrics' correlation"
-                  if ranking.attrs.get("latent_prior") == "lkj" else "")
+        latent = {"lkj": ", one LKJ prior over the KPI's and metrics' correlation",
+                  "wishart": ", an inverse-Wishart prior over the KPI's and metrics' covariance"}.get(
+            str(ranking.attrs.get("latent_prior")), "")
         text = (f"The ranking comes from one joint model of every metric ({prior} elasticity prior{latent}; "
                 "docs: model.md, 'The joint model'); the elasticity columns are the separate fits'.")
         if "p_tie" in ranking.attrs:
