@@ -70,29 +70,10 @@ def _patch_jacobian() -> None:
     joint.clear_compiled_cache()
 
 
-def sample_values(data, metrics: list[str], deconvolve: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Within-team sample correlation of the metrics and marginal slopes of the KPI on each; with
-    ``deconvolve`` from the within-team covariance (divided by K - teams) minus the mean error covariance."""
-    ds = data.dataset
-    q = list(data.quantities)
-    z = np.array(ds["estimate"].values, dtype=float)
-    team = ds["team"].values.astype(str)
-    for t in np.unique(team):
-        z[team == t] -= z[team == t].mean(axis=0)
-    idx = [q.index(x) for x in metrics] + [q.index("y")]
-    cov = z[:, idx].T @ z[:, idx]
-    if deconvolve:
-        cov = cov / (len(z) - len(np.unique(team))) - np.array(ds["covariance"].values, dtype=float).mean(axis=0)[
-            np.ix_(idx, idx)]
-    J = len(metrics)
-    sd = np.sqrt(np.diag(cov)[:J])
-    return cov[:J, :J] / np.outer(sd, sd), cov[:J, J] / np.diag(cov)[:J]
-
-
 def run_variant(variant: str, tables: int, trials: int, seed: int, metric_corr: float = 0.8,
                 noisy: bool = False) -> list[dict]:
     import bayes_cmma as bc
-    from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
+    from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates, within_team_slopes
     from bayes_cmma.fitting.spec import parse_spec, spec_for_degree
 
     if variant.startswith("jacobian"):
@@ -107,7 +88,7 @@ def run_variant(variant: str, tables: int, trials: int, seed: int, metric_corr: 
     for k in range(tables):
         data = simulate_candidates(np.random.default_rng([seed, k]), truth, metric_corr=metric_corr, n_trials=trials,
                                    se_range=NOISY if noisy else NOISE_FREE)
-        corr, slope = sample_values(data, truth.metrics, deconvolve=noisy)
+        corr, slope = within_team_slopes(data, truth.metrics, deconvolve=noisy)
         t0 = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 import bayes_cmma as bc
-from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
+from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates, within_team_slopes
 from bayes_cmma.errors import BayesCMMAError
 from bayes_cmma.fitting.joint import WISHART_SCALE, build_joint_model, standardise_joint
 from bayes_cmma.fitting.model import unpack_chol
@@ -82,13 +82,7 @@ def test_a_fit_s_slopes_follow_the_sample_slopes_without_measurement_noise():
     truth = candidate_truth(0.8, "near_tie")
     data = simulate_candidates(np.random.default_rng([2026, 0]), truth, metric_corr=0.8, n_trials=50,
                                se_range=(0.01, 0.02))
-    ds = data.dataset
-    q = list(data.quantities)
-    z = np.array(ds["estimate"].values, dtype=float)
-    team = ds["team"].values.astype(str)
-    for t in np.unique(team):
-        z[team == t] -= z[team == t].mean(axis=0)
-    sample = np.array([(z[:, 0] * z[:, q.index(m)]).sum() / (z[:, q.index(m)] ** 2).sum() for m in truth.metrics])
+    sample = within_team_slopes(data, truth.metrics)[1]
     fit = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior="independent",
                        latent_prior="wishart", seed=1, draws=500, tune=500, chains=2, cores=1)
     post = fit.beta.mean(("chain", "draw")).values

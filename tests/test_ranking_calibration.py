@@ -12,6 +12,7 @@ from bayes_cmma.checks.ranking_calibration import (
     chosen_metric_summary,
     reliability_table,
     simulate_candidates,
+    within_team_slopes,
 )
 
 
@@ -71,3 +72,25 @@ def test_chosen_metric_summary():
     assert s["mean_p_best"] == pytest.approx((0.7 + 0.6 + 0.9) / 3)
     assert s["truly_best"] == pytest.approx(2 / 3)
     assert s["overconfidence"] == pytest.approx((0.7 + 0.6 + 0.9) / 3 - 2 / 3)
+
+
+def test_within_team_slopes_against_least_squares_and_moments():
+    """Without deconvolution each slope is numpy's least-squares slope of the KPI on the metric with
+    team dummies, and the correlation numpy's of the team-demeaned metrics; with it, the moments are
+    the within-team covariance over K - teams minus the mean error covariance."""
+    truth = candidate_truth(0.5, "spread")
+    data = simulate_candidates(np.random.default_rng(8), truth, metric_corr=0.5, n_trials=24)
+    ds = data.dataset
+    q = list(data.quantities)
+    z = ds["estimate"].values
+    team = ds["team"].values.astype(str)
+    dummies = (team[:, None] == np.unique(team)[None, :]).astype(float)
+    corr, slopes = within_team_slopes(data, truth.metrics)
+    for j, m in enumerate(truth.metrics):
+        X = np.column_stack([z[:, q.index(m)], dummies])
+        np.testing.assert_allclose(slopes[j], np.linalg.lstsq(X, z[:, q.index("y")], rcond=None)[0][0], rtol=1e-10)
+    demeaned = z - dummies @ np.linalg.lstsq(dummies, z, rcond=None)[0]
+    np.testing.assert_allclose(corr, np.corrcoef(demeaned[:, 1:].T), rtol=1e-10)
+    _, mom = within_team_slopes(data, truth.metrics, deconvolve=True)
+    cov = demeaned.T @ demeaned / (24 - 4) - ds["covariance"].values.mean(axis=0)
+    np.testing.assert_allclose(mom, cov[0, 1:] / np.diag(cov)[1:], rtol=1e-10)

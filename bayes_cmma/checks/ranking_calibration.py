@@ -109,6 +109,31 @@ def simulate_candidates(
     return data, law
 
 
+def within_team_slopes(data: TrialData, metrics: list[str], kpi: str = "y",
+                       deconvolve: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The metrics' within-team sample correlation (J, J) and the KPI's marginal slope on each (J,).
+
+    Team means are removed from the trials' estimates. With ``deconvolve`` the within-team covariance
+    (divided by K - teams) has the trials' mean error covariance subtracted first: the
+    method-of-moments value of the latent effects' covariance, what the per-metric and joint models
+    estimate; without it the slopes are the within-team least-squares ones.
+    """
+    ds = data.dataset
+    q = list(data.quantities)
+    z = np.array(ds["estimate"].values, dtype=float)
+    team = ds["team"].values.astype(str)
+    for t in np.unique(team):
+        z[team == t] -= z[team == t].mean(axis=0)
+    idx = [q.index(x) for x in metrics] + [q.index(kpi)]
+    cov = z[:, idx].T @ z[:, idx]
+    if deconvolve:
+        noise = np.array(ds["covariance"].values, dtype=float).mean(axis=0)[np.ix_(idx, idx)]
+        cov = cov / (len(z) - len(np.unique(team))) - noise
+    J = len(metrics)
+    sd = np.sqrt(np.diag(cov)[:J])
+    return cov[:J, :J] / np.outer(sd, sd), cov[:J, J] / np.diag(cov)[:J]
+
+
 def reliability_table(p_best: np.ndarray, is_best: np.ndarray, edges: np.ndarray | None = None,
                       level: float = 0.95) -> pd.DataFrame:
     """How often metrics given P(best) in each bin were truly best, with Clopper-Pearson intervals.
