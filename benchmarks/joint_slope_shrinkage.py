@@ -1,4 +1,4 @@
-"""Why the joint model's proxy slopes come out low: the same tables without measurement noise.
+"""Why the joint model's proxy slopes come out low: the same tables without (or with) measurement noise.
 
 The P(best) studies (``pbest_calibration.py``) show the joint model's marginal slopes of the proxy
 metrics (m2, m3: correlated 0.8 with m1, which drives the KPI) about 0.06-0.09 below their true 0.8
@@ -44,7 +44,7 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("default", "jacobian", "jacobian_eta1", "eta1", "latent", "wishart", "separate")
-#: The P(best) study's standard errors and error correlation (``--noisy``), and the noise-free ones.
+#: Ranges of the standard errors: the P(best) study's (``--noisy``) and the noise-free ones (the default).
 NOISY, NOISE_FREE = (0.2, 0.5), (0.01, 0.02)
 
 
