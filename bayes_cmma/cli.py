@@ -434,9 +434,9 @@ def run_fit(
         if joint is None:
             raise BayesCMMAError("--latent-prior is the joint model's prior; it goes with --joint independent or "
                                  "--joint tie.")
-        from bayes_cmma.fitting.joint import LKJ_ELASTICITY_PRIORS
+        from bayes_cmma.fitting.joint import LATENT_ELASTICITY_PRIORS
 
-        if latent_prior != "slopes" and joint not in LKJ_ELASTICITY_PRIORS:
+        if latent_prior != "slopes" and joint not in LATENT_ELASTICITY_PRIORS:
             raise BayesCMMAError(f"--latent-prior {latent_prior} goes with --joint independent or --joint tie, not "
                                  f"--joint {joint}: it has no explicit prior on the slopes to build that one on.")
         if latent_prior == "wishart" and metric_corr_eta is not None:

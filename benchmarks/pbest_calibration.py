@@ -22,7 +22,8 @@ correlations (proper for any eta > 0).
 
 ``--latent-prior lkj`` fits the joint arms with one LKJ prior over the KPI's and metrics' correlation
 (``bc.fit_joint(latent_prior="lkj")``; the arms ``joint_independent`` and ``joint_tie`` only), and
-``--metric-corr-eta`` is then that prior's concentration.
+``--metric-corr-eta`` is then that prior's concentration. ``--latent-prior wishart`` fits them with the
+inverse-Wishart latent prior instead (``bc.fit_joint(latent_prior="wishart")``; no ``--metric-corr-eta``).
 
 ``--tie-settings P:S ...`` ranks the ``joint_tie`` arm's fit under each tie prior (prior probability of
 a tie P, spread scale S; ``bc.fit_joint(p_tie=P, tie_spread_scale=S)``), one arm per setting named

@@ -154,7 +154,7 @@ LATENT_LKJ_ETA = 0.5
 WISHART_SCALE = 0.1
 #: The elasticity priors that ``latent_prior="lkj"`` or ``"wishart"`` allows: it has no explicit prior on the slopes to
 #: pool or to centre on observational ones.
-LKJ_ELASTICITY_PRIORS = ("independent", "tie")
+LATENT_ELASTICITY_PRIORS = ("independent", "tie")
 #: Default target acceptance of the joint model. Measured on 50-trial, 4-team, 3-metric tables
 #: (4 seeds per regime, non-centred team effects, pooled prior): 0.9 left 1-19 divergent
 #: transitions per fit of 2000 draws, 0.95 0-8, 0.99 0-1, for about twice the sampling time.
@@ -206,10 +206,10 @@ def check_latent_prior(latent_prior: Any, elasticity_prior: str) -> None:
     """One error naming the value unless ``latent_prior`` is known and allowed with ``elasticity_prior``."""
     if latent_prior not in LATENT_PRIORS:
         raise BayesCMMAError(f"latent_prior must be one of {', '.join(LATENT_PRIORS)}, got {latent_prior!r}.")
-    if latent_prior != "slopes" and elasticity_prior not in LKJ_ELASTICITY_PRIORS:
+    if latent_prior != "slopes" and elasticity_prior not in LATENT_ELASTICITY_PRIORS:
         raise BayesCMMAError(f"latent_prior={latent_prior!r} has no explicit prior on the slopes to build the "
                              f"{elasticity_prior!r} elasticity prior on; use elasticity_prior "
-                             f"{' or '.join(repr(p) for p in LKJ_ELASTICITY_PRIORS)}, or latent_prior='slopes'.")
+                             f"{' or '.join(repr(p) for p in LATENT_ELASTICITY_PRIORS)}, or latent_prior='slopes'.")
 
 
 def sampled_prior(elasticity_prior: str) -> str:
@@ -333,8 +333,7 @@ def latent_lkj(J: int, eta: float, sd_prior: Any) -> tuple[Any, Any, Any]:
     packed = pm.LKJCholeskyCov("latent_chol", n=n, eta=eta, sd_dist=_scale_dist(sd_prior, shape=(n,)),
                                compute_corr=False)
     full = pm.math.expand_packed_triangular(n, packed, lower=True)
-    chol, w_gamma, residual_sd = latent_factors(full, J)
-    metric_var = (chol * chol).sum(axis=1)
+    chol, w_gamma, residual_sd, metric_var = latent_factors(full, J)
     c = chol @ w_gamma  # Cov(m_j, y)
     kpi_var = (w_gamma * w_gamma).sum() + residual_sd**2
     rho = c / pm.math.sqrt(metric_var * kpi_var)
@@ -342,16 +341,17 @@ def latent_lkj(J: int, eta: float, sd_prior: Any) -> tuple[Any, Any, Any]:
     return chol, w_gamma, residual_sd
 
 
-def latent_factors(full: Any, J: int) -> tuple[Any, Any, Any]:
+def latent_factors(full: Any, J: int) -> tuple[Any, Any, Any, Any]:
     """Split the Cholesky factor of the latent covariance of (m_1..m_J, y) into the metrics' factor C,
-    C' gamma and the KPI's residual sd, storing ``metric_chol``, ``residual_sd`` and ``beta_std``."""
+    C' gamma, the KPI's residual sd and the metrics' variances, storing ``metric_chol``, ``residual_sd``
+    and ``beta_std``."""
     chol, w_gamma, residual_sd = full[:J, :J], full[J, :J], full[J, J]
     metric_var = (chol * chol).sum(axis=1)
     rows, cols = np.tril_indices(J)
     pm.Deterministic("metric_chol", chol[rows, cols])
     pm.Deterministic("residual_sd", residual_sd)
     pm.Deterministic("beta_std", chol @ w_gamma / metric_var, dims="metric")  # Cov(m_j, y) / Var(m_j)
-    return chol, w_gamma, residual_sd
+    return chol, w_gamma, residual_sd, metric_var
 
 
 def latent_wishart(J: int, scale: float) -> tuple[Any, Any, Any]:
@@ -375,7 +375,7 @@ def latent_wishart(J: int, scale: float) -> tuple[Any, Any, Any]:
     A = pt.set_subtensor(pt.zeros((n, n))[np.arange(n), np.arange(n)], pt.sqrt(c))
     A = pt.set_subtensor(A[rows, cols], below)
     inv = solve_triangular(A / np.sqrt(scale), pt.eye(n), lower=True)  # P^-1, so G = P^-T P^-1
-    return latent_factors(pt.linalg.cholesky(inv.T @ inv), J)
+    return latent_factors(pt.linalg.cholesky(inv.T @ inv), J)[:3]
 
 
 _CACHE: dict[tuple, Any] = {}
