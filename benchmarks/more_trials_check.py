@@ -15,10 +15,12 @@ Writes ``results.csv`` (one row per replication and K_new) and ``summary.md``.
 ``--metric-corr-eta X`` fits with LKJ concentration X on the metrics' correlation
 (``bc.fit_joint(metric_corr_eta=X)``; recorded in the results and shown beside the prior), and
 ``--latent-prior lkj`` with one LKJ prior over the KPI's and metrics' correlation
-(``bc.fit_joint(latent_prior="lkj")``; with ``--prior tie``).
+(``bc.fit_joint(latent_prior="lkj")``; with ``--prior tie``), ``--latent-prior wishart`` with the
+inverse-Wishart prior over their covariance.
 
 Usage: ``python benchmarks/more_trials_check.py --sims 100 --trials 20 --regime spread --new 20 80
-[--corr 0.8] [--draws 400] [--metric-corr-eta X] [--latent-prior lkj] [--out benchmarks/results/more_trials_check]``;
+[--corr 0.8] [--draws 400] [--metric-corr-eta X] [--latent-prior lkj|wishart]
+[--out benchmarks/results/more_trials_check]``;
 ``--summarise [A.csv ...]`` writes ``summary.md`` from ``results.csv`` (or from the given files, merged into it).
 """
 
@@ -52,7 +54,8 @@ def one_replication(corr: float, regime: str, k: int, new: list[int], rep: int, 
         from bayes_cmma.fitting.joint import LATENT_LKJ_ETA
 
         eta["latent_prior"] = latent_prior
-        label = f"{prior} (latent LKJ {eta.get('metric_corr_eta', LATENT_LKJ_ETA):g})"
+        label = (f"{prior} (latent LKJ {eta.get('metric_corr_eta', LATENT_LKJ_ETA):g})" if latent_prior == "lkj"
+                 else f"{prior} (latent {latent_prior})")
 
     def fit_first(n: int):
         subset = TrialData(dataset=data.dataset.isel(trial=slice(0, n)), extra=data.extra.iloc[0:0])
@@ -132,6 +135,8 @@ def summarise(results: pd.DataFrame) -> str:
 
 
 def main() -> None:
+    from bayes_cmma.fitting.joint import LATENT_PRIORS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sims", type=int, default=100)
     parser.add_argument("--trials", type=int, default=20)
@@ -145,7 +150,7 @@ def main() -> None:
                         help="the joint model's elasticity prior (tie: bc.value_of_trials_tie predicts)")
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation (default: bc.fit_joint's)")
-    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj"],
+    parser.add_argument("--latent-prior", default="slopes", choices=LATENT_PRIORS,
                         help="the joint model's latent prior (bc.fit_joint(latent_prior=...)); lkj with --prior tie")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "more_trials_check")
     parser.add_argument("--summarise", nargs="*", type=Path, metavar="RESULTS_CSV",

@@ -18,7 +18,7 @@ check is about the latent law. Per size it records:
 Writes ``results.csv`` (one row per replication, size and metric) and ``summary.md``.
 
 Usage: ``python benchmarks/northstar_check.py --sims 100 --trials 20 50 --corr 0.8 [--criterion sign]
-[--prior pooled|independent] [--latent-prior slopes|lkj] [--metric-corr-eta X]
+[--prior pooled|independent] [--latent-prior slopes|lkj|wishart] [--metric-corr-eta X]
 [--se 0.2 0.5] [--draws 500] [--out benchmarks/results/northstar_check]``;
 ``--summarise A.csv B.csv`` merges results files into ``--out`` and writes ``summary.md``.
 """
@@ -141,6 +141,8 @@ def summarise(results: pd.DataFrame) -> str:
 
 
 def main() -> None:
+    from bayes_cmma.fitting.joint import LATENT_PRIORS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sims", type=int, default=40)
     parser.add_argument("--trials", type=int, nargs="+", default=[50])
@@ -149,9 +151,9 @@ def main() -> None:
     parser.add_argument("--prior", default="pooled", choices=["pooled", "independent"],
                         help="the joint model's elasticity prior (the tie prior acts only on the ranking, so its "
                              "weights are those of independent)")
-    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj"],
-                        help="bc.fit_joint(latent_prior=...): lkj puts one LKJ prior over the KPI and the metrics "
-                             "(with --prior independent)")
+    parser.add_argument("--latent-prior", default="slopes", choices=LATENT_PRIORS,
+                        help="bc.fit_joint(latent_prior=...): lkj puts one LKJ prior over the KPI and the metrics, "
+                             "wishart an inverse-Wishart prior over their covariance (both with --prior independent)")
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration (default: the model's, 1 for slopes and 0.5 for lkj)")
     parser.add_argument("--se", type=float, nargs=2, default=[0.2, 0.5], metavar=("LOW", "HIGH"),

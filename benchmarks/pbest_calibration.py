@@ -152,6 +152,8 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
 
 
 def main() -> None:
+    from bayes_cmma.fitting.joint import LATENT_PRIORS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sims", type=int, default=200)
     parser.add_argument("--trials", type=int, nargs="+", default=[50])
@@ -164,7 +166,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["separate"], choices=ARMS)
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation in the joint arms (default: the spec's)")
-    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj", "wishart"],
+    parser.add_argument("--latent-prior", default="slopes", choices=LATENT_PRIORS,
                         help="the joint arms' latent prior (bc.fit_joint(latent_prior=...))")
     parser.add_argument("--tie-settings", nargs="+", type=_tie_setting, default=[], metavar="P:S",
                         help="rank the joint_tie arm under each tie prior (prior P(tie) P, spread scale S)")

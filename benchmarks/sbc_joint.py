@@ -290,6 +290,8 @@ def write_summary(ranks: pd.DataFrame, pbest: pd.DataFrame, out: Path, title: st
 
 
 def main() -> None:
+    from bayes_cmma.fitting.joint import LATENT_PRIORS
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sims", type=int, default=100)
     parser.add_argument("--prior", default="pooled", choices=["pooled", "independent", "observational"])
@@ -305,7 +307,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--metric-corr-eta", type=float, default=None,
                         help="LKJ concentration of the metrics' correlation (default: the joint model's)")
-    parser.add_argument("--latent-prior", default="slopes", choices=["slopes", "lkj", "wishart"],
+    parser.add_argument("--latent-prior", default="slopes", choices=LATENT_PRIORS,
                         help="the joint model's latent prior (fit_joint(latent_prior=...)); lkj and wishart need "
                              "--prior independent")
     parser.add_argument("--realistic", action="store_true",
