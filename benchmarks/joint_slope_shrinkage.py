@@ -17,7 +17,12 @@ and the slopes with the sample values of the same tables (team means removed). V
 - ``eta1``: today's joint model (LKJ eta 1, slopes parametrisation, no patch);
 - ``latent``: the latent LKJ prior (``fit_joint(latent_prior="lkj")``, its default eta 0.5);
 - ``wishart``: the inverse-Wishart latent prior (``fit_joint(latent_prior="wishart")``);
-- ``separate``: the per-metric fits (``bc.fit``), which have no prior on the metrics' correlation.
+- ``separate``: the per-metric fits (``bc.fit``), which have no prior on the metrics' correlation;
+- ``separate_unpooled``, ``eta1_unpooled``, ``wishart_unpooled``: the same with independent team effects
+  (pi_g ~ the wide ``pi_mean`` prior, N(0, 5) on the internal scale, as with fewer than 4 teams)
+  instead of pi_g ~ N(pi_mean, pi_sd), so that the teams' KPI means say nothing about the slopes. In
+  this law a proxy's team means are unrelated to the KPI's (the KPI's follow the driver's), so with
+  pooled team effects the between-team relation, about 0, may pull a proxy's slope down.
 
 ``--noisy`` keeps the P(best) study's standard errors (0.2-0.5, errors correlated 0.3) and ``--corr``
 sets the metrics' correlation, to ask the same question where the P(best) study found the proxies'
@@ -43,7 +48,8 @@ import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("default", "jacobian", "jacobian_eta1", "eta1", "latent", "wishart", "separate")
+VARIANTS = ("default", "jacobian", "jacobian_eta1", "eta1", "latent", "wishart", "separate", "separate_unpooled",
+            "eta1_unpooled", "wishart_unpooled")
 #: Ranges of the standard errors: the P(best) study's (``--noisy``) and the noise-free ones (the default).
 NOISY, NOISE_FREE = (0.2, 0.5), (0.01, 0.02)
 
@@ -70,6 +76,13 @@ def _patch_jacobian() -> None:
     joint.clear_compiled_cache()
 
 
+def _patch_unpooled() -> None:
+    """Give every model built from now on independent team effects (this process only)."""
+    from bayes_cmma.fitting import model
+
+    model.MIN_TEAMS_FOR_POOLING = 10**9
+
+
 def run_variant(variant: str, tables: int, trials: int, seed: int, metric_corr: float = 0.8,
                 noisy: bool = False) -> list[dict]:
     import bayes_cmma as bc
@@ -78,6 +91,9 @@ def run_variant(variant: str, tables: int, trials: int, seed: int, metric_corr: 
 
     if variant.startswith("jacobian"):
         _patch_jacobian()
+    if variant.endswith("_unpooled"):
+        _patch_unpooled()
+    label, variant = variant, variant.removesuffix("_unpooled")
     raw = spec_for_degree(1).to_dict()
     spec = parse_spec(raw, source=variant)
     eta = 1.0 if variant.endswith("eta1") else 2.0  # LKJ concentration of the joint model (2 until it became 1)
@@ -104,7 +120,7 @@ def run_variant(variant: str, tables: int, trials: int, seed: int, metric_corr: 
                 pb = post["beta"].mean(("chain", "draw")).values
         for j, m in enumerate(truth.metrics):
             other = (j + 1) % 3
-            rows.append({"variant": variant, "table": k, "metric": m, "beta_true": truth.beta[j],
+            rows.append({"variant": label, "table": k, "metric": m, "beta_true": truth.beta[j],
                          "beta_sample": slope[j], "beta_posterior_mean": pb[j],
                          "corr_pair": f"{m}-{truth.metrics[other]}", "corr_sample": corr[j, other],
                          "corr_posterior_mean": pc[j, other], "warnings": len(caught),
