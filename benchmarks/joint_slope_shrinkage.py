@@ -19,7 +19,8 @@ and the slopes with the sample values of the same tables (team means removed). V
 - ``wishart``: the inverse-Wishart latent prior (``fit_joint(latent_prior="wishart")``);
 - ``separate``: the per-metric fits (``bc.fit``), which have no prior on the metrics' correlation;
 - ``separate_unpooled``, ``eta1_unpooled``, ``wishart_unpooled``: the same with independent team effects
-  (pi_g ~ the wide ``pi_mean`` prior, N(0, 5) on the internal scale, as with fewer than 4 teams)
+  (the spec's ``team_effects = "independent"``: pi_g ~ the wide ``pi_mean`` prior, N(0, 5) on the
+  internal scale)
   instead of pi_g ~ N(pi_mean, pi_sd), so that the teams' KPI means say nothing about the slopes. In
   this law a proxy's team means are unrelated to the KPI's (the KPI's follow the driver's), so with
   pooled team effects the between-team relation, about 0, may pull a proxy's slope down.
@@ -76,13 +77,6 @@ def _patch_jacobian() -> None:
     joint.clear_compiled_cache()
 
 
-def _patch_unpooled() -> None:
-    """Give every model built from now on independent team effects (this process only)."""
-    from bayes_cmma.fitting import model
-
-    model.MIN_TEAMS_FOR_POOLING = 10**9
-
-
 def run_variant(variant: str, tables: int, trials: int, seed: int, metric_corr: float = 0.8,
                 noisy: bool = False) -> list[dict]:
     import bayes_cmma as bc
@@ -91,10 +85,8 @@ def run_variant(variant: str, tables: int, trials: int, seed: int, metric_corr: 
 
     if variant.startswith("jacobian"):
         _patch_jacobian()
-    if variant.endswith("_unpooled"):
-        _patch_unpooled()
     label, variant = variant, variant.removesuffix("_unpooled")
-    raw = spec_for_degree(1).to_dict()
+    raw = spec_for_degree(1).to_dict() | ({"team_effects": "independent"} if label != variant else {})
     spec = parse_spec(raw, source=variant)
     eta = 1.0 if variant.endswith("eta1") else 2.0  # LKJ concentration of the joint model (2 until it became 1)
     options = ({"latent_prior": "lkj"} if variant == "latent" else {"latent_prior": "wishart"}

@@ -53,7 +53,7 @@ def fake_fit(
         "metric_chol": (("chain", "draw", "c"), packed),
         "residual_sd": (("chain", "draw"), np.abs(jitter(0.4))),
     }
-    if pooled(T):
+    if pooled(T, spec.team_effects):
         post["pi_mean"] = (("chain", "draw"), jitter(0.0))
         post["pi_sd"] = (("chain", "draw"), np.abs(jitter(0.5)))
     coords = {"chain": np.arange(chains), "draw": np.arange(draws)}

@@ -69,11 +69,11 @@ def test_simulated_summaries_carry_the_a3_correlation():
 def test_scalars_read_beta_and_the_metric_sds():
     draw = {"beta_std": np.array([1.0, 2.0]), "metric_chol": np.array([2.0, 1.0, 4.0]), "residual_sd": 0.3,
             "kpi_mean": np.array([1.0, 2.0]), "alpha": np.zeros((2, 2))}
-    out = _scalars(draw, 2, n_teams=2)
+    out = _scalars(draw, 2)
     # beta is sampled on the internal scale; chol = [[2, 0], [1, 4]] gives the sds 2 and sqrt(17)
     np.testing.assert_allclose([out["beta[1]"], out["beta[2]"]], [1.0, 2.0])
     np.testing.assert_allclose([out["metric_sd[1]"], out["metric_sd[2]"]], [2.0, np.sqrt(17.0)])
-    assert "pi_sd" not in out  # two teams: no pooling parameters
+    assert "pi_sd" not in out  # no pooling parameters in the draw: none recorded
 
 
 def test_uniformity_test_tells_uniform_from_skewed():

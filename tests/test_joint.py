@@ -46,6 +46,28 @@ def _values(model, point, names):
     return dict(zip(names, fn(point), strict=True))
 
 
+def test_independent_team_effects_in_the_joint_model(design):
+    """team_effects = "independent": no pi_mean / pi_sd, and pi_g = eta_g - gamma' alpha_g ~ N(0, 5) each
+    (gamma the partial slopes), so the log-density is the likelihood plus the other priors plus that."""
+    from bayes_cmma.fitting.joint import sampled_vars
+
+    std = standardise_joint(design)
+    spec = replace_spec(spec_for_degree(1), team_effects="independent")
+    model = build_joint_model(spec, len(design.teams), std, design.team_idx, elasticity_prior="independent")
+    assert not {"pi_mean", "pi_sd", "team_z"} & set(model.named_vars)
+    assert "pi_sd" not in sampled_vars(len(design.teams), "independent", "independent")
+    point = _point(model, np.random.default_rng(4))
+    v = _values(model, point, ["beta_std", "alpha", "kpi_mean"])
+    packed = model.rvs_to_transforms[model["metric_chol"]].backward(
+        pt.as_tensor(point["metric_chol_cholesky-cov-packed__"])).eval()
+    sigma = unpack_chol(packed, 3) @ unpack_chol(packed, 3).T
+    gamma = np.linalg.solve(sigma, np.diag(sigma) * v["beta_std"])
+    team_prior = stats.norm(v["alpha"] @ gamma, 5).logpdf(v["kpi_mean"]).sum()
+    others = [rv for rv in model.free_RVs if rv.name != "kpi_offset"] + model.potentials
+    np.testing.assert_allclose(model.compile_logp()(point), model.compile_logp(vars=others)(point) + team_prior,
+                               rtol=1e-9)
+
+
 @pytest.mark.parametrize("prior", ["independent", "pooled", "observational"])
 def test_likelihood_equals_scipy_with_marginal_slopes(design, prior):
     std = standardise_joint(design)

@@ -122,6 +122,28 @@ def test_non_centred_team_effects_are_the_same_model(built):
     np.testing.assert_allclose(lp_nc, lp_c + len(design.teams) * np.log(pi_sd), rtol=1e-10)
 
 
+def test_independent_team_effects_drop_the_pooling(built):
+    """team_effects = "independent" with 4 teams: no pi_mean / pi_sd, pi_g = eta_g - beta' alpha_g ~ the
+    pi_mean prior N(0, 5) each; the rest of the log-density is the pooled model's."""
+    from bayes_cmma.fitting.model import sampled_vars
+    from bayes_cmma.fitting.spec import replace_spec
+
+    design, std, spec, pooled_model = built
+    ind_spec = replace_spec(spec, team_effects="independent")
+    assert ind_spec.structure_key() != spec.structure_key()  # a different compiled model
+    model = build_model(ind_spec, len(design.teams), std, design.team_idx)
+    assert not {"pi_mean", "pi_sd", "team_z"} & set(model.named_vars)
+    assert sampled_vars(len(design.teams), team_effects="independent") == [
+        "beta_std", "alpha", "kpi_mean", "metric_chol", "residual_sd"]
+    point = _random_point(model, np.random.default_rng(5))
+    beta, alpha, eta = point["beta_std"], point["alpha"], _eta(model, point)
+    pooled_point = point | {"pi_mean": np.array(0.3), "pi_sd_log__": np.array(np.log(0.7))}
+    pooled_terms = (stats.norm(0, 5).logpdf(0.3) + stats.halfnorm(scale=1).logpdf(0.7) + np.log(0.7)
+                    + stats.norm(0.3 + alpha @ beta, 0.7).logpdf(eta).sum())
+    want = pooled_model.compile_logp()(pooled_point) - pooled_terms + stats.norm(alpha @ beta, 5).logpdf(eta).sum()
+    np.testing.assert_allclose(model.compile_logp()(point), want, rtol=1e-9)  # a difference of sums of ~700
+
+
 def test_a3_correlation_matches_the_generative_construction(built):
     """direct_effect_corr = rho: the numpy log-density equals scipy's with the covariance built from
     the joint law of (m, u), Corr(u, m_1) = rho, Var(u) = sigma_u^2; the model graph agrees with it."""

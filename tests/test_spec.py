@@ -23,6 +23,8 @@ def test_user_file_overrides_defaults(tmp_path):
     spec = bc.load_spec(p)
     assert spec.degree == 2 and spec.priors["residual_sd"].params == {"lam": 2.0}
     assert spec.within_trial_correlation == 0.4 and spec.within_trial_correlation_given
+    p.write_text('degree = 1\nteam_effects = "independent"\n')
+    assert bc.load_spec(p).team_effects == "independent"
 
 
 @pytest.mark.parametrize(
@@ -40,6 +42,7 @@ def test_user_file_overrides_defaults(tmp_path):
         ({"degree": 2, "sampler": {"adaptation": "dense"}}, "adaptation must be one of"),
         ({"degree": 2, "sampler": {"draws": 0}}, "draws must be a positive integer"),
         ({"degree": 2, "team_effects": "noncentred"}, "team_effects must be one of.*Did you mean 'non_centred'"),
+        ({"degree": 2, "team_effects": "indepedent"}, "team_effects must be one of.*Did you mean 'independent'"),
         ({"degree": 2, "team_efects": "centred"}, "unknown key 'team_efects'.*'team_effects'"),
     ],
 )

@@ -91,7 +91,7 @@ def _prior_draws(spec: ModelSpec, design: MetricDesign, S: np.ndarray, n: int, s
     return {v: post[v].values[0] for v in post.data_vars}
 
 
-def _scalars(draw: dict[str, np.ndarray], degree: int, n_teams: int) -> dict[str, np.ndarray]:
+def _scalars(draw: dict[str, np.ndarray], degree: int) -> dict[str, np.ndarray]:
     """The scalar quantities whose ranks are recorded, from (possibly many) draws (leading axis)."""
     chol = unpack_chol(np.asarray(draw["metric_chol"]), degree)
     beta = np.asarray(draw["beta_std"])
@@ -101,7 +101,7 @@ def _scalars(draw: dict[str, np.ndarray], degree: int, n_teams: int) -> dict[str
     out["residual_sd"] = np.asarray(draw["residual_sd"])
     out["kpi_mean[0]"] = np.asarray(draw["kpi_mean"])[..., 0]
     out["alpha[0,1]"] = np.asarray(draw["alpha"])[..., 0, 0]
-    if pooled(n_teams):
+    if "pi_sd" in draw:  # pooled team effects
         out["pi_mean"] = np.asarray(draw["pi_mean"])
         out["pi_sd"] = np.asarray(draw["pi_sd"])
     if A3_VAR in draw:
@@ -242,9 +242,9 @@ def run_sbc(
             continue
         post = trace["posterior"].to_dataset()
         n_chains, n_draws = post.sizes["chain"], post.sizes["draw"]
-        every = _scalars({k: post[k].values.reshape(-1, *post[k].shape[2:]) for k in post.data_vars}, P, teams)
+        every = _scalars({k: post[k].values.reshape(-1, *post[k].shape[2:]) for k in post.data_vars}, P)
         div = int(trace["sample_stats"]["diverging"].values.sum())
-        true = _scalars({k: np.asarray(v) for k, v in truth.items()}, P, teams)
+        true = _scalars({k: np.asarray(v) for k, v in truth.items()}, P)
         for name, values in every.items():
             thinned = values[::thin]
             L = len(thinned)

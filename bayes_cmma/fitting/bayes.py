@@ -147,7 +147,7 @@ def _to_original_scale(raw: xr.Dataset, design: MetricDesign, std: Standardised)
         },
         coords=coords,
     )
-    if "pi_mean" in raw:  # partial pooling (>= 4 teams)
+    if "pi_mean" in raw:  # partial pooling (>= 4 teams, team_effects not "independent")
         out["pi_mean"] = (sdims, raw["pi_mean"].values * s0)
         out["pi_sd"] = (sdims, raw["pi_sd"].values * s0)
     if A3_VAR in raw:  # the A3 correlation had a prior: a correlation, the same on every scale

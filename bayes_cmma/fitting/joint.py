@@ -217,9 +217,9 @@ def sampled_prior(elasticity_prior: str) -> str:
     return "independent" if elasticity_prior == "tie" else elasticity_prior
 
 
-def sampled_vars(n_teams: int, elasticity_prior: str) -> list[str]:
-    """Names of the stored (internal-scale) variables (the same under both latent priors)."""
-    hyper = ["pi_mean", "pi_sd"] if pooled(n_teams) else []
+def sampled_vars(n_teams: int, elasticity_prior: str, team_effects: str = "auto") -> list[str]:
+    """Names of the stored (internal-scale) variables (the same under every latent prior)."""
+    hyper = ["pi_mean", "pi_sd"] if pooled(n_teams, team_effects) else []
     pool = {"pooled": ["elasticity_mean", "elasticity_sd"], "observational": ["observational_bias_sd"]}.get(
         elasticity_prior, [])
     return ["beta_std", *pool, "alpha", *hyper, "kpi_mean", "metric_chol", "residual_sd"]
@@ -398,11 +398,11 @@ def compiled_joint_model(spec: ModelSpec, design: MetricDesign, data: Standardis
         if key not in _CACHE:
             model = build_joint_model(spec, n_teams, data, design.team_idx, design.observed, elasticity_prior,
                                       weights, observational, latent_prior)
-            _CACHE[key] = compile_model(model, sampled_vars(n_teams, elasticity_prior))
+            _CACHE[key] = compile_model(model, sampled_vars(n_teams, elasticity_prior, spec.team_effects))
             fresh = True
         base = _CACHE[key]
     swap = trial_swap(data, design)
-    if not (pooled(n_teams) and spec.team_effects == "non_centred"):
+    if spec.team_effects != "non_centred" or not pooled(n_teams):
         swap["team_slope"] = team_slope(data.z, design.team_idx, design.degree, design.observed)
     if elasticity_prior == "pooled":
         swap["rank_weight"] = np.asarray(weights, dtype=float)

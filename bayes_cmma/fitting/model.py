@@ -39,18 +39,18 @@ from bayes_cmma.inputs.data import MetricDesign
 MIN_TEAMS_FOR_POOLING = 4
 
 
-def pooled(n_teams: int) -> bool:
-    """Whether team effects are partially pooled for this many teams."""
-    return n_teams >= MIN_TEAMS_FOR_POOLING
+def pooled(n_teams: int, team_effects: str = "auto") -> bool:
+    """Whether team effects are partially pooled for this many teams (never if the spec says "independent")."""
+    return n_teams >= MIN_TEAMS_FOR_POOLING and team_effects != "independent"
 
 
 #: Name of the A3 correlation when the spec gives it a prior (a sampled parameter).
 A3_VAR = "direct_effect_corr"
 
 
-def sampled_vars(n_teams: int, a3_prior: bool = False) -> list[str]:
+def sampled_vars(n_teams: int, a3_prior: bool = False, team_effects: str = "auto") -> list[str]:
     """Names of the sampled (standardised-scale) variables for a number of teams."""
-    hyper = ["pi_mean", "pi_sd"] if pooled(n_teams) else []
+    hyper = ["pi_mean", "pi_sd"] if pooled(n_teams, team_effects) else []
     return ["beta_std", "alpha", *hyper, "kpi_mean", "metric_chol", "residual_sd", *([A3_VAR] if a3_prior else [])]
 
 
@@ -344,10 +344,11 @@ def team_kpi_means(spec: ModelSpec, n_teams: int, alpha: Any, explained: Any, sl
     ``explained`` (team) is the part the metrics explain (beta' alpha_g, or gamma' alpha_g in the joint
     model), ``slope`` the ``team_slope`` data of the partially centred form (see :func:`build_model`).
     With >= 4 teams pi_g ~ Normal(pi_mean, pi_sd), centred (``kpi_offset``) or non-centred (``team_z``)
-    as the spec says; with fewer, independent pi_g ~ the ``pi_mean`` prior. Returns ``kpi_mean``.
+    as the spec says; with fewer, or ``team_effects = "independent"``, independent pi_g ~ the ``pi_mean``
+    prior. Returns ``kpi_mean``.
     """
     pri = spec.priors
-    if pooled(n_teams):
+    if pooled(n_teams, spec.team_effects):
         pi_mean = _location("pi_mean", pri["pi_mean"])
         pi_sd = _scale("pi_sd", pri["pi_sd"])
         if spec.team_effects == "non_centred":
@@ -415,13 +416,13 @@ def compiled_model(spec: ModelSpec, design: MetricDesign, data: Standardised) ->
         if key not in _CACHE:
             model = build_model(spec, len(design.teams), data, design.team_idx, design.observed)
             a3_prior = spec.direct_effect_corr_prior is not None
-            _CACHE[key] = compile_model(model, sampled_vars(len(design.teams), a3_prior))
+            _CACHE[key] = compile_model(model, sampled_vars(len(design.teams), a3_prior, spec.team_effects))
             fresh = True
         base = _CACHE[key]
     fixed = {}
     if spec.direct_effect_corr_prior is None:
         fixed["a3_corr"] = np.asarray(float(spec.direct_effect_corr))
-    if not (pooled(len(design.teams)) and spec.team_effects == "non_centred"):  # else eta has no offset
+    if spec.team_effects != "non_centred" or not pooled(len(design.teams)):  # else eta has no offset
         fixed["team_slope"] = team_slope(data.z, design.team_idx, spec.degree, design.observed)
     return base.with_data(**trial_swap(data, design), **fixed), fresh
 

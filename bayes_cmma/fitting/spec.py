@@ -65,10 +65,12 @@ DEFAULT_SAMPLER = {"draws": 1000, "tune": 1000, "chains": 4, "target_accept": 0.
 #: nutpie mass-matrix adaptations. ``low_rank`` learns the strong linear posterior correlations of
 #: this model (team KPI means vs latent metric means, along the measurement-error correction).
 ADAPTATIONS = ("low_rank", "diag")
-#: Parameterisation of the pooled team KPI effects: "centred" samples eta_g = beta' alpha_g + pi_g
-#: (best when each team has many informative trials); "non_centred" samples z_g with
-#: pi_g = pi_mean + pi_sd z_g (best when pi_sd may be near 0 or teams have few trials).
-TEAM_EFFECTS = ("auto", "centred", "non_centred")
+#: Team KPI effects: "centred" samples eta_g = beta' alpha_g + pi_g (best when each team has many
+#: informative trials); "non_centred" samples z_g with pi_g = pi_mean + pi_sd z_g (best when pi_sd may
+#: be near 0 or teams have few trials): two parameterisations of the pooled effects. "independent"
+#: does not pool them (pi_g ~ the ``pi_mean`` prior, like OLS team dummies), so that the teams' KPI
+#: means say nothing about the slopes (docs: model.md, "Team effects").
+TEAM_EFFECTS = ("auto", "centred", "non_centred", "independent")
 
 #: ``[measurement]`` keys besides ``within_trial_correlation``, their allowed values (the first is the
 #: default); see :mod:`bayes_cmma.fitting.measurement`.
@@ -122,7 +124,8 @@ class ModelSpec:
         ``"auto"`` (default), ``"centred"`` or ``"non_centred"``: how the partially pooled team
         effects are sampled (the same model either way). ``"auto"`` fits centred and, if that fit
         has divergent transitions, refits non-centred and keeps the fit with fewer
-        (:func:`bayes_cmma.fitting.bayes.fit_design`).
+        (:func:`bayes_cmma.fitting.bayes.fit_design`). ``"independent"``: team effects not pooled
+        (pi_g ~ the ``pi_mean`` prior), as with fewer than 4 teams.
     direct_effect_corr : float
         Assumed within-team correlation between a trial's KPI residual (its direct effect beyond
         the team's) and its effect on the metric; assumption A3 says 0. Set it for a sensitivity
