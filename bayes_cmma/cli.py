@@ -153,8 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "metrics' correlation (--metric-corr-eta is then its concentration, default 0.5), whose "
                            "prior draws never pair nearly collinear metrics with unrelated slopes (docs: model.md, "
                            "'The latent LKJ prior'); 'wishart' an inverse-Wishart prior over their covariance, which "
-                           "does not pull proxy metrics' slopes towards 0 (no --metric-corr-eta; docs: model.md, "
-                           "'The inverse-Wishart latent prior')")
+                           "does not pull proxy metrics' slopes towards 0 (better on near ties, but its composite "
+                           "north star weighs the proxies too much; no --metric-corr-eta; docs: model.md, 'The "
+                           "inverse-Wishart latent prior')")
     fitp.add_argument("--observational",
                       help="with --joint observational: the observational table of degree 1 (bayes-cmma summarize "
                            "--degree 1 --observational-out), whose slopes the prior borrows from as far as the "
