@@ -174,7 +174,8 @@ def test_summary_level_peers_and_the_measurement_choice_of_the_bayesian_fits(mon
     seen = {}
 
     def fake_fit(design, spec, **kw):
-        seen.update(measurement=spec.error_covariance, proxy=spec.size_proxy, sizes=design.arm_sizes)
+        seen.update(measurement=spec.error_covariance, proxy=spec.size_proxy, sizes=design.arm_sizes,
+                    team_effects=spec.team_effects)
         raise RuntimeError("stop")
 
     monkeypatch.setattr("bayes_cmma.fitting.bayes.fit_design", fake_fit)
@@ -182,11 +183,12 @@ def test_summary_level_peers_and_the_measurement_choice_of_the_bayesian_fits(mon
                   bayes={"draws": 10, "arm_sizes": False, "size_proxy": "kpi_se"})
     with pytest.raises(RuntimeError, match="stop"):
         replicate(bayes, 0, 0)
-    assert seen == {"measurement": "pooled", "proxy": "kpi_se", "sizes": None}
-    per_trial = dataclasses.replace(bayes, bayes={"error_covariance": "per_trial"})
+    assert seen == {"measurement": "pooled", "proxy": "kpi_se", "sizes": None, "team_effects": "auto"}
+    per_trial = dataclasses.replace(bayes, bayes={"error_covariance": "per_trial", "team_effects": "independent"})
     with pytest.raises(RuntimeError, match="stop"):
         replicate(per_trial, 0, 0)
     assert seen["measurement"] == "per_trial" and seen["sizes"].shape == (30, 2)
+    assert seen["team_effects"] == "independent"
 
 
 def test_unequal_trial_sizes_are_log_uniform_and_keep_the_default_seeds():
@@ -248,6 +250,7 @@ def test_load_study_file(tmp_path):
         ("[bayes]\nadapt = 1\n", "bayes setting adapt=1"),
         ("[bayes]\nerror_covariance = 'pooledd'\n", "bayes setting error_covariance='pooledd'"),
         ("[bayes]\narm_sizes = 1\n", "bayes setting arm_sizes=1"),
+        ("[bayes]\nteam_effects = 'indep'\n", "bayes setting team_effects='indep'.*team_effects one of auto, centred"),
         ("[base]\nn_per = 200\nn_per_max = 100\n", "n_per_max must be an integer >= n_per"),
         ("name = \n", "not valid TOML"),
     ],

@@ -56,6 +56,8 @@ BAYES_KEYS = ("draws", "tune", "chains", "target_accept")
 #: Measurement-model settings of the Bayesian fits a study may set (the spec's ``[measurement]``
 #: choices), and ``arm_sizes = false`` to withhold the summaries' arm sizes from the model.
 BAYES_MEASUREMENT_KEYS = ("error_covariance", "pool_by", "size_proxy", "arm_sizes")
+#: The model's team effects a study may set (a model spec's ``team_effects``).
+BAYES_MODEL_KEYS = ("team_effects",)
 
 #: Columns of a results row, in order.
 RESULT_COLUMNS = (
@@ -125,22 +127,25 @@ class Study:
             raise BayesCMMAError(f"study {self.name!r}: degrees must be among 1, 2, 3, got {list(self.degrees)}.")
         if self.sims < 1:
             raise BayesCMMAError(f"study {self.name!r}: sims must be at least 1, got {self.sims}.")
-        from bayes_cmma.fitting.spec import MEASUREMENT_CHOICES
+        from bayes_cmma.fitting.spec import MEASUREMENT_CHOICES, TEAM_EFFECTS
 
         for k, v in self.bayes.items():
             if k in MEASUREMENT_CHOICES:
                 ok = v in MEASUREMENT_CHOICES[k]
+            elif k == "team_effects":
+                ok = v in TEAM_EFFECTS
             elif k == "arm_sizes":
                 ok = isinstance(v, bool)
             else:
                 ok = (not isinstance(v, bool) and isinstance(v, int | float)
                       and ((0 < v < 1) if k == "target_accept" else (isinstance(v, int) and v >= 1)))
-            if k not in (*BAYES_KEYS, *BAYES_MEASUREMENT_KEYS) or not ok:
+            if k not in (*BAYES_KEYS, *BAYES_MEASUREMENT_KEYS, *BAYES_MODEL_KEYS) or not ok:
                 raise BayesCMMAError(
                     f"study {self.name!r}: bayes setting {k}={v!r}; allowed keys "
-                    f"{', '.join((*BAYES_KEYS, *BAYES_MEASUREMENT_KEYS))}: draws, tune, chains positive integers, "
-                    "target_accept between 0 and 1, error_covariance / pool_by / size_proxy as in a model spec's "
-                    "[measurement], arm_sizes true or false."
+                    f"{', '.join((*BAYES_KEYS, *BAYES_MEASUREMENT_KEYS, *BAYES_MODEL_KEYS))}: draws, tune, chains "
+                    "positive integers, target_accept between 0 and 1, error_covariance / pool_by / size_proxy as "
+                    f"in a model spec's [measurement], arm_sizes true or false, team_effects one of "
+                    f"{', '.join(TEAM_EFFECTS)}."
                 )
         if any(e in UNIT_ESTIMATORS for e in self.estimators):
             for s in self.settings:
@@ -336,7 +341,8 @@ def _bayes_fit(design: Any, degree: int, bayes: dict[str, Any], seed: int) -> tu
     spec = spec_for_degree(degree)
     sampler = {k: v for k, v in bayes.items() if k in BAYES_KEYS}
     meas = {k: v for k, v in bayes.items() if k in MEASUREMENT_CHOICES}
-    spec = replace_spec(spec, sampler={**spec.sampler, **sampler}, **meas)
+    spec = replace_spec(spec, sampler={**spec.sampler, **sampler}, **meas,
+                        team_effects=bayes.get("team_effects", spec.team_effects))
     if not bayes.get("arm_sizes", True):
         design = dataclasses.replace(design, arm_sizes=None)
     # convergence is recorded in the results (rhat_max, divergences) instead of warned about
