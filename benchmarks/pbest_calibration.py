@@ -25,6 +25,10 @@ correlations (proper for any eta > 0).
 ``--metric-corr-eta`` is then that prior's concentration. ``--latent-prior wishart`` fits them with the
 inverse-Wishart latent prior instead (``bc.fit_joint(latent_prior="wishart")``; no ``--metric-corr-eta``).
 
+``--team-effects independent`` fits every arm with the spec's ``team_effects = "independent"`` (team
+effects not pooled; for the separate fits, whose pooled team effects pull a proxy's slope towards the
+between-team relation: docs/checks.md, "The inverse-Wishart latent prior").
+
 ``--tie-settings P:S ...`` ranks the ``joint_tie`` arm's fit under each tie prior (prior probability of
 a tie P, spread scale S; ``bc.fit_joint(p_tie=P, tie_spread_scale=S)``), one arm per setting named
 ``joint_tie p=P s=S``. The tie prior acts only on the ranking, so one fit serves every setting (the
@@ -102,11 +106,14 @@ def _deshrunk_spec():
 
 def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, arms: tuple[str, ...] = ("separate",),
                     metric_corr_eta: float | None = None, latent_prior: str = "slopes",
-                    tie_settings: tuple[tuple[float, float], ...] = ()) -> list[dict]:
+                    tie_settings: tuple[tuple[float, float], ...] = (), team_effects: str = "auto") -> list[dict]:
     import bayes_cmma as bc
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
     from bayes_cmma.errors import AssumptionWarning, ConvergenceWarning
+    from bayes_cmma.fitting.spec import replace_spec, spec_for_degree
 
+    # the bundled spec as before unless asked (so earlier runs regenerate), else the linear spec with it
+    spec = None if team_effects == "auto" else replace_spec(spec_for_degree(1), team_effects=team_effects)
     key = hashlib.sha256(repr(sorted(setting.items())).encode()).digest()
     rng = np.random.default_rng([seed, int.from_bytes(key[:4], "little"), rep])
     truth = candidate_truth(setting["corr"], setting["regime"])
@@ -118,11 +125,11 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
             warnings.simplefilter("always")
             t0 = time.perf_counter()
             if arm == "separate":
-                result = bc.fit(data, "y", truth.metrics, model=1, seed=fit_seed, draws=draws, tune=tune, chains=4,
-                                cores=1)
+                result = bc.fit(data, "y", truth.metrics, model=spec or 1, seed=fit_seed, draws=draws, tune=tune,
+                                chains=4, cores=1)
                 betas = {m: result[m].beta.values[..., 0].ravel() for m in truth.metrics}
             else:
-                model, options = None, {} if metric_corr_eta is None else {"metric_corr_eta": metric_corr_eta}
+                model, options = spec, {} if metric_corr_eta is None else {"metric_corr_eta": metric_corr_eta}
                 if latent_prior != "slopes":
                     options["latent_prior"] = latent_prior
                 if arm == "joint_tie_deshrunk":
@@ -168,6 +175,8 @@ def main() -> None:
                         help="LKJ concentration of the metrics' correlation in the joint arms (default: the spec's)")
     parser.add_argument("--latent-prior", default="slopes", choices=LATENT_PRIORS,
                         help="the joint arms' latent prior (bc.fit_joint(latent_prior=...))")
+    parser.add_argument("--team-effects", default="auto", choices=["auto", "independent"],
+                        help="the spec's team_effects for every arm (independent: not pooled)")
     parser.add_argument("--tie-settings", nargs="+", type=_tie_setting, default=[], metavar="P:S",
                         help="rank the joint_tie arm under each tie prior (prior P(tie) P, spread scale S)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pbest_calibration"))
@@ -191,7 +200,7 @@ def main() -> None:
     rows: list[dict] = []
     with worker_pool(args.workers) as pool:
         futures = [pool.submit(one_replication, s, rep, args.seed, args.draws, args.tune, tuple(args.arms),
-                               args.metric_corr_eta, args.latent_prior, tuple(args.tie_settings))
+                               args.metric_corr_eta, args.latent_prior, tuple(args.tie_settings), args.team_effects)
                    for s, rep in tasks]
         for i, f in enumerate(futures, 1):
             rows += f.result()
@@ -205,6 +214,7 @@ def main() -> None:
            f"--tune {args.tune} --seed {args.seed} --workers {args.workers} --arms {' '.join(args.arms)}"
            + ("" if args.metric_corr_eta is None else f" --metric-corr-eta {args.metric_corr_eta:g}")
            + ("" if args.latent_prior == "slopes" else f" --latent-prior {args.latent_prior}")
+           + ("" if args.team_effects == "auto" else f" --team-effects {args.team_effects}")
            + ("" if not args.tie_settings else " --tie-settings " + " ".join(f"{p:g}:{s:g}"
                                                                               for p, s in args.tie_settings)))
     print(write_summary(results, out, f"Command: `{cmd}`; {len(tasks)} replications in {wall / 60:.1f} min."))
