@@ -134,6 +134,8 @@ def one_replication(setting: dict, rep: int, seed: int, draws: int, tune: int, a
                     options["latent_prior"] = latent_prior
                 if arm == "joint_tie_deshrunk":
                     model, options = _deshrunk_spec(), {"metric_corr_eta": 1.0}
+                    if spec is not None:  # --team-effects applies to this arm too
+                        model = replace_spec(model, team_effects=team_effects)
                 result = bc.fit_joint(data, "y", truth.metrics, at=truth.at, elasticity_prior=arm.split("_")[1],
                                       model=model, **options,
                                       seed=fit_seed, draws=draws, tune=tune, chains=4, cores=1)
