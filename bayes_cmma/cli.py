@@ -984,7 +984,7 @@ def _print_northstar(table: pd.DataFrame) -> None:
     criterion = str(table["criterion"].iloc[0])
     score = "P(sign agrees with the true KPI effect)" if criterion == "sign" else "corr with the true KPI effect"
     _say(f"\nBest composite north star: weights on each metric's ATE in units of its sd across the trials "
-         f"(unit length, {100 * PROB:g}% CI; score = {score}), per future trial size (1 = a median past trial):")
+         f"(unit length, {100 * PROB:g}% HDI; score = {score}), per future trial size (1 = a median past trial):")
     for size, g in table.groupby("future_size", sort=True):
         singles = g[g["candidate"] != "composite"]
         comp = g[g["candidate"] == "composite"].iloc[0]

@@ -10,9 +10,10 @@ check is about the latent law. Per size it records:
 
 - the true optimal weights (the same optimiser on the true law, standardised by the same scales as
   the posterior's: unit length on the ATEs divided by their sd across the trials) and whether each
-  metric's 94% posterior interval covers its true weight, for the equal-tailed interval (the
-  product's) and for the highest-density interval (HDI): a unit-length weight near 1 has a posterior
-  piled up against 1, whose equal-tailed interval never reaches the bound;
+  metric's 94% posterior interval covers its true weight, for the equal-tailed interval and for the
+  highest-density interval (HDI, ``bc.northstar_frame``'s since it was measured here): a unit-length
+  weight near 1 has a posterior piled up against 1, whose equal-tailed interval never reaches the
+  bound;
 - the true score of the composite with the posterior-median weights, of the true optimum, and of
   every single metric;
 - the posterior-median weights, to show how they move with the future trial's size.
@@ -42,8 +43,6 @@ SIZES = (0.0625, 0.25, 1.0, 4.0)
 def one_replication(corr: float, trials: int, rep: int, seed: int, draws: int, tune: int, criterion: str,
                     prior: str = "pooled", se: tuple[float, float] = (0.2, 0.5), latent_prior: str = "slopes",
                     metric_corr_eta: float | None = None) -> list[dict]:
-    from arviz_stats.base import array_stats
-
     import bayes_cmma as bc
     from bayes_cmma import dims
     from bayes_cmma.checks.ranking_calibration import candidate_truth, simulate_candidates
@@ -81,7 +80,7 @@ def one_replication(corr: float, trials: int, rep: int, seed: int, draws: int, t
         s_hat = float(ns.score_weights(w_med / scale, law["sigma"], law["c"], law["var_y"], mu_m, mu_y, S_f, tw,
                                        criterion))
         lo, hi = np.quantile(w, [0.03, 0.97], axis=0)
-        hdi = array_stats.hdi(w, 0.94, axis=0)  # (metric, 2)
+        hdi = np.array([ns.weight_interval(w[:, j], 0.94) for j in range(w.shape[1])])  # as bc.northstar_frame
         lead = truth.metrics.index(str(sub["lead"].values))  # relative weights: over the posterior's lead metric
         rel = sub["relative_weight"].stack(sample=dims.SAMPLE_DIMS).transpose("sample", dims.METRIC).values
         rel_true = w_true / w_true[lead]
@@ -143,6 +142,20 @@ def summarise(results: pd.DataFrame) -> str:
             f"{' / '.join(f'{v:+.2f}' for v in wt.values)} | "
             f"{' / '.join(f'{v:+.2f}' for v in wm.values)} | {per_rep['opt'].mean():.3f} / {per_rep['est'].mean():.3f}"
             f" / {per_rep['single'].mean():.3f} | {100 * (per_rep['est'] >= per_rep['single'] - 1e-9).mean():.0f}% |")
+    if "hdi_covered" in results and results["hdi_covered"].notna().all():
+        lines += ["", "Over all future sizes: coverage of the true weight and mean width of the 94% interval, "
+                  "equal-tailed (ETI) against highest-density (HDI), and where the ETI's misses fall (truth below its "
+                  "lower end / above its upper end). Cases are replications x sizes (the sizes of one replication "
+                  "share its fit).", "",
+                  "| elasticity prior | ATE standard errors | corr | K | metric | cases | coverage: ETI / HDI | "
+                  "width: ETI / HDI | ETI misses: below / above |", "|---|---|---|---|---|---|---|---|---|"]
+        for (prior, se, corr, k, m), g in results.groupby(["prior", "se", "corr", "trials", "metric"]):
+            lines.append(
+                f"| {prior} | {se} | {corr:g} | {k} | {m} | {len(g)} | {100 * g['covered'].mean():.1f}% / "
+                f"{100 * g['hdi_covered'].mean():.1f}% | {(g['w_upper'] - g['w_lower']).mean():.3f} / "
+                f"{(g['w_hdi_upper'] - g['w_hdi_lower']).mean():.3f} | "
+                f"{100 * (g['w_true'] < g['w_lower']).mean():.1f}% / "
+                f"{100 * (g['w_true'] > g['w_upper']).mean():.1f}% |")
     keys = ["prior", "se", "corr", "trials", "rep"]
     secs = results.groupby(keys)["seconds"].first()
     lines += ["", f"Median seconds per replication (fit and northstar; medians over runs sharing 2 cores with other "

@@ -185,6 +185,9 @@ def test_northstar_frame_has_a_row_per_size_and_candidate():
     singles = frame[frame["candidate"] != "composite"]
     assert np.all(singles["weight_lower"] <= singles["weight_mean"])
     assert np.all(singles["weight_mean"] <= singles["weight_upper"])
+    w2 = out["weight"].isel(future_size=1).sel(metric="m2").transpose("chain", "draw").values.ravel()
+    row = singles[(singles["future_size"] == 4.0) & (singles["candidate"] == "m2")].iloc[0]
+    assert (row["weight_lower"], row["weight_upper"]) == ns.weight_interval(w2, 0.94)
     assert np.all((singles["p_composite_better"] >= 0) & (singles["p_composite_better"] <= 1))
     comp = frame[frame["candidate"] == "composite"]
     assert np.all(comp["score_mean"].values >= singles.groupby("future_size")["score_mean"].max().values - 1e-12)
@@ -262,3 +265,22 @@ def test_reference_covariance_is_the_median_trial_of_the_pooled_form():
     ref_proxy, n_proxy = reference_covariance(MetricDesign(**{**design.__dict__, "arm_sizes": None}))
     np.testing.assert_allclose(ref_proxy, U * np.median(c))
     assert np.isnan(n_proxy)
+
+
+def test_weight_interval_is_the_hdi_and_reaches_a_bound_where_the_density_piles_up():
+    """A leading weight's draws pile up against 1: w = 1 - E, E ~ Exponential(scale). The 94% HDI is then
+    [1 - scale * log(1 / 0.06), 1] (closed form); the equal-tailed interval ends at 1 - scale * log(1 / 0.97)
+    and misses a true weight just below 1 that the HDI covers. A symmetric posterior gets about the
+    equal-tailed interval."""
+    n, scale = 100_000, 0.02
+    u = (np.arange(n) + 0.5) / n  # an exact quantile grid: deterministic draws of the law
+    w = 1.0 - scale * -np.log1p(-u)
+    lo, hi = ns.weight_interval(w, 0.94)
+    assert lo == pytest.approx(1.0 - scale * np.log(1 / 0.06), abs=1e-5)
+    assert hi == pytest.approx(1.0, abs=1e-6)
+    truth = 0.9995
+    eti = np.quantile(w, [0.03, 0.97])
+    assert eti[1] < truth <= hi
+    assert eti[1] == pytest.approx(1.0 - scale * np.log(1 / 0.97), abs=1e-5)
+    sym = 0.1 + 0.05 * stats.norm.ppf(u)
+    np.testing.assert_allclose(ns.weight_interval(sym, 0.94), np.quantile(sym, [0.03, 0.97]), atol=1e-4)

@@ -28,10 +28,10 @@ came out 0.09 low, with 81% coverage of its 94% interval); squares make that eff
 ``raw_weight`` = weight / scale builds the composite from the ATEs as reported.
 ``relative_weight`` = weight / the leading metric's weight (the metric with the largest posterior
 median absolute weight at that future size, ``lead``; its own relative weight is 1) says the same direction
-without a constraint: a unit-length weight near 1 can only err downwards, so its interval sits
-below a true value near 1 (on simulated tables the leading weight's 94% interval covered the truth
-in 80-88% of replications with 20 trials), while a ratio is free on both sides. Per draw the
-composite's score is >= every single metric's (the single metrics are among the starts).
+without a constraint: a unit-length weight near 1 can only err downwards, so its posterior piles up
+against 1, and an equal-tailed interval sits below a true value near 1, while a ratio is free on both
+sides. The unit-length weights therefore get highest-density intervals (:func:`weight_interval`).
+Per draw the composite's score is >= every single metric's (the single metrics are among the starts).
 Everything is per posterior draw, so the weights and scores get credible intervals.
 
 Core functions work on numpy arrays with the draws on leading axes and metrics on the last axis;
@@ -46,6 +46,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import xarray as xr
+from arviz_stats.base import array_stats
 from scipy import special
 
 from bayes_cmma import dims
@@ -394,16 +395,32 @@ def northstar(
     )
 
 
+def weight_interval(w: np.ndarray, prob: float = 0.94) -> tuple[float, float]:
+    """The ``prob`` highest-density interval (HDI) of one unit-length weight's draws ``w``.
+
+    A unit-length weight lives on [-1, 1], and the leading metric's is near 1 when the others are
+    small: its posterior piles up against 1 (1 - w is about half the sum of the others' squares),
+    with its mode at or near the bound. An equal-tailed interval then leaves out the most probable
+    values just below 1 and ends below a true weight near 1; the HDI holds the most probable values
+    and reaches the bound when the density is highest there (measured coverage of both kinds: docs:
+    checks.md, "Does the composite north star find the optimal weights?"). For the other weights,
+    whose posteriors are about symmetric, the two intervals nearly agree.
+    """
+    lo, hi = array_stats.hdi(np.asarray(w, dtype=float), prob)
+    return float(lo), float(hi)
+
+
 def northstar_frame(ns: xr.Dataset, prob: float = 0.94) -> pd.DataFrame:
     """One row per (future size, candidate): the metrics' weights and every candidate's score.
 
     Columns: ``future_size``, ``n_per_arm``, ``criterion``, ``candidate`` (each metric, then ``composite``),
-    ``weight_mean``, ``weight_lower``, ``weight_upper`` (standardised weights; empty for the
-    composite), ``lead`` (the leading metric) and ``relative_weight_median``, ``relative_weight_lower``,
+    ``weight_mean``, ``weight_lower``, ``weight_upper`` (standardised weights and their ``prob``
+    highest-density interval, :func:`weight_interval`; empty for the composite), ``lead`` (the
+    leading metric) and ``relative_weight_median``, ``relative_weight_lower``,
     ``relative_weight_upper`` (weight / the leading metric's; 1 for the lead), ``scale`` (divide a
     weight by it for the ATE as reported), ``score_mean``,
     ``score_lower``, ``score_upper``, ``p_composite_better`` (share of draws where the composite's
-    score exceeds the metric's by more than 1e-9).
+    score exceeds the metric's by more than 1e-9). Every other interval is equal-tailed.
     """
     lo_q, hi_q = (1 - prob) / 2, (1 + prob) / 2
     sd = list(dims.SAMPLE_DIMS)
@@ -417,8 +434,9 @@ def northstar_frame(ns: xr.Dataset, prob: float = 0.94) -> pd.DataFrame:
             w = sub["weight"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()
             s = sub["metric_score"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()
             rel = sub["relative_weight"].sel({dims.METRIC: m}).transpose(*sd).values.ravel()
-            rows.append({**base, "candidate": str(m), "weight_mean": w.mean(), "weight_lower": np.quantile(w, lo_q),
-                         "weight_upper": np.quantile(w, hi_q), "relative_weight_median": np.median(rel),
+            w_lo, w_hi = weight_interval(w, prob)
+            rows.append({**base, "candidate": str(m), "weight_mean": w.mean(), "weight_lower": w_lo,
+                         "weight_upper": w_hi, "relative_weight_median": np.median(rel),
                          "relative_weight_lower": np.quantile(rel, lo_q),
                          "relative_weight_upper": np.quantile(rel, hi_q),
                          "scale": float(ns["scale"].sel({dims.METRIC: m})),
@@ -447,4 +465,4 @@ def format_weights(singles: pd.DataFrame, relative: bool = False) -> str:
 
 
 __all__ = ["CRITERIA", "DEFAULT_SIZES", "agreement", "bvn_cdf", "latent_law", "metric_scales", "northstar",
-           "northstar_frame", "optimal_weights", "score_weights"]
+           "northstar_frame", "optimal_weights", "score_weights", "weight_interval"]

@@ -10,7 +10,7 @@ from bayes_cmma.reporting.plots._common import legend_below
 
 
 def northstar_plot(frame: pd.DataFrame, criterion: str = "sign", kpi: str = "KPI") -> Figure:
-    """Left: each metric's weight in the best composite (mean, 94% interval) against the future
+    """Left: each metric's weight in the best composite (mean, 94% HDI) against the future
     trial's size; right: the score of the composite and of every metric alone.
 
     ``frame`` is :func:`bayes_cmma.northstar_frame` (or ``northstar.csv``).
@@ -25,7 +25,8 @@ def northstar_plot(frame: pd.DataFrame, criterion: str = "sign", kpi: str = "KPI
         sub = frame[frame["candidate"] == m].sort_values("future_size")
         x = sub["future_size"].to_numpy() * 2.0 ** offsets[i]
         mean = sub["weight_mean"].to_numpy()
-        err = np.vstack([mean - sub["weight_lower"].to_numpy(), sub["weight_upper"].to_numpy() - mean])
+        # the interval is an HDI (bayes_cmma.northstar_frame), which need not hold the mean
+        err = np.maximum(0.0, np.vstack([mean - sub["weight_lower"].to_numpy(), sub["weight_upper"].to_numpy() - mean]))
         ax_w.errorbar(x, mean, yerr=err, marker="o", capsize=3, color=f"C{i}", label=m)
     ax_w.axhline(0.0, color="0.6", lw=0.8)
     ax_w.set_ylabel("weight on the ATE / its sd (unit length)")
